@@ -1,0 +1,25 @@
+//! Wire types and name validation shared by the graycast server and its clients.
+//!
+//! This crate is the executable form of the public contract (`SPEC.md`): every
+//! JSON shape that crosses the network is defined here once, so the server, the
+//! Rust SDK and the tests cannot drift apart. It performs no I/O and has no async.
+//!
+//! Map of the crate:
+//! - [`name`]: validation of namespace and key names.
+//! - [`entry`]: the data model: [`Entry`], the gray section, history items.
+//! - [`rest`]: request and response bodies of the REST API, and the error body.
+//! - [`ws`]: the messages of the WebSocket push protocol in both directions.
+
+pub mod entry;
+pub mod name;
+pub mod rest;
+pub mod ws;
+
+pub use entry::{Entry, Gray, Guard, HistoryItem, Op, Rule, RuleOp, Step};
+pub use name::{validate_name, NameError};
+pub use rest::{ErrorBody, ErrorDetail};
+pub use ws::{ClientHello, ClientMessage, ServerMessage};
+
+/// A revision of the whole store: one counter for every change of every key,
+/// strictly increasing, never reused.
+pub type Revision = u64;

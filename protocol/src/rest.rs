@@ -1,0 +1,107 @@
+//! Request and response bodies of the REST API (`/v1/...`) and the error body.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::{Entry, HistoryItem, Revision};
+
+/// Body of `PUT /v1/configs/{ns}/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest {
+    /// The new value: any JSON value, `null` included. The field is required.
+    pub value: Value,
+}
+
+/// Body of `POST /v1/configs/{ns}/{key}/rollback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub to_revision: Revision,
+}
+
+/// Answer of `DELETE /v1/configs/{ns}/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeleteResponse {
+    pub revision: Revision,
+}
+
+/// One namespace in `GET /v1/namespaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceSummary {
+    pub name: String,
+    /// Number of keys in the namespace.
+    pub keys: u64,
+}
+
+/// Answer of `GET /v1/namespaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceList {
+    pub revision: Revision,
+    pub namespaces: Vec<NamespaceSummary>,
+}
+
+/// Answer of `GET /v1/configs/{ns}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConfigList {
+    pub namespace: String,
+    pub revision: Revision,
+    pub entries: Vec<Entry>,
+}
+
+/// Answer of `GET /v1/configs/{ns}/{key}/history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryList {
+    pub items: Vec<HistoryItem>,
+}
+
+/// One connected subscriber in `GET /v1/clients`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClientSummary {
+    pub id: String,
+    pub namespaces: Vec<String>,
+    /// The highest revision the client acknowledged as applied.
+    pub applied_revision: Revision,
+    pub labels: BTreeMap<String, String>,
+    /// The peer address of the connection.
+    pub remote: String,
+    pub connected_at: DateTime<Utc>,
+}
+
+/// Answer of `GET /v1/clients`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClientList {
+    pub clients: Vec<ClientSummary>,
+}
+
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The code and message of an error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable snake_case code, such as `revision_mismatch`.
+    pub code: String,
+    /// A human-readable explanation naming the offending value.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_request_requires_value() {
+        assert!(serde_json::from_str::<PutRequest>("{}").is_err());
+        assert!(serde_json::from_str::<PutRequest>(r#"{"valeu": 1}"#).is_err());
+        let null: PutRequest = serde_json::from_str(r#"{"value": null}"#).expect("null is a value");
+        assert_eq!(null.value, Value::Null);
+    }
+}

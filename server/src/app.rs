@@ -1,0 +1,128 @@
+//! Application state, the actix-web app, and the server's lifecycle.
+
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::store::Store;
+
+/// Recorded as `updated_by` for changes made without a token.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Everything a handler or session needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Who makes a request, as recorded in `updated_by`.
+pub fn actor(_req: &HttpRequest) -> String {
+    ANONYMOUS.to_owned()
+}
+
+/// The actix-web application over a state.
+pub fn build_app(
+    state: AppState,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let query_errors = web::QueryConfig::default()
+        .error_handler(|err, _| ApiError::BadRequest(format!("invalid query: {err}")).into());
+    let path_errors = web::PathConfig::default()
+        .error_handler(|err, _| ApiError::BadRequest(format!("invalid path: {err}")).into());
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(query_errors)
+        .app_data(path_errors)
+        .configure(routes::configure)
+        .default_service(web::to(not_found))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then stops gracefully: subscribers
+/// get a close frame, in-flight requests finish, and the writer commits what it was
+/// given before this returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> io::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let (store, feed) = Store::open(&config, metrics.clone()).map_err(io::Error::other)?;
+    let store = Arc::new(store);
+    let hub = Hub::new(
+        store.revision(),
+        config.subscriber_queue as usize,
+        metrics.clone(),
+    );
+    let feed_thread = hub.spawn_feed(feed)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers = if config.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        config.workers
+    };
+    tracing::info!(store = ?config.store, revision = store.revision(), "store opened");
+    let state = AppState {
+        config: Arc::new(config),
+        store: store.clone(),
+        hub,
+        metrics,
+        shutdown: stop_rx,
+    };
+    let server = HttpServer::new(move || build_app(state.clone()))
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        handle.stop(true).await;
+    });
+    let served = server.await;
+    // Every handler is done; let the writer commit what it holds, then stop the hub.
+    let stopped = actix_web::rt::task::spawn_blocking(move || {
+        store.shutdown();
+        drop(store);
+        if feed_thread.join().is_err() {
+            tracing::error!("the hub thread panicked");
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::error!("store shutdown panicked");
+    }
+    tracing::info!("stopped");
+    served
+}

@@ -1,0 +1,124 @@
+//! Server configuration: command-line flags, each also read from a `GRAYCAST_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Default address to serve on: loopback only, as no tokens are configured by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default folder of the embedded store.
+pub const DEFAULT_DATA_DIR: &str = "./graycast-data";
+/// Default largest serialized value (1 MiB).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Default number of recent changes kept for resuming subscribers.
+pub const DEFAULT_CHANGELOG_RETAIN: u64 = 100_000;
+/// Default interval between pings (and `progress` messages while idle).
+pub const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
+/// Default silence after which a WebSocket peer is dropped.
+pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 45_000;
+/// Default number of pushed messages buffered per subscriber before it is resynced.
+pub const DEFAULT_SUBSCRIBER_QUEUE: u64 = 4096;
+/// Default cap on concurrent WebSocket subscribers.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 20_000;
+/// Default largest number of writes committed in one transaction.
+pub const DEFAULT_MAX_BATCH: u64 = 1024;
+
+/// The store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Embedded durable store (a redb file under `--data-dir`).
+    Redb,
+    /// In-memory store: fast and forgetful, for tests and demos.
+    Memory,
+}
+
+/// graycast: a real-time configuration center with gray releases.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "graycast", version, about)]
+pub struct Config {
+    /// Address to serve HTTP and WebSocket on; port 0 picks a free port.
+    #[arg(long, env = "GRAYCAST_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Folder of the embedded store; created when missing.
+    #[arg(long, env = "GRAYCAST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Store backend.
+    #[arg(long, env = "GRAYCAST_STORE", value_enum, default_value_t = StoreKind::Redb)]
+    pub store: StoreKind,
+
+    /// Largest accepted value, in bytes of its JSON serialization.
+    #[arg(long, env = "GRAYCAST_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+
+    /// Number of recent changes kept durably so that subscribers can resume with `since`.
+    #[arg(long, env = "GRAYCAST_CHANGELOG_RETAIN", default_value_t = DEFAULT_CHANGELOG_RETAIN,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub changelog_retain: u64,
+
+    /// Interval between pings and idle `progress` messages, in milliseconds.
+    #[arg(long, env = "GRAYCAST_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub heartbeat_ms: u64,
+
+    /// Silence after which a WebSocket peer is dropped, in milliseconds.
+    #[arg(long, env = "GRAYCAST_CLIENT_TIMEOUT_MS", default_value_t = DEFAULT_CLIENT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub client_timeout_ms: u64,
+
+    /// Pushed messages buffered per subscriber; one that falls further behind is resynced.
+    #[arg(long, env = "GRAYCAST_SUBSCRIBER_QUEUE", default_value_t = DEFAULT_SUBSCRIBER_QUEUE,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub subscriber_queue: u64,
+
+    /// Largest number of concurrent WebSocket subscribers.
+    #[arg(long, env = "GRAYCAST_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
+
+    /// Largest number of writes committed together in one transaction.
+    #[arg(long, env = "GRAYCAST_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch: u64,
+
+    /// Number of HTTP worker threads; 0 means one per core.
+    #[arg(long, env = "GRAYCAST_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+impl Config {
+    /// A configuration with every default, serving on `listen` with the given store.
+    pub fn for_tests(store: StoreKind, data_dir: PathBuf) -> Config {
+        let mut config = Config::parse_from(["graycast"]);
+        config.store = store;
+        config.data_dir = data_dir;
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
+    }
+
+    /// The largest request body: the largest value plus room for the envelope around it.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_value_bytes.saturating_add(64 * 1024)
+    }
+
+    /// Refuses settings that are unsafe or contradictory.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to serve on {} without access tokens: bind a loopback address",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! The graycast server: a real-time configuration center with gray releases.
+//!
+//! Map of the crate:
+//! - [`config`]: command-line flags and environment variables.
+//! - [`app`]: shared state, the actix-web app ([`build_app`]) and the lifecycle ([`run`]).
+//! - [`store`]: the durable revisioned store (redb or memory), its group-committing
+//!   writer and the live cache.
+//! - [`hub`]: fan-out of committed changes to subscribers; registry of clients.
+//! - [`session`]: one WebSocket subscriber's loop.
+//! - [`routes`]: REST handlers, one module per resource.
+//! - [`error`]: the API error type and its JSON rendering.
+//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`openapi`]: the generated OpenAPI document.
+//!
+//! A write travels: handler → [`store::Store::write`] → writer thread (batch, persist,
+//! update cache) → feed → hub thread (serialize once, queue per subscriber) → session.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod session;
+pub mod store;
+
+pub use app::{build_app, run, AppState};
+pub use config::Config;

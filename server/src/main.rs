@@ -1,0 +1,76 @@
+//! The `graycast` server binary: parse the configuration, set up logs, serve.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use clap::Parser;
+use graycast_server::Config;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("GRAYCAST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(reason) = config.validate() {
+        eprintln!("graycast: {reason}");
+        return ExitCode::from(2);
+    }
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("graycast: cannot listen on {}: {err}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
+        Err(err) => {
+            eprintln!("graycast: cannot read the bound address: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The socket is bound, so connections made from now on wait in its backlog until the
+    // store is open and the workers accept them.
+    println!("graycast listening on {url}");
+    let _ = std::io::stdout().flush();
+    let served = actix_web::rt::System::new().block_on(graycast_server::run(
+        config,
+        listener,
+        shutdown_signal(),
+    ));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("graycast: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

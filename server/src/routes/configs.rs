@@ -1,0 +1,257 @@
+//! Configuration entries: namespaces, list, get, put, delete, history and rollback.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use graycast_protocol::rest::{
+    ConfigList, DeleteResponse, HistoryList, NamespaceList, NamespaceSummary, PutRequest,
+    RollbackRequest,
+};
+use graycast_protocol::{Entry, ErrorBody};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{check_names, etag, parse_etag, precondition, read_json};
+use crate::app::{actor, AppState};
+use crate::error::ApiError;
+use crate::store::{Mutation, StoreError, WriteRequest};
+
+/// History items returned when the request names no limit.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+/// Most history items returned by one request.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/namespaces", web::get().to(namespaces))
+        .route("/v1/configs/{ns}", web::get().to(list))
+        .service(
+            web::resource("/v1/configs/{ns}/{key}")
+                .route(web::get().to(get))
+                .route(web::put().to(put))
+                .route(web::delete().to(delete)),
+        )
+        .route("/v1/configs/{ns}/{key}/history", web::get().to(history))
+        .route("/v1/configs/{ns}/{key}/rollback", web::post().to(rollback));
+}
+
+/// Lists the namespaces with their number of keys.
+#[utoipa::path(get, path = "/v1/namespaces", tag = "configs",
+    responses((status = 200, body = NamespaceList)))]
+pub async fn namespaces(state: web::Data<AppState>) -> HttpResponse {
+    let (revision, list) = state.store.namespaces();
+    let namespaces = list
+        .into_iter()
+        .map(|(name, keys)| NamespaceSummary {
+            name,
+            keys: keys as u64,
+        })
+        .collect();
+    HttpResponse::Ok().json(NamespaceList {
+        revision,
+        namespaces,
+    })
+}
+
+/// Lists the entries of a namespace (empty when it has none).
+#[utoipa::path(get, path = "/v1/configs/{ns}", tag = "configs",
+    params(("ns" = String, Path, description = "namespace")),
+    responses((status = 200, body = ConfigList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let namespace = path.into_inner();
+    check_names(&namespace, None)?;
+    let (revision, entries) = state.store.snapshot(std::slice::from_ref(&namespace));
+    let entries = entries.iter().map(|e| Entry::clone(e)).collect();
+    Ok(HttpResponse::Ok().json(ConfigList {
+        namespace,
+        revision,
+        entries,
+    }))
+}
+
+/// Reads one entry. `If-None-Match` with its current ETag answers 304.
+#[utoipa::path(get, path = "/v1/configs/{ns}/{key}", tag = "configs",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\""))),
+              (status = 304), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let entry = state
+        .store
+        .get(&namespace, &key)
+        .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))?;
+    let tag = etag(entry.revision);
+    let unchanged = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| parse_etag(t) == Some(entry.revision)));
+    if unchanged {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, tag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, tag))
+        .json(entry.as_ref()))
+}
+
+/// Creates or updates an entry. Honours `If-Match: "<rev>"` and `If-None-Match: *`.
+#[utoipa::path(put, path = "/v1/configs/{ns}/{key}", tag = "configs",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"),
+           ("If-Match" = Option<String>, Header, description = "write only if the entry is at this revision"),
+           ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
+    request_body = PutRequest,
+    responses((status = 200, body = Entry, description = "updated"), (status = 201, body = Entry, description = "created"),
+              (status = 400, body = ErrorBody), (status = 412, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn put(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let precondition = precondition(req.headers())?;
+    let body: PutRequest = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    let size = serde_json::to_vec(&body.value).map_or(usize::MAX, |v| v.len());
+    if size > state.config.max_value_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "value of {size} bytes exceeds the limit of {} bytes",
+            state.config.max_value_bytes
+        )));
+    }
+    let change = state
+        .store
+        .write(WriteRequest {
+            namespace,
+            key,
+            mutation: Mutation::Put { value: body.value },
+            precondition,
+            actor: actor(&req),
+        })
+        .await?;
+    entry_response(&change.entry)
+}
+
+/// Deletes an entry and any gray release of it. Honours `If-Match`.
+#[utoipa::path(delete, path = "/v1/configs/{ns}/{key}", tag = "configs",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"),
+           ("If-Match" = Option<String>, Header, description = "delete only if the entry is at this revision")),
+    responses((status = 200, body = DeleteResponse), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let change = state
+        .store
+        .write(WriteRequest {
+            namespace,
+            key,
+            mutation: Mutation::Delete,
+            precondition: precondition(req.headers())?,
+            actor: actor(&req),
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(DeleteResponse {
+        revision: change.revision,
+    }))
+}
+
+/// Query of the history listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Most items to return (default 100, at most 1000).
+    limit: Option<usize>,
+    /// Only revisions below this one (for paging).
+    before: Option<u64>,
+}
+
+/// Lists the revisions of a key, newest first, deletes included.
+#[utoipa::path(get, path = "/v1/configs/{ns}/{key}/history", tag = "configs",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"), HistoryQuery),
+    responses((status = 200, body = HistoryList), (status = 404, body = ErrorBody)))]
+pub async fn history(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let limit = query.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is outside 1..={MAX_HISTORY_LIMIT}"
+        )));
+    }
+    let before = query.before;
+    let backend = state.store.backend();
+    let (ns, k) = (namespace.clone(), key.clone());
+    let items = web::block(move || backend.history(&ns, &k, before, limit))
+        .await
+        .map_err(|e| ApiError::Internal(format!("history read failed: {e}")))??;
+    if items.is_empty() && state.store.get(&namespace, &key).is_none() && before.is_none() {
+        return Err(StoreError::NotFound {
+            what: format!("key {namespace}/{key}"),
+        }
+        .into());
+    }
+    Ok(HttpResponse::Ok().json(HistoryList { items }))
+}
+
+/// Makes the value of an earlier revision current again, as a new revision.
+#[utoipa::path(post, path = "/v1/configs/{ns}/{key}/rollback", tag = "configs",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    request_body = RollbackRequest,
+    responses((status = 200, body = Entry), (status = 201, body = Entry, description = "the key was deleted and is recreated"),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn rollback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let precondition = precondition(req.headers())?;
+    let body: RollbackRequest =
+        read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    let change = state
+        .store
+        .write(WriteRequest {
+            namespace,
+            key,
+            mutation: Mutation::Rollback {
+                to_revision: body.to_revision,
+            },
+            precondition,
+            actor: actor(&req),
+        })
+        .await?;
+    entry_response(&change.entry)
+}
+
+/// 201 with the entry when the write created the key, 200 otherwise; with its ETag.
+fn entry_response(entry: &Option<std::sync::Arc<Entry>>) -> Result<HttpResponse, ApiError> {
+    let entry = entry
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal("the write left no entry".into()))?;
+    let mut response = if entry.version == 1 {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(response
+        .insert_header((header::ETAG, etag(entry.revision)))
+        .json(entry))
+}

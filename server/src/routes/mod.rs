@@ -1,0 +1,140 @@
+//! HTTP routes, one module per resource, plus the request helpers they share.
+
+pub mod clients;
+pub mod configs;
+pub mod health;
+pub mod watch;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::web;
+use futures_util::StreamExt;
+use graycast_protocol::{validate_name, Revision};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::store::Precondition;
+
+/// Registers every route of the API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    configs::configure(cfg);
+    clients::configure(cfg);
+    health::configure(cfg);
+    watch::configure(cfg);
+}
+
+/// Checks a namespace and a key name from the path.
+pub(crate) fn check_names(namespace: &str, key: Option<&str>) -> Result<(), ApiError> {
+    validate_name(namespace).map_err(|source| ApiError::InvalidName {
+        what: "namespace",
+        name: namespace.to_owned(),
+        source,
+    })?;
+    if let Some(key) = key {
+        validate_name(key).map_err(|source| ApiError::InvalidName {
+            what: "key",
+            name: key.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads a JSON request body of at most `limit` bytes.
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let too_large = |size: usize| {
+        ApiError::PayloadTooLarge(format!(
+            "request body of {size} bytes exceeds the limit of {limit} bytes"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = declared {
+        if size > limit {
+            return Err(too_large(size));
+        }
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(body.len() + chunk.len()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(ApiError::InvalidJson(
+            "the request body is empty; send a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidJson(format!("invalid request body: {e}")))
+}
+
+/// Reads `If-Match` and `If-None-Match` into the write's precondition.
+pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let text = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|_| ApiError::BadRequest(format!("header {name} is not ASCII")))
+            })
+            .transpose()
+    };
+    match (text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?) {
+        (None, None) => Ok(Precondition::None),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "send If-Match or If-None-Match, not both".into(),
+        )),
+        (Some(tag), None) if tag == "*" => Ok(Precondition::Exists),
+        (Some(tag), None) => parse_etag(&tag).map(Precondition::Revision).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "If-Match {tag:?} is not a revision such as \"42\" or *"
+            ))
+        }),
+        (None, Some(tag)) if tag == "*" => Ok(Precondition::Absent),
+        (None, Some(tag)) => Err(ApiError::BadRequest(format!(
+            "If-None-Match {tag:?} is not supported on writes; only * (create only) is"
+        ))),
+    }
+}
+
+/// Parses an entity tag carrying a revision: `"42"`, `W/"42"` or a bare `42`.
+pub(crate) fn parse_etag(tag: &str) -> Option<Revision> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let tag = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    tag.parse().ok()
+}
+
+/// The entity tag of a revision.
+pub(crate) fn etag(revision: Revision) -> String {
+    format!("\"{revision}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags() {
+        assert_eq!(parse_etag("\"42\""), Some(42));
+        assert_eq!(parse_etag("W/\"42\""), Some(42));
+        assert_eq!(parse_etag("42"), Some(42));
+        assert_eq!(parse_etag(" \"7\" "), Some(7));
+        assert_eq!(parse_etag("\"x\""), None);
+        assert_eq!(parse_etag("\"-1\""), None);
+        assert_eq!(parse_etag(&etag(9)), Some(9));
+    }
+}

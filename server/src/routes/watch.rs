@@ -1,0 +1,38 @@
+//! The WebSocket upgrade at `/v1/watch`; the session itself lives in `session`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::session;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/watch", web::get().to(watch));
+}
+
+/// Upgrades to the push protocol (see SPEC §5): subscribe, then snapshot or replay, then changes.
+#[utoipa::path(get, path = "/v1/watch", tag = "watch",
+    responses((status = 101, description = "switching to the WebSocket push protocol"),
+              (status = 503, body = graycast_protocol::ErrorBody, description = "subscriber limit reached")))]
+pub async fn watch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let Some(permit) = state.hub.try_connect(state.config.max_subscribers) else {
+        return Err(ApiError::Unavailable(format!(
+            "the server already serves its limit of {} subscribers",
+            state.config.max_subscribers
+        ))
+        .into());
+    };
+    let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    let remote = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let state = state.get_ref().clone();
+    let shutdown = state.shutdown.clone();
+    actix_web::rt::spawn(async move {
+        session::run(state, ws, stream, remote, shutdown).await;
+        drop(permit);
+    });
+    Ok(response)
+}

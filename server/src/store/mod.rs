@@ -1,0 +1,596 @@
+//! The revisioned store: a durable backend, one group-committing writer, and the live cache.
+//!
+//! Every change goes through [`Store::write`], which queues it for the writer thread. The
+//! writer takes every request queued while the previous transaction was committing,
+//! plans them in order against the current state (checking preconditions and
+//! assigning consecutive revisions), persists the accepted ones in **one** durable
+//! transaction of the [`Backend`], and only then updates the live cache, hands the
+//! committed changes to the feed (the hub) and answers each caller. A request that is
+//! rejected consumes no revision and changes nothing.
+//!
+//! The cache (a [`DashMap`] of namespaces) is a copy of the backend's current state,
+//! rebuilt from it at start. It serves every read of current state without I/O.
+
+mod memory;
+mod redb;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use dashmap::DashMap;
+use graycast_protocol::{Entry, HistoryItem, Op, Revision};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, StoreKind};
+use crate::metrics::Metrics;
+
+pub use self::memory::MemoryBackend;
+pub use self::redb::RedbBackend;
+
+/// Queued write requests beyond which callers wait for room (backpressure, not failure).
+const WRITE_QUEUE: usize = 64 * 1024;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} is at revision {actual}, not the expected revision {expected}")]
+    RevisionMismatch {
+        what: String,
+        expected: Revision,
+        actual: Revision,
+    },
+    #[error("{what} already exists at revision {revision}")]
+    AlreadyExists { what: String, revision: Revision },
+    #[error("{what} does not exist, but the write requires it to")]
+    Missing { what: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("store failure: {0}")]
+    Backend(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A condition on the key's current state that a write requires (`If-Match`, `If-None-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// The key exists at exactly this revision.
+    Revision(Revision),
+    /// The key exists (`If-Match: *`).
+    Exists,
+    /// The key does not exist (`If-None-Match: *`).
+    Absent,
+}
+
+/// What a write does to its key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Set the stable value, creating the key if needed. A running gray release stays.
+    Put { value: Value },
+    /// Remove the key and any gray release.
+    Delete,
+    /// Set the stable value to the value the key had at `to_revision`.
+    Rollback { to_revision: Revision },
+}
+
+/// One write: a mutation of one key, by someone, under a precondition.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub namespace: String,
+    pub key: String,
+    pub mutation: Mutation,
+    pub precondition: Precondition,
+    /// Who makes the change; recorded as `updated_by`.
+    pub actor: String,
+}
+
+/// A committed change: one revision. Recorded in the change log and fed to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub revision: Revision,
+    pub op: Op,
+    pub namespace: String,
+    pub key: String,
+    /// The entry after the change; `None` after a delete.
+    pub entry: Option<Arc<Entry>>,
+    pub at: DateTime<Utc>,
+    pub by: String,
+}
+
+impl Change {
+    /// The history record of this change.
+    pub fn history_item(&self) -> HistoryItem {
+        HistoryItem {
+            revision: self.revision,
+            op: self.op,
+            value: self.entry.as_ref().map_or(Value::Null, |e| e.value.clone()),
+            gray: self.entry.as_ref().and_then(|e| e.gray.clone()),
+            updated_at: self.at,
+            updated_by: self.by.clone(),
+        }
+    }
+}
+
+/// The durable state found by [`Backend::load`].
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The revision of the last committed change (0 for an empty store).
+    pub revision: Revision,
+    /// Every live entry.
+    pub entries: Vec<Entry>,
+}
+
+/// A page of the change log.
+#[derive(Debug)]
+pub enum ChangePage {
+    /// Changes after the asked revision, oldest first; empty when there are none.
+    Changes(Vec<Arc<Change>>),
+    /// The log no longer holds every change after the asked revision.
+    Compacted,
+}
+
+/// A durable home for entries, their history and the change log.
+///
+/// Contract:
+/// - [`Backend::persist`] is called by one writer only, with changes of consecutive
+///   revisions, each greater than any persisted before. It applies them all or none,
+///   and returns only once they are durable (they survive a crash of the process).
+/// - Revisions are one counter for the whole store; the last one survives restarts,
+///   so a revision is never reused.
+/// - History of every revision of every key is kept; the change log keeps at least
+///   the most recent `changelog_retain` changes.
+/// - Reads may run concurrently with `persist` from any thread; they block, so async
+///   callers run them on a blocking thread.
+pub trait Backend: Send + Sync + 'static {
+    /// Reads the current state, at start.
+    fn load(&self) -> Result<Loaded, StoreError>;
+    /// Durably records changes (see the trait's contract).
+    fn persist(&self, changes: &[Change]) -> Result<(), StoreError>;
+    /// Up to `limit` changes with a revision greater than `after`, oldest first.
+    fn changes_after(&self, after: Revision, limit: usize) -> Result<ChangePage, StoreError>;
+    /// Up to `limit` history items of a key with a revision below `before`, newest first.
+    fn history(
+        &self,
+        namespace: &str,
+        key: &str,
+        before: Option<Revision>,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, StoreError>;
+    /// The history item of a key at exactly `revision`, if that revision changed the key.
+    fn history_at(
+        &self,
+        namespace: &str,
+        key: &str,
+        revision: Revision,
+    ) -> Result<Option<HistoryItem>, StoreError>;
+    /// Checks that the backend answers (readiness).
+    fn check(&self) -> Result<(), StoreError>;
+}
+
+/// Committed changes, in revision order, as handed to the feed.
+pub type CommittedBatch = Vec<Arc<Change>>;
+
+/// The receiving end of the stream of committed changes.
+pub type FeedReceiver = std_mpsc::Receiver<CommittedBatch>;
+
+/// The keys of one namespace, by name.
+type Namespace = BTreeMap<String, Arc<Entry>>;
+
+/// State shared by the store handle and the writer thread.
+struct Shared {
+    backend: Arc<dyn Backend>,
+    cache: DashMap<String, Namespace>,
+    /// Taken for writing while the writer applies a batch to the cache, and for
+    /// reading while a consistent snapshot is copied out. Both are short and synchronous.
+    gate: RwLock<()>,
+    /// The revision of the last change applied to the cache.
+    revision: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn get(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {
+        self.cache
+            .get(namespace)
+            .and_then(|ns| ns.get(key).cloned())
+    }
+}
+
+enum WriterMessage {
+    Write(
+        WriteRequest,
+        oneshot::Sender<Result<Arc<Change>, StoreError>>,
+    ),
+    Shutdown,
+}
+
+/// The store: cached reads, queued durable writes, and the stream of committed changes.
+pub struct Store {
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<WriterMessage>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens the backend the configuration names and starts the writer.
+    ///
+    /// Returns the store and the receiving end of its stream of committed changes.
+    pub fn open(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, FeedReceiver), StoreError> {
+        let backend: Arc<dyn Backend> = match config.store {
+            StoreKind::Memory => Arc::new(MemoryBackend::new(config.changelog_retain)),
+            StoreKind::Redb => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                    StoreError::Backend(format!(
+                        "cannot create data dir {}: {e}",
+                        config.data_dir.display()
+                    ))
+                })?;
+                Arc::new(RedbBackend::open(
+                    &config.data_dir.join("graycast.redb"),
+                    config.changelog_retain,
+                )?)
+            }
+        };
+        Store::with_backend(backend, config.max_batch as usize, metrics)
+    }
+
+    /// Starts a store over any backend.
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, FeedReceiver), StoreError> {
+        let loaded = backend.load()?;
+        let cache: DashMap<String, Namespace> = DashMap::new();
+        for entry in loaded.entries {
+            cache
+                .entry(entry.namespace.clone())
+                .or_default()
+                .insert(entry.key.clone(), Arc::new(entry));
+        }
+        let shared = Arc::new(Shared {
+            backend,
+            cache,
+            gate: RwLock::new(()),
+            revision: AtomicU64::new(loaded.revision),
+            metrics,
+        });
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (feed_tx, feed_rx) = std_mpsc::channel();
+        let writer_shared = shared.clone();
+        let max_batch = max_batch.max(1);
+        let thread = std::thread::Builder::new()
+            .name("graycast-writer".into())
+            .spawn(move || {
+                Writer {
+                    shared: writer_shared,
+                    feed: feed_tx,
+                    max_batch,
+                }
+                .run(rx)
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        let store = Store {
+            shared,
+            writer: tx,
+            writer_thread: Mutex::new(Some(thread)),
+        };
+        Ok((store, feed_rx))
+    }
+
+    /// Queues a write and waits until it is durable (or rejected).
+    pub async fn write(&self, request: WriteRequest) -> Result<Arc<Change>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(WriterMessage::Write(request, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Asks the writer to commit what is queued and stop, and waits for it.
+    /// Writes queued after this fail with [`StoreError::Closed`].
+    pub fn shutdown(&self) {
+        // A full queue must not make shutdown fail: the blocking send waits for room.
+        let _ = self.writer.blocking_send(WriterMessage::Shutdown);
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+
+    /// The revision of the last committed change.
+    pub fn revision(&self) -> Revision {
+        self.shared.revision.load(Ordering::Acquire)
+    }
+
+    /// The current entry of a key.
+    pub fn get(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {
+        self.shared.get(namespace, key)
+    }
+
+    /// Every namespace with its number of keys, and the revision they are current at.
+    pub fn namespaces(&self) -> (Revision, Vec<(String, usize)>) {
+        let _gate = self
+            .shared
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let revision = self.revision();
+        let mut list: Vec<(String, usize)> = self
+            .shared
+            .cache
+            .iter()
+            .map(|ns| (ns.key().clone(), ns.value().len()))
+            .collect();
+        list.sort();
+        (revision, list)
+    }
+
+    /// A consistent copy of the entries of some namespaces as of the returned revision,
+    /// sorted by namespace and key.
+    pub fn snapshot(&self, namespaces: &[String]) -> (Revision, Vec<Arc<Entry>>) {
+        let _gate = self
+            .shared
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let revision = self.revision();
+        let mut names: Vec<&String> = namespaces.iter().collect();
+        names.sort();
+        names.dedup();
+        let mut entries = Vec::new();
+        for name in names {
+            if let Some(ns) = self.shared.cache.get(name.as_str()) {
+                entries.extend(ns.values().cloned());
+            }
+        }
+        (revision, entries)
+    }
+
+    /// The backend, for reads that go to durable storage (history, change log).
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.shared.backend.clone()
+    }
+}
+
+/// The single writer: batches queued requests into one durable transaction.
+struct Writer {
+    shared: Arc<Shared>,
+    feed: std_mpsc::Sender<CommittedBatch>,
+    max_batch: usize,
+}
+
+type Pending = (
+    WriteRequest,
+    oneshot::Sender<Result<Arc<Change>, StoreError>>,
+);
+
+impl Writer {
+    fn run(self, mut queue: mpsc::Receiver<WriterMessage>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
+        let mut stopping = false;
+        while !stopping {
+            match queue.blocking_recv() {
+                Some(WriterMessage::Write(request, reply)) => batch.push((request, reply)),
+                Some(WriterMessage::Shutdown) | None => stopping = true,
+            }
+            // Everything that queued up while the last transaction committed joins this one.
+            while batch.len() < self.max_batch {
+                match queue.try_recv() {
+                    Ok(WriterMessage::Write(request, reply)) => batch.push((request, reply)),
+                    Ok(WriterMessage::Shutdown) => stopping = true,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+        }
+        // Refuse what arrives from now on, and answer what is still queued.
+        queue.close();
+        while let Ok(message) = queue.try_recv() {
+            if let WriterMessage::Write(request, reply) = message {
+                batch.push((request, reply));
+                if batch.len() == self.max_batch {
+                    self.commit(&mut batch);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.commit(&mut batch);
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    /// Plans, persists and publishes one batch, then answers every caller in it.
+    fn commit(&self, batch: &mut Vec<Pending>) {
+        let shared = &*self.shared;
+        let now = Utc::now().trunc_subsecs(3);
+        let base = shared.revision.load(Ordering::Acquire);
+        // The state of keys written earlier in this batch, which later requests must see.
+        let mut overlay: HashMap<(String, String), Option<Arc<Entry>>> = HashMap::new();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut outcomes: Vec<Result<usize, StoreError>> = Vec::with_capacity(batch.len());
+        for (request, _) in batch.iter() {
+            let slot = (request.namespace.clone(), request.key.clone());
+            let current = match overlay.get(&slot) {
+                Some(state) => state.clone(),
+                None => shared.get(&request.namespace, &request.key),
+            };
+            let revision = base + changes.len() as u64 + 1;
+            match plan(
+                shared.backend.as_ref(),
+                request,
+                current.as_deref(),
+                revision,
+                now,
+            ) {
+                Ok(change) => {
+                    overlay.insert(slot, change.entry.clone());
+                    outcomes.push(Ok(changes.len()));
+                    changes.push(change);
+                }
+                Err(err) => outcomes.push(Err(err)),
+            }
+        }
+        let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+        shared
+            .metrics
+            .write_rejections
+            .fetch_add(rejected, Ordering::Relaxed);
+
+        let committed: Vec<Arc<Change>> = if changes.is_empty() {
+            Vec::new()
+        } else if let Err(err) = shared.backend.persist(&changes) {
+            tracing::error!(error = %err, writes = changes.len(), "commit failed");
+            for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
+                let _ = reply.send(Err(outcome.err().unwrap_or_else(|| err.clone())));
+            }
+            return;
+        } else {
+            let committed: Vec<Arc<Change>> = changes.into_iter().map(Arc::new).collect();
+            self.apply_to_cache(&committed);
+            shared.metrics.record_commit(committed.len());
+            // The hub may be gone during shutdown; the changes are durable regardless.
+            let _ = self.feed.send(committed.clone());
+            committed
+        };
+        for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
+            let _ = reply.send(outcome.map(|index| committed[index].clone()));
+        }
+    }
+
+    fn apply_to_cache(&self, committed: &[Arc<Change>]) {
+        let shared = &*self.shared;
+        let _gate = shared.gate.write().unwrap_or_else(PoisonError::into_inner);
+        for change in committed {
+            match &change.entry {
+                Some(entry) => {
+                    shared
+                        .cache
+                        .entry(change.namespace.clone())
+                        .or_default()
+                        .insert(change.key.clone(), entry.clone());
+                }
+                None => {
+                    let now_empty = match shared.cache.get_mut(&change.namespace) {
+                        Some(mut ns) => {
+                            ns.remove(&change.key);
+                            ns.is_empty()
+                        }
+                        None => false,
+                    };
+                    if now_empty {
+                        shared.cache.remove(&change.namespace);
+                    }
+                }
+            }
+        }
+        if let Some(last) = committed.last() {
+            shared.revision.store(last.revision, Ordering::Release);
+        }
+    }
+}
+
+/// Decides what one write does to the current state of its key.
+fn plan(
+    backend: &dyn Backend,
+    request: &WriteRequest,
+    current: Option<&Entry>,
+    revision: Revision,
+    now: DateTime<Utc>,
+) -> Result<Change, StoreError> {
+    let what = || format!("key {}/{}", request.namespace, request.key);
+    match (request.precondition, current) {
+        (Precondition::None, _) => {}
+        (Precondition::Revision(expected), Some(entry)) if entry.revision != expected => {
+            return Err(StoreError::RevisionMismatch {
+                what: what(),
+                expected,
+                actual: entry.revision,
+            });
+        }
+        (Precondition::Revision(_) | Precondition::Exists, None) => {
+            return Err(StoreError::Missing { what: what() });
+        }
+        (Precondition::Absent, Some(entry)) => {
+            return Err(StoreError::AlreadyExists {
+                what: what(),
+                revision: entry.revision,
+            });
+        }
+        _ => {}
+    }
+    let (op, value) = match &request.mutation {
+        Mutation::Put { value } => (Op::Put, value.clone()),
+        Mutation::Rollback { to_revision } => {
+            let item = backend
+                .history_at(&request.namespace, &request.key, *to_revision)?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("revision {to_revision} in the history of {}", what()),
+                })?;
+            if item.op == Op::Delete {
+                return Err(StoreError::Invalid(format!(
+                    "revision {to_revision} deleted {}; there is no value to roll back to",
+                    what()
+                )));
+            }
+            (Op::Rollback, item.value)
+        }
+        Mutation::Delete => {
+            if current.is_none() {
+                return Err(StoreError::NotFound { what: what() });
+            }
+            return Ok(Change {
+                revision,
+                op: Op::Delete,
+                namespace: request.namespace.clone(),
+                key: request.key.clone(),
+                entry: None,
+                at: now,
+                by: request.actor.clone(),
+            });
+        }
+    };
+    let entry = Entry {
+        namespace: request.namespace.clone(),
+        key: request.key.clone(),
+        value,
+        revision,
+        created_revision: current.map_or(revision, |e| e.created_revision),
+        version: current.map_or(1, |e| e.version + 1),
+        updated_at: now,
+        updated_by: request.actor.clone(),
+        gray: current.and_then(|e| e.gray.clone()),
+    };
+    Ok(Change {
+        revision,
+        op,
+        namespace: request.namespace.clone(),
+        key: request.key.clone(),
+        entry: Some(Arc::new(entry)),
+        at: now,
+        by: request.actor.clone(),
+    })
+}

@@ -1,0 +1,346 @@
+//! Fixtures for end-to-end tests: real `graycast` processes and real WebSocket clients.
+//!
+//! [`TestServer`] starts the server binary on `127.0.0.1:0` with a temporary data dir,
+//! reads the URL it announces, and kills it when dropped. [`Watcher`] is a WebSocket
+//! subscriber that decodes the push protocol. Everything waits on events with a
+//! deadline; nothing sleeps to synchronise.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use graycast_protocol::ServerMessage;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for any single expected event.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The path of the server binary cargo built for these tests.
+///
+/// Cargo builds this package's binaries before running its integration tests and puts
+/// them beside the `deps/` folder that holds the test executables.
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_graycast-under-test") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join(format!(
+        "graycast-under-test{}",
+        std::env::consts::EXE_SUFFIX
+    ))
+}
+
+/// A running server process with its own data dir.
+pub struct TestServer {
+    child: Option<Child>,
+    /// The base URL, such as `http://127.0.0.1:39153`.
+    pub url: String,
+    dir: TempDir,
+    args: Vec<String>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl TestServer {
+    /// Starts a server on the default (redb) store.
+    pub fn start() -> TestServer {
+        TestServer::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line flags.
+    pub fn start_with(args: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("server.log");
+        let mut server = TestServer {
+            child: None,
+            url: String::new(),
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log,
+            starts: 0,
+        };
+        server.spawn("127.0.0.1:0").expect("server starts");
+        server
+    }
+
+    /// The data dir the server stores into.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self, listen: &str) -> Result<()> {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut child = Command::new(server_binary())
+            .arg("--listen")
+            .arg(listen)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(&self.args)
+            .env("GRAYCAST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawning the server")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        self.child = Some(child);
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .map_err(|_| anyhow!("server announced no URL; log:\n{}", self.log_text()))?;
+        let url = line
+            .strip_prefix("graycast listening on ")
+            .ok_or_else(|| anyhow!("unexpected first line {line:?}"))?;
+        self.url = url.trim().to_owned();
+        Ok(())
+    }
+
+    /// The server's log so far (stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `ws://` URL of the watch endpoint.
+    pub fn watch_url(&self) -> String {
+        format!("{}/v1/watch", self.url.replacen("http://", "ws://", 1))
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not stop within {DEADLINE:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL: no chance to flush or close anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir and, if it is free, the same port.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.start_again();
+    }
+
+    /// Starts a stopped server again on the same data dir, preferring the same port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "server still running");
+        let old = self.url.trim_start_matches("http://").to_owned();
+        if self.spawn(&old).is_err() {
+            self.kill9();
+            self.spawn("127.0.0.1:0").expect("server restarts");
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- server log ({} starts) ----\n{}",
+                self.starts,
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// A REST client for a test server.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+impl Api {
+    pub fn new(server: &TestServer) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            url: server.url.clone(),
+        }
+    }
+
+    /// `PUT /v1/configs/{ns}/{key}` with `{"value": value}`; the answer's status and body.
+    pub async fn put(&self, ns: &str, key: &str, value: Value) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .put(format!("{}/v1/configs/{ns}/{key}", self.url))
+            .json(&json!({ "value": value }))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
+    /// Puts and insists on success; returns the new entry's revision.
+    pub async fn put_ok(&self, ns: &str, key: &str, value: Value) -> u64 {
+        let (status, body) = self.put(ns, key, value).await.expect("put answered");
+        assert!(
+            status == 200 || status == 201,
+            "put {ns}/{key}: {status} {body}"
+        );
+        body["revision"].as_u64().expect("revision")
+    }
+
+    /// `GET` a path; the status and the JSON body (`null` when there is none).
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text)?
+            },
+        ))
+    }
+
+    /// `DELETE /v1/configs/{ns}/{key}`.
+    pub async fn delete(&self, ns: &str, key: &str) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .delete(format!("{}/v1/configs/{ns}/{key}", self.url))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+}
+
+/// A WebSocket subscriber speaking the push protocol.
+pub struct Watcher {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Watcher {
+    /// Connects without subscribing.
+    pub async fn connect(server: &TestServer) -> Result<Watcher> {
+        let (ws, _) = tokio_tungstenite::connect_async(server.watch_url()).await?;
+        Ok(Watcher { ws })
+    }
+
+    /// Connects and subscribes to `namespaces`, resuming after `since` if given.
+    pub async fn subscribe(
+        server: &TestServer,
+        namespaces: &[&str],
+        since: Option<u64>,
+    ) -> Result<Watcher> {
+        let mut watcher = Watcher::connect(server).await?;
+        let mut message = json!({"type": "subscribe", "namespaces": namespaces});
+        if let Some(since) = since {
+            message["since"] = json!(since);
+        }
+        watcher.send(message).await?;
+        Ok(watcher)
+    }
+
+    /// Sends a JSON text frame.
+    pub async fn send(&mut self, message: Value) -> Result<()> {
+        self.ws.send(Message::text(message.to_string())).await?;
+        Ok(())
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// The next frame of any kind, within the deadline; `None` once the stream ends.
+    pub async fn next_frame(&mut self) -> Result<Option<Message>> {
+        match tokio::time::timeout(DEADLINE, self.ws.next()).await {
+            Err(_) => bail!("no frame within {DEADLINE:?}"),
+            Ok(None) => Ok(None),
+            Ok(Some(frame)) => Ok(Some(frame?)),
+        }
+    }
+
+    /// The next protocol message, skipping pings and pongs; fails on close.
+    pub async fn next(&mut self) -> Result<ServerMessage> {
+        loop {
+            match self.next_frame().await? {
+                Some(Message::Text(text)) => {
+                    return serde_json::from_str(&text).with_context(|| format!("decoding {text}"))
+                }
+                Some(Message::Ping(_) | Message::Pong(_)) => continue,
+                other => bail!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message that is not `progress`.
+    pub async fn next_data(&mut self) -> Result<ServerMessage> {
+        loop {
+            match self.next().await? {
+                ServerMessage::Progress { .. } => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Reads until the close frame; returns its code, or `None` if the stream just ended.
+    pub async fn expect_close(&mut self) -> Result<Option<u16>> {
+        loop {
+            match self.next_frame().await? {
+                Some(Message::Close(frame)) => return Ok(frame.map(|f| u16::from(f.code))),
+                None => return Ok(None),
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// The underlying stream, for tests that need to misbehave.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+}
