@@ -28,10 +28,9 @@ impl fmt::Display for NameError {
             NameError::BadStart(c) => {
                 write!(f, "name must start with a letter or digit, not {c:?}")
             }
-            NameError::BadChar(c) => write!(
-                f,
-                "name may only contain letters, digits, '.', '_' and '-', not {c:?}"
-            ),
+            NameError::BadChar(c) => {
+                write!(f, "name may only contain letters, digits, '.', '_' and '-', not {c:?}")
+            }
         }
     }
 }

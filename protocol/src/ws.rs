@@ -39,19 +39,9 @@ pub struct ClientHello {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The full state of the subscribed namespaces as of `revision`.
-    Snapshot {
-        revision: Revision,
-        namespaces: Vec<String>,
-        entries: Vec<Entry>,
-    },
+    Snapshot { revision: Revision, namespaces: Vec<String>, entries: Vec<Entry> },
     /// One change; `entry` is the entry after the change, `null` after a delete.
-    Change {
-        revision: Revision,
-        op: Op,
-        namespace: String,
-        key: String,
-        entry: Option<Box<Entry>>,
-    },
+    Change { revision: Revision, op: Op, namespace: String, key: String, entry: Option<Box<Entry>> },
     /// Nothing in the subscribed namespaces changed up to `revision`.
     Progress { revision: Revision },
     /// The server refuses something; a close frame follows.
@@ -80,24 +70,15 @@ mod tests {
             serde_json::from_str(r#"{"type":"subscribe","namespaces":["a"]}"#).expect("minimal");
         assert_eq!(
             m,
-            ClientMessage::Subscribe {
-                namespaces: vec!["a".into()],
-                since: None,
-                client: None
-            }
+            ClientMessage::Subscribe { namespaces: vec!["a".into()], since: None, client: None }
         );
         let m: ClientMessage = serde_json::from_str(
             r#"{"type":"subscribe","namespaces":["a"],"since":41,"client":{"id":"c1","labels":{"region":"eu"}}}"#,
         )
         .expect("full");
-        let ClientMessage::Subscribe { since, client, .. } = m else {
-            panic!("not a subscribe")
-        };
+        let ClientMessage::Subscribe { since, client, .. } = m else { panic!("not a subscribe") };
         assert_eq!(since, Some(41));
-        assert_eq!(
-            client.and_then(|c| c.labels.get("region").cloned()),
-            Some("eu".into())
-        );
+        assert_eq!(client.and_then(|c| c.labels.get("region").cloned()), Some("eu".into()));
     }
 
     #[test]

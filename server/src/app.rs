@@ -77,11 +77,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let (store, feed) = Store::open(&config, metrics.clone()).map_err(io::Error::other)?;
     let store = Arc::new(store);
-    let hub = Hub::new(
-        store.revision(),
-        config.subscriber_queue as usize,
-        metrics.clone(),
-    );
+    let hub = Hub::new(store.revision(), config.subscriber_queue as usize, metrics.clone());
     let feed_thread = hub.spawn_feed(feed)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = if config.workers == 0 {

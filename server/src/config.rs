@@ -71,7 +71,7 @@ pub struct Config {
 
     /// Pushed messages buffered per subscriber; one that falls further behind is resynced.
     #[arg(long, env = "GRAYCAST_SUBSCRIBER_QUEUE", default_value_t = DEFAULT_SUBSCRIBER_QUEUE,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub subscriber_queue: u64,
 
     /// Largest number of concurrent WebSocket subscribers.
@@ -80,7 +80,7 @@ pub struct Config {
 
     /// Largest number of writes committed together in one transaction.
     #[arg(long, env = "GRAYCAST_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
     /// Number of HTTP worker threads; 0 means one per core.

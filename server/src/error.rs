@@ -10,11 +10,7 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid {what} {name:?}: {source}")]
-    InvalidName {
-        what: &'static str,
-        name: String,
-        source: NameError,
-    },
+    InvalidName { what: &'static str, name: String, source: NameError },
     #[error("{0}")]
     InvalidJson(String),
     #[error("{0}")]
@@ -59,12 +55,7 @@ impl ApiError {
 
     /// The JSON body of this error.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-            },
-        }
+        ErrorBody { error: ErrorDetail { code: self.code().to_owned(), message: self.to_string() } }
     }
 }
 

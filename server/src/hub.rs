@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use graycast_protocol::rest::ClientSummary;
 use graycast_protocol::{Entry, Op, Revision};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Metrics;
 use crate::store::{Change, FeedReceiver};
@@ -59,6 +59,8 @@ pub fn change_frame(change: &Change) -> ByteString {
 struct Slot {
     tx: mpsc::Sender<Arc<Pushed>>,
     lagged: AtomicBool,
+    /// Wakes the session when it is marked lagged, since no message will come to wake it.
+    lag_signal: Notify,
 }
 
 /// The hub: subscribers by namespace, connected clients, and what has been published.
@@ -90,28 +92,20 @@ impl Hub {
     /// Starts the thread that pushes every committed change; it ends with the feed.
     pub fn spawn_feed(self: &Arc<Self>, feed: FeedReceiver) -> std::io::Result<JoinHandle<()>> {
         let hub = self.clone();
-        std::thread::Builder::new()
-            .name("graycast-hub".into())
-            .spawn(move || {
-                for batch in feed {
-                    for change in &batch {
-                        hub.publish(change);
-                    }
+        std::thread::Builder::new().name("graycast-hub".into()).spawn(move || {
+            for batch in feed {
+                for change in &batch {
+                    hub.publish(change);
                 }
-            })
+            }
+        })
     }
 
     fn publish(&self, change: &Change) {
-        let pushed = Arc::new(Pushed {
-            revision: change.revision,
-            text: change_frame(change),
-        });
+        let pushed = Arc::new(Pushed { revision: change.revision, text: change_frame(change) });
         let mut sent = 0;
         {
-            let by_namespace = self
-                .by_namespace
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(slots) = by_namespace.get(&change.namespace) {
                 for slot in slots.values() {
                     if slot.lagged.load(Ordering::Relaxed) {
@@ -121,6 +115,7 @@ impl Hub {
                         Ok(()) => sent += 1,
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             slot.lagged.store(true, Ordering::Release);
+                            slot.lag_signal.notify_one();
                         }
                         // The session is ending; its subscription is about to be dropped.
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -128,9 +123,7 @@ impl Hub {
                 }
             }
         }
-        self.metrics
-            .pushed_messages
-            .fetch_add(sent, Ordering::Relaxed);
+        self.metrics.pushed_messages.fetch_add(sent, Ordering::Relaxed);
         self.published.store(change.revision, Ordering::Release);
     }
 
@@ -143,39 +136,22 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, namespaces: &[String]) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue);
-        let slot = Arc::new(Slot {
-            tx,
-            lagged: AtomicBool::new(false),
-        });
+        let slot = Arc::new(Slot { tx, lagged: AtomicBool::new(false), lag_signal: Notify::new() });
         let mut names = namespaces.to_vec();
         names.sort();
         names.dedup();
         {
-            let mut by_namespace = self
-                .by_namespace
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut by_namespace =
+                self.by_namespace.write().unwrap_or_else(PoisonError::into_inner);
             for name in &names {
-                by_namespace
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(id, slot.clone());
+                by_namespace.entry(name.clone()).or_default().insert(id, slot.clone());
             }
         }
-        Subscription {
-            hub: self.clone(),
-            id,
-            namespaces: names,
-            slot,
-            rx,
-        }
+        Subscription { hub: self.clone(), id, namespaces: names, slot, rx }
     }
 
     fn unsubscribe(&self, id: u64, namespaces: &[String]) {
-        let mut by_namespace = self
-            .by_namespace
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut by_namespace = self.by_namespace.write().unwrap_or_else(PoisonError::into_inner);
         for name in namespaces {
             if let Some(slots) = by_namespace.get_mut(name) {
                 slots.remove(&id);
@@ -190,16 +166,12 @@ impl Hub {
     pub fn try_connect(self: &Arc<Self>, limit: usize) -> Option<ConnectionPermit> {
         let admitted = self
             .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
             .is_ok();
         if admitted {
             Some(ConnectionPermit { hub: self.clone() })
         } else {
-            self.metrics
-                .refused_connections
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
             None
         }
     }
@@ -214,20 +186,13 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(client);
         self.clients.insert(id, client.clone());
-        ClientRegistration {
-            hub: self.clone(),
-            id,
-            client,
-        }
+        ClientRegistration { hub: self.clone(), id, client }
     }
 
     /// The connected clients, oldest connection first.
     pub fn clients(&self) -> Vec<ClientSummary> {
-        let mut list: Vec<(u64, ClientSummary)> = self
-            .clients
-            .iter()
-            .map(|c| (*c.key(), c.value().summary()))
-            .collect();
+        let mut list: Vec<(u64, ClientSummary)> =
+            self.clients.iter().map(|c| (*c.key(), c.value().summary())).collect();
         list.sort_by_key(|(id, _)| *id);
         list.into_iter().map(|(_, summary)| summary).collect()
     }
@@ -242,10 +207,28 @@ pub struct Subscription {
     rx: mpsc::Receiver<Arc<Pushed>>,
 }
 
+/// What a subscription yields next.
+pub enum Next {
+    /// A change to send.
+    Pushed(Arc<Pushed>),
+    /// The hub gave up on this subscriber: it needs a fresh snapshot.
+    Lagged,
+}
+
 impl Subscription {
-    /// The next queued change.
-    pub async fn recv(&mut self) -> Option<Arc<Pushed>> {
-        self.rx.recv().await
+    /// The next queued change, or word that the subscriber lagged.
+    pub async fn next(&mut self) -> Next {
+        if self.lagged() {
+            return Next::Lagged;
+        }
+        tokio::select! {
+            pushed = self.rx.recv() => match pushed {
+                Some(pushed) => Next::Pushed(pushed),
+                // The subscription owns a sender, so the channel never closes under it.
+                None => Next::Lagged,
+            },
+            _ = self.slot.lag_signal.notified() => Next::Lagged,
+        }
     }
 
     /// The next queued change, if one is queued already.
@@ -375,19 +358,22 @@ mod tests {
         let mut b = hub.subscribe(&["b".to_owned()]);
         hub.publish(&change(1, "a"));
         hub.publish(&change(2, "b"));
-        assert_eq!(a.recv().await.map(|p| p.revision), Some(1));
-        assert_eq!(b.recv().await.map(|p| p.revision), Some(2));
+        let revision = |next: Next| match next {
+            Next::Pushed(p) => p.revision,
+            Next::Lagged => 0,
+        };
+        assert_eq!(revision(a.next().await), 1);
+        assert_eq!(revision(b.next().await), 2);
         assert!(a.try_recv().is_none() && b.try_recv().is_none());
         assert_eq!(hub.published(), 2);
 
         for revision in 3..=5 {
             hub.publish(&change(revision, "a"));
         }
-        assert!(
-            a.lagged(),
-            "a third message into a queue of two marks the subscriber lagged"
-        );
+        assert!(a.lagged(), "a third message into a queue of two marks the subscriber lagged");
         assert!(!b.lagged());
+        assert!(matches!(a.next().await, Next::Lagged));
+
         drop(a);
         assert!(hub.by_namespace.read().expect("lock").get("a").is_none());
     }

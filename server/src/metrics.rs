@@ -44,16 +44,9 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         };
-        counter(
-            "graycast_writes_total",
-            "Changes committed, one per revision.",
-            get(&self.writes),
-        );
+        counter("graycast_writes_total", "Changes committed, one per revision.", get(&self.writes));
         counter(
             "graycast_write_rejections_total",
             "Writes refused by a precondition or a rule.",
@@ -64,11 +57,7 @@ impl Metrics {
             "Change messages queued to subscribers.",
             get(&self.pushed_messages),
         );
-        counter(
-            "graycast_snapshots_total",
-            "Snapshots sent to subscribers.",
-            get(&self.snapshots),
-        );
+        counter("graycast_snapshots_total", "Snapshots sent to subscribers.", get(&self.snapshots));
         counter(
             "graycast_lag_resyncs_total",
             "Snapshots sent because a subscriber fell behind.",
@@ -97,11 +86,7 @@ impl Metrics {
         }
         let commits = get(&self.commits);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {commits}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}\n{name}_count {commits}",
-            get(&self.writes)
-        );
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {commits}", get(&self.writes));
 
         let _ = writeln!(
             out,

@@ -14,10 +14,7 @@ use crate::routes::{clients, configs, health, watch};
 /// The API document served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "graycast",
-        description = "Real-time configuration center with gray releases."
-    ),
+    info(title = "graycast", description = "Real-time configuration center with gray releases."),
     paths(
         configs::namespaces,
         configs::list,

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream};
@@ -21,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::hub::{change_frame, ClientRegistration, ClientState, Subscription};
+use crate::hub::{change_frame, ClientRegistration, ClientState, Next, Subscription};
 use crate::store::{ChangePage, StoreError};
 
 /// Largest inbound frame, and largest inbound message after joining continuations.
@@ -88,21 +87,12 @@ pub async fn run(
         .aggregate_continuations()
         .max_continuation_size(MAX_INBOUND_MESSAGE);
     let heartbeat_every = state.config.heartbeat();
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + heartbeat_every,
-        heartbeat_every,
-    );
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let now = Instant::now();
-    let mut session = Session {
-        state,
-        ws,
-        remote,
-        sent: 0,
-        last_inbound: now,
-        last_outbound: now,
-        active: None,
-    };
+    let mut session =
+        Session { state, ws, remote, sent: 0, last_inbound: now, last_outbound: now, active: None };
 
     let end = loop {
         let step = tokio::select! {
@@ -115,7 +105,8 @@ pub async fn run(
                 Some(Ok(message)) => session.on_inbound(message).await,
                 Some(Err(err)) => Err(session.protocol_error(&err).await),
             },
-            pushed = recv_pushed(&mut session.active) => session.on_pushed(pushed).await,
+            next = next_pushed(&mut session.active) => session.on_pushed(next).await,
+
             _ = heartbeat.tick() => session.on_heartbeat().await,
         };
         if let Err(end) = step {
@@ -123,29 +114,34 @@ pub async fn run(
         }
     };
     if let End::Close(code, description) = end {
-        let reason = CloseReason {
-            code,
-            description: Some(description),
-        };
+        let reason = CloseReason { code, description: Some(description) };
         let _ = tokio::time::timeout(Duration::from_secs(1), session.ws.close(Some(reason))).await;
     }
 }
 
-/// Waits for the next queued change of an active subscription; never ready without one.
-async fn recv_pushed(active: &mut Option<Active>) -> Option<Arc<crate::hub::Pushed>> {
+/// Waits for what an active subscription yields next; never ready without one.
+async fn next_pushed(active: &mut Option<Active>) -> Next {
     match active {
-        Some(active) => active.sub.recv().await,
+        Some(active) => active.sub.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Bounds a send to a peer: one that does not read is dropped rather than waited on
+/// forever (the outbound channel of a connection holds only a few frames).
+async fn bounded<T>(
+    limit: Duration,
+    send: impl std::future::Future<Output = Result<T, actix_ws::Closed>>,
+) -> Result<T, End> {
+    match tokio::time::timeout(limit, send).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(End::Gone),
     }
 }
 
 impl Session {
     async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), End> {
-        // A peer that does not read is dropped rather than waited on forever.
-        match tokio::time::timeout(self.state.config.client_timeout(), self.ws.text(text)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(End::Gone),
-        }
+        bounded(self.state.config.client_timeout(), self.ws.text(text)).await?;
         self.last_outbound = Instant::now();
         Ok(())
     }
@@ -157,10 +153,8 @@ impl Session {
 
     /// Tells the peer what went wrong; the caller closes with `code`.
     async fn refuse(&mut self, code: CloseCode, err: ApiError) -> End {
-        let message = ServerMessage::Error {
-            code: err.code().to_owned(),
-            message: err.to_string(),
-        };
+        let message =
+            ServerMessage::Error { code: err.code().to_owned(), message: err.to_string() };
         if self.send_message(&message).await.is_err() {
             return End::Gone;
         }
@@ -176,8 +170,7 @@ impl Session {
                 self.refuse(CloseCode::Size, err).await
             }
             other => {
-                self.refuse(CloseCode::Protocol, ApiError::BadRequest(other.to_string()))
-                    .await
+                self.refuse(CloseCode::Protocol, ApiError::BadRequest(other.to_string())).await
             }
         }
     }
@@ -192,7 +185,9 @@ impl Session {
                     ApiError::BadRequest("binary frames are not supported; send JSON text".into()),
                 )
                 .await),
-            AggregatedMessage::Ping(bytes) => Ok(self.ws.pong(&bytes).await?),
+            AggregatedMessage::Ping(bytes) => {
+                bounded(self.state.config.client_timeout(), self.ws.pong(&bytes)).await
+            }
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(_) => Err(End::Close(CloseCode::Normal, "goodbye".into())),
         }
@@ -211,11 +206,7 @@ impl Session {
             }
         };
         match message {
-            ClientMessage::Subscribe {
-                namespaces,
-                since,
-                client,
-            } => {
+            ClientMessage::Subscribe { namespaces, since, client } => {
                 if self.active.is_some() {
                     let err = ApiError::BadRequest(
                         "already subscribed; open a new connection to change the subscription"
@@ -249,19 +240,14 @@ impl Session {
         // snapshot or replay below, plus the queue, cover every revision.
         let sub = self.state.hub.subscribe(&namespaces);
         let registration = self.state.hub.register_client(ClientState {
-            id: client
-                .id
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            id: client.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             namespaces: sub.namespaces().to_vec(),
             labels: client.labels,
             remote: self.remote.clone(),
             connected_at: Utc::now(),
             applied: AtomicU64::new(0),
         });
-        self.active = Some(Active {
-            sub,
-            client: registration,
-        });
+        self.active = Some(Active { sub, client: registration });
         match since {
             Some(since) if since <= self.state.store.revision() => {
                 if !self.replay(since).await? {
@@ -280,8 +266,11 @@ impl Session {
         self.sent = since;
         let namespaces = self.namespaces();
         let mut after = since;
-        let mut replayed = false;
         loop {
+            // The log on disk can be ahead of the cache for a moment; what lies beyond the
+            // cache's revision will reach our queue, so the replay stops there. A later
+            // snapshot (after lag) then never goes back behind what was replayed.
+            let cap = self.state.store.revision();
             let backend = self.state.store.backend();
             let page = actix_web::rt::task::spawn_blocking(move || {
                 backend.changes_after(after, REPLAY_PAGE)
@@ -297,26 +286,20 @@ impl Session {
                 }
             };
             let full_page = changes.len() == REPLAY_PAGE;
-            for change in &changes {
+            for change in changes.iter().take_while(|c| c.revision <= cap) {
                 if namespaces.binary_search(&change.namespace).is_ok() {
                     self.send(change_frame(change)).await?;
-                    replayed = true;
                 }
                 self.sent = change.revision;
             }
             after = self.sent;
-            if !full_page {
+            if !full_page || after >= cap {
                 break;
             }
         }
         self.state.metrics.replays.fetch_add(1, Ordering::Relaxed);
-        if !replayed || self.sent > since {
-            // Tell the client how far it is now known to be current.
-            self.send_message(&ServerMessage::Progress {
-                revision: self.sent,
-            })
-            .await?;
-        }
+        // Tell the client how far it is now known to be current.
+        self.send_message(&ServerMessage::Progress { revision: self.sent }).await?;
         Ok(true)
     }
 
@@ -337,10 +320,7 @@ impl Session {
     }
 
     fn namespaces(&self) -> Vec<String> {
-        self.active
-            .as_ref()
-            .map(|a| a.sub.namespaces().to_vec())
-            .unwrap_or_default()
+        self.active.as_ref().map(|a| a.sub.namespaces().to_vec()).unwrap_or_default()
     }
 
     /// Replaces a subscription the hub gave up on with a fresh one and a snapshot.
@@ -350,31 +330,23 @@ impl Session {
             // Register the new queue before the old one goes, then snapshot: nothing is missed.
             active.sub = self.state.hub.subscribe(&namespaces);
         }
-        self.state
-            .metrics
-            .lag_resyncs
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.lag_resyncs.fetch_add(1, Ordering::Relaxed);
         tracing::info!(remote = %self.remote, "subscriber fell behind; resyncing with a snapshot");
         self.send_snapshot().await
     }
 
-    async fn on_pushed(&mut self, pushed: Option<Arc<crate::hub::Pushed>>) -> Result<(), End> {
+    async fn on_pushed(&mut self, next: Next) -> Result<(), End> {
         let lagged = self.active.as_ref().is_some_and(|a| a.sub.lagged());
-        if lagged {
-            return self.resync().await;
-        }
-        match pushed {
-            Some(pushed) if pushed.revision > self.sent => {
+        match next {
+            Next::Lagged => self.resync().await,
+            _ if lagged => self.resync().await,
+            Next::Pushed(pushed) if pushed.revision > self.sent => {
                 self.send(pushed.text.clone()).await?;
                 self.sent = pushed.revision;
                 Ok(())
             }
-            Some(_) => Ok(()),
-            // The hub is gone: the server is stopping.
-            None => Err(End::Close(
-                CloseCode::Away,
-                "server is shutting down".into(),
-            )),
+            // Already covered by the snapshot or replay this session sent.
+            Next::Pushed(_) => Ok(()),
         }
     }
 
@@ -386,7 +358,7 @@ impl Session {
                 "no frame received within the client timeout".into(),
             ));
         }
-        self.ws.ping(b"").await?;
+        bounded(self.state.config.client_timeout(), self.ws.ping(b"")).await?;
         if self.active.is_none() || self.last_outbound.elapsed() < self.state.config.heartbeat() {
             return Ok(());
         }
@@ -394,15 +366,14 @@ impl Session {
         // queue, so once the queue is drained nothing at or below it is still to come.
         let published = self.state.hub.published();
         while let Some(pushed) = self.active.as_mut().and_then(|a| a.sub.try_recv()) {
-            self.on_pushed(Some(pushed)).await?;
+            self.on_pushed(Next::Pushed(pushed)).await?;
         }
         if self.active.as_ref().is_some_and(|a| a.sub.lagged()) {
             return self.resync().await;
         }
         self.sent = self.sent.max(published);
         let revision = self.sent;
-        self.send_message(&ServerMessage::Progress { revision })
-            .await
+        self.send_message(&ServerMessage::Progress { revision }).await
     }
 }
 
@@ -442,9 +413,8 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
             labels.len()
         )));
     }
-    if let Some((k, _)) = labels
-        .iter()
-        .find(|(k, v)| k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+    if let Some((k, _)) =
+        labels.iter().find(|(k, v)| k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
     {
         return Err(ApiError::BadRequest(format!(
             "label {k:?} is longer than {MAX_LABEL_LEN} bytes"

@@ -33,10 +33,7 @@ pub fn server_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join(format!(
-        "graycast-under-test{}",
-        std::env::consts::EXE_SUFFIX
-    ))
+    dir.join(format!("graycast-under-test{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// A running server process with its own data dir.
@@ -79,10 +76,7 @@ impl TestServer {
 
     fn spawn(&mut self, listen: &str) -> Result<()> {
         self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut child = Command::new(server_binary())
             .arg("--listen")
             .arg(listen)
@@ -129,10 +123,7 @@ impl TestServer {
     /// Sends SIGTERM and waits for a graceful exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -176,9 +167,7 @@ impl TestServer {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -186,11 +175,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!(
-                "---- server log ({} starts) ----\n{}",
-                self.starts,
-                self.log_text()
-            );
+            eprintln!("---- server log ({} starts) ----\n{}", self.starts, self.log_text());
         }
     }
 }
@@ -204,10 +189,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(server: &TestServer) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            url: server.url.clone(),
-        }
+        Api { http: reqwest::Client::new(), url: server.url.clone() }
     }
 
     /// `PUT /v1/configs/{ns}/{key}` with `{"value": value}`; the answer's status and body.
@@ -224,10 +206,7 @@ impl Api {
     /// Puts and insists on success; returns the new entry's revision.
     pub async fn put_ok(&self, ns: &str, key: &str, value: Value) -> u64 {
         let (status, body) = self.put(ns, key, value).await.expect("put answered");
-        assert!(
-            status == 200 || status == 201,
-            "put {ns}/{key}: {status} {body}"
-        );
+        assert!(status == 200 || status == 201, "put {ns}/{key}: {status} {body}");
         body["revision"].as_u64().expect("revision")
     }
 
@@ -236,23 +215,13 @@ impl Api {
         let response = self.http.get(format!("{}{path}", self.url)).send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        Ok((
-            status,
-            if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text)?
-            },
-        ))
+        Ok((status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? }))
     }
 
     /// `DELETE /v1/configs/{ns}/{key}`.
     pub async fn delete(&self, ns: &str, key: &str) -> Result<(u16, Value)> {
-        let response = self
-            .http
-            .delete(format!("{}/v1/configs/{ns}/{key}", self.url))
-            .send()
-            .await?;
+        let response =
+            self.http.delete(format!("{}/v1/configs/{ns}/{key}", self.url)).send().await?;
         Ok((response.status().as_u16(), response.json().await?))
     }
 }

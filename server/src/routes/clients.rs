@@ -12,7 +12,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Lists the connected WebSocket subscribers with the revision each acknowledged.
 #[utoipa::path(get, path = "/v1/clients", tag = "clients", responses((status = 200, body = ClientList)))]
 pub async fn clients(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(ClientList {
-        clients: state.hub.clients(),
-    })
+    HttpResponse::Ok().json(ClientList { clients: state.hub.clients() })
 }

@@ -38,17 +38,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     responses((status = 200, body = NamespaceList)))]
 pub async fn namespaces(state: web::Data<AppState>) -> HttpResponse {
     let (revision, list) = state.store.namespaces();
-    let namespaces = list
-        .into_iter()
-        .map(|(name, keys)| NamespaceSummary {
-            name,
-            keys: keys as u64,
-        })
-        .collect();
-    HttpResponse::Ok().json(NamespaceList {
-        revision,
-        namespaces,
-    })
+    let namespaces =
+        list.into_iter().map(|(name, keys)| NamespaceSummary { name, keys: keys as u64 }).collect();
+    HttpResponse::Ok().json(NamespaceList { revision, namespaces })
 }
 
 /// Lists the entries of a namespace (empty when it has none).
@@ -63,11 +55,7 @@ pub async fn list(
     check_names(&namespace, None)?;
     let (revision, entries) = state.store.snapshot(std::slice::from_ref(&namespace));
     let entries = entries.iter().map(|e| Entry::clone(e)).collect();
-    Ok(HttpResponse::Ok().json(ConfigList {
-        namespace,
-        revision,
-        entries,
-    }))
+    Ok(HttpResponse::Ok().json(ConfigList { namespace, revision, entries }))
 }
 
 /// Reads one entry. `If-None-Match` with its current ETag answers 304.
@@ -93,13 +81,9 @@ pub async fn get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| parse_etag(t) == Some(entry.revision)));
     if unchanged {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, tag))
-            .finish());
+        return Ok(HttpResponse::NotModified().insert_header((header::ETAG, tag)).finish());
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, tag))
-        .json(entry.as_ref()))
+    Ok(HttpResponse::Ok().insert_header((header::ETAG, tag)).json(entry.as_ref()))
 }
 
 /// Creates or updates an entry. Honours `If-Match: "<rev>"` and `If-None-Match: *`.
@@ -162,9 +146,7 @@ pub async fn delete(
             actor: actor(&req),
         })
         .await?;
-    Ok(HttpResponse::Ok().json(DeleteResponse {
-        revision: change.revision,
-    }))
+    Ok(HttpResponse::Ok().json(DeleteResponse { revision: change.revision }))
 }
 
 /// Query of the history listing.
@@ -201,10 +183,7 @@ pub async fn history(
         .await
         .map_err(|e| ApiError::Internal(format!("history read failed: {e}")))??;
     if items.is_empty() && state.store.get(&namespace, &key).is_none() && before.is_none() {
-        return Err(StoreError::NotFound {
-            what: format!("key {namespace}/{key}"),
-        }
-        .into());
+        return Err(StoreError::NotFound { what: format!("key {namespace}/{key}") }.into());
     }
     Ok(HttpResponse::Ok().json(HistoryList { items }))
 }
@@ -231,9 +210,7 @@ pub async fn rollback(
         .write(WriteRequest {
             namespace,
             key,
-            mutation: Mutation::Rollback {
-                to_revision: body.to_revision,
-            },
+            mutation: Mutation::Rollback { to_revision: body.to_revision },
             precondition,
             actor: actor(&req),
         })
@@ -243,15 +220,9 @@ pub async fn rollback(
 
 /// 201 with the entry when the write created the key, 200 otherwise; with its ETag.
 fn entry_response(entry: &Option<std::sync::Arc<Entry>>) -> Result<HttpResponse, ApiError> {
-    let entry = entry
-        .as_deref()
-        .ok_or_else(|| ApiError::Internal("the write left no entry".into()))?;
-    let mut response = if entry.version == 1 {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
-    };
-    Ok(response
-        .insert_header((header::ETAG, etag(entry.revision)))
-        .json(entry))
+    let entry =
+        entry.as_deref().ok_or_else(|| ApiError::Internal("the write left no entry".into()))?;
+    let mut response =
+        if entry.version == 1 { HttpResponse::Created() } else { HttpResponse::Ok() };
+    Ok(response.insert_header((header::ETAG, etag(entry.revision))).json(entry))
 }

@@ -24,8 +24,8 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200), (status = 503, body = graycast_protocol::ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let backend = state.store.backend();
-    web::block(move || backend.check())
+    let store = state.store.clone();
+    web::block(move || store.check())
         .await
         .map_err(|e| ApiError::Unavailable(format!("readiness check failed: {e}")))?
         .map_err(|e| ApiError::Unavailable(format!("store is not reachable: {e}")))?;
@@ -38,11 +38,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(
-            state
-                .metrics
-                .render(state.store.revision(), state.hub.connections()),
-        )
+        .body(state.metrics.render(state.store.revision(), state.hub.connections()))
 }
 
 /// This API as an OpenAPI 3 document, generated from the handlers and wire types.

@@ -68,10 +68,10 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    if body.is_empty() {
-        return Err(ApiError::InvalidJson(
-            "the request body is empty; send a JSON object".into(),
-        ));
+    // Every request body is an object; serde would otherwise also accept a struct
+    // written as an array (`[1]`).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidJson("the request body must be a JSON object".into()));
     }
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidJson(format!("invalid request body: {e}")))
@@ -91,14 +91,12 @@ pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError
     };
     match (text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?) {
         (None, None) => Ok(Precondition::None),
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "send If-Match or If-None-Match, not both".into(),
-        )),
+        (Some(_), Some(_)) => {
+            Err(ApiError::BadRequest("send If-Match or If-None-Match, not both".into()))
+        }
         (Some(tag), None) if tag == "*" => Ok(Precondition::Exists),
         (Some(tag), None) => parse_etag(&tag).map(Precondition::Revision).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "If-Match {tag:?} is not a revision such as \"42\" or *"
-            ))
+            ApiError::BadRequest(format!("If-Match {tag:?} is not a revision such as \"42\" or *"))
         }),
         (None, Some(tag)) if tag == "*" => Ok(Precondition::Absent),
         (None, Some(tag)) => Err(ApiError::BadRequest(format!(
@@ -111,10 +109,7 @@ pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError
 pub(crate) fn parse_etag(tag: &str) -> Option<Revision> {
     let tag = tag.trim();
     let tag = tag.strip_prefix("W/").unwrap_or(tag);
-    let tag = tag
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(tag);
+    let tag = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag);
     tag.parse().ok()
 }
 

@@ -28,10 +28,7 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     /// A backend whose change log keeps the last `retain` changes.
     pub fn new(retain: u64) -> MemoryBackend {
-        MemoryBackend {
-            state: Mutex::new(State::default()),
-            retain: retain.max(1),
-        }
+        MemoryBackend { state: Mutex::new(State::default()), retain: retain.max(1) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -72,9 +69,7 @@ impl Backend for MemoryBackend {
             return Ok(ChangePage::Compacted);
         }
         let start = state.log.partition_point(|c| c.revision <= after);
-        Ok(ChangePage::Changes(
-            state.log.iter().skip(start).take(limit).cloned().collect(),
-        ))
+        Ok(ChangePage::Changes(state.log.iter().skip(start).take(limit).cloned().collect()))
     }
 
     fn history(
@@ -89,12 +84,7 @@ impl Backend for MemoryBackend {
             return Ok(Vec::new());
         };
         let before = before.unwrap_or(Revision::MAX);
-        Ok(items
-            .range(..before)
-            .rev()
-            .take(limit)
-            .map(|(_, item)| item.clone())
-            .collect())
+        Ok(items.range(..before).rev().take(limit).map(|(_, item)| item.clone()).collect())
     }
 
     fn history_at(
@@ -104,11 +94,7 @@ impl Backend for MemoryBackend {
         revision: Revision,
     ) -> Result<Option<HistoryItem>, StoreError> {
         let state = self.state();
-        Ok(state
-            .history
-            .get(&slot(namespace, key))
-            .and_then(|items| items.get(&revision))
-            .cloned())
+        Ok(state.history.get(&slot(namespace, key)).and_then(|items| items.get(&revision)).cloned())
     }
 
     fn check(&self) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ mod memory;
 mod redb;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -41,11 +41,7 @@ pub enum StoreError {
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("{what} is at revision {actual}, not the expected revision {expected}")]
-    RevisionMismatch {
-        what: String,
-        expected: Revision,
-        actual: Revision,
-    },
+    RevisionMismatch { what: String, expected: Revision, actual: Revision },
     #[error("{what} already exists at revision {revision}")]
     AlreadyExists { what: String, revision: Revision },
     #[error("{what} does not exist, but the write requires it to")]
@@ -196,22 +192,21 @@ struct Shared {
     gate: RwLock<()>,
     /// The revision of the last change applied to the cache.
     revision: AtomicU64,
+    /// Set when a commit failed: whether it reached the disk is unknown, so the writer
+    /// refuses further writes rather than risk reusing a revision. A restart reloads
+    /// the truth from the backend.
+    failed: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
 impl Shared {
     fn get(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {
-        self.cache
-            .get(namespace)
-            .and_then(|ns| ns.get(key).cloned())
+        self.cache.get(namespace).and_then(|ns| ns.get(key).cloned())
     }
 }
 
 enum WriterMessage {
-    Write(
-        WriteRequest,
-        oneshot::Sender<Result<Arc<Change>, StoreError>>,
-    ),
+    Write(WriteRequest, oneshot::Sender<Result<Arc<Change>, StoreError>>),
     Shutdown,
 }
 
@@ -267,6 +262,7 @@ impl Store {
             cache,
             gate: RwLock::new(()),
             revision: AtomicU64::new(loaded.revision),
+            failed: AtomicBool::new(false),
             metrics,
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -275,20 +271,9 @@ impl Store {
         let max_batch = max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("graycast-writer".into())
-            .spawn(move || {
-                Writer {
-                    shared: writer_shared,
-                    feed: feed_tx,
-                    max_batch,
-                }
-                .run(rx)
-            })
+            .spawn(move || Writer { shared: writer_shared, feed: feed_tx, max_batch }.run(rx))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
-        let store = Store {
-            shared,
-            writer: tx,
-            writer_thread: Mutex::new(Some(thread)),
-        };
+        let store = Store { shared, writer: tx, writer_thread: Mutex::new(Some(thread)) };
         Ok((store, feed_rx))
     }
 
@@ -307,11 +292,7 @@ impl Store {
     pub fn shutdown(&self) {
         // A full queue must not make shutdown fail: the blocking send waits for room.
         let _ = self.writer.blocking_send(WriterMessage::Shutdown);
-        let thread = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let thread = self.writer_thread.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(thread) = thread {
             if thread.join().is_err() {
                 tracing::error!("the writer thread panicked");
@@ -331,18 +312,10 @@ impl Store {
 
     /// Every namespace with its number of keys, and the revision they are current at.
     pub fn namespaces(&self) -> (Revision, Vec<(String, usize)>) {
-        let _gate = self
-            .shared
-            .gate
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _gate = self.shared.gate.read().unwrap_or_else(PoisonError::into_inner);
         let revision = self.revision();
-        let mut list: Vec<(String, usize)> = self
-            .shared
-            .cache
-            .iter()
-            .map(|ns| (ns.key().clone(), ns.value().len()))
-            .collect();
+        let mut list: Vec<(String, usize)> =
+            self.shared.cache.iter().map(|ns| (ns.key().clone(), ns.value().len())).collect();
         list.sort();
         (revision, list)
     }
@@ -350,11 +323,7 @@ impl Store {
     /// A consistent copy of the entries of some namespaces as of the returned revision,
     /// sorted by namespace and key.
     pub fn snapshot(&self, namespaces: &[String]) -> (Revision, Vec<Arc<Entry>>) {
-        let _gate = self
-            .shared
-            .gate
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _gate = self.shared.gate.read().unwrap_or_else(PoisonError::into_inner);
         let revision = self.revision();
         let mut names: Vec<&String> = namespaces.iter().collect();
         names.sort();
@@ -366,6 +335,14 @@ impl Store {
             }
         }
         (revision, entries)
+    }
+
+    /// Checks that the store can take writes and its backend answers (readiness).
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Backend("a commit failed; restart the server".into()));
+        }
+        self.shared.backend.check()
     }
 
     /// The backend, for reads that go to durable storage (history, change log).
@@ -381,10 +358,7 @@ struct Writer {
     max_batch: usize,
 }
 
-type Pending = (
-    WriteRequest,
-    oneshot::Sender<Result<Arc<Change>, StoreError>>,
-);
+type Pending = (WriteRequest, oneshot::Sender<Result<Arc<Change>, StoreError>>);
 
 impl Writer {
     fn run(self, mut queue: mpsc::Receiver<WriterMessage>) {
@@ -426,6 +400,14 @@ impl Writer {
     /// Plans, persists and publishes one batch, then answers every caller in it.
     fn commit(&self, batch: &mut Vec<Pending>) {
         let shared = &*self.shared;
+        if shared.failed.load(Ordering::Acquire) {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(StoreError::Backend(
+                    "the store refuses writes after a failed commit; restart the server".into(),
+                )));
+            }
+            return;
+        }
         let now = Utc::now().trunc_subsecs(3);
         let base = shared.revision.load(Ordering::Acquire);
         // The state of keys written earlier in this batch, which later requests must see.
@@ -439,13 +421,7 @@ impl Writer {
                 None => shared.get(&request.namespace, &request.key),
             };
             let revision = base + changes.len() as u64 + 1;
-            match plan(
-                shared.backend.as_ref(),
-                request,
-                current.as_deref(),
-                revision,
-                now,
-            ) {
+            match plan(shared.backend.as_ref(), request, current.as_deref(), revision, now) {
                 Ok(change) => {
                     overlay.insert(slot, change.entry.clone());
                     outcomes.push(Ok(changes.len()));
@@ -455,15 +431,14 @@ impl Writer {
             }
         }
         let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
-        shared
-            .metrics
-            .write_rejections
-            .fetch_add(rejected, Ordering::Relaxed);
+        shared.metrics.write_rejections.fetch_add(rejected, Ordering::Relaxed);
 
         let committed: Vec<Arc<Change>> = if changes.is_empty() {
             Vec::new()
         } else if let Err(err) = shared.backend.persist(&changes) {
-            tracing::error!(error = %err, writes = changes.len(), "commit failed");
+            tracing::error!(error = %err, writes = changes.len(), "commit failed; refusing writes");
+            shared.failed.store(true, Ordering::Release);
+
             for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
                 let _ = reply.send(Err(outcome.err().unwrap_or_else(|| err.clone())));
             }
@@ -535,10 +510,7 @@ fn plan(
             return Err(StoreError::Missing { what: what() });
         }
         (Precondition::Absent, Some(entry)) => {
-            return Err(StoreError::AlreadyExists {
-                what: what(),
-                revision: entry.revision,
-            });
+            return Err(StoreError::AlreadyExists { what: what(), revision: entry.revision });
         }
         _ => {}
     }

@@ -59,19 +59,13 @@ impl RedbBackend {
             txn.open_table(CHANGELOG).map_err(backend_err)?;
         }
         txn.commit().map_err(backend_err)?;
-        Ok(RedbBackend {
-            db,
-            retain: retain.max(1),
-        })
+        Ok(RedbBackend { db, retain: retain.max(1) })
     }
 
     fn compacted(&self) -> Result<Revision, StoreError> {
         let txn = self.db.begin_read().map_err(backend_err)?;
         let meta = txn.open_table(META).map_err(backend_err)?;
-        let compacted = meta
-            .get(META_COMPACTED)
-            .map_err(backend_err)?
-            .map_or(0, |v| v.value());
+        let compacted = meta.get(META_COMPACTED).map_err(backend_err)?.map_or(0, |v| v.value());
         Ok(compacted)
     }
 }
@@ -80,10 +74,7 @@ impl Backend for RedbBackend {
     fn load(&self) -> Result<Loaded, StoreError> {
         let txn = self.db.begin_read().map_err(backend_err)?;
         let meta = txn.open_table(META).map_err(backend_err)?;
-        let revision = meta
-            .get(META_REVISION)
-            .map_err(backend_err)?
-            .map_or(0, |v| v.value());
+        let revision = meta.get(META_REVISION).map_err(backend_err)?.map_or(0, |v| v.value());
         let table = txn.open_table(ENTRIES).map_err(backend_err)?;
         let mut entries = Vec::new();
         for row in table.iter().map_err(backend_err)? {
@@ -100,8 +91,7 @@ impl Backend for RedbBackend {
             return Ok(());
         };
         let mut txn = self.db.begin_write().map_err(backend_err)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(backend_err)?;
+        txn.set_durability(Durability::Immediate).map_err(backend_err)?;
         {
             let mut entries = txn.open_table(ENTRIES).map_err(backend_err)?;
             let mut history = txn.open_table(HISTORY).map_err(backend_err)?;
@@ -112,9 +102,7 @@ impl Backend for RedbBackend {
                 match &change.entry {
                     Some(entry) => {
                         let bytes = serde_json::to_vec(entry.as_ref()).map_err(backend_err)?;
-                        entries
-                            .insert(slot.as_str(), bytes.as_slice())
-                            .map_err(backend_err)?;
+                        entries.insert(slot.as_str(), bytes.as_slice()).map_err(backend_err)?;
                     }
                     None => {
                         entries.remove(slot.as_str()).map_err(backend_err)?;
@@ -125,24 +113,16 @@ impl Backend for RedbBackend {
                     .insert((slot.as_str(), change.revision), item.as_slice())
                     .map_err(backend_err)?;
                 let record = serde_json::to_vec(change).map_err(backend_err)?;
-                log.insert(change.revision, record.as_slice())
-                    .map_err(backend_err)?;
+                log.insert(change.revision, record.as_slice()).map_err(backend_err)?;
             }
-            meta.insert(META_REVISION, last.revision)
-                .map_err(backend_err)?;
+            meta.insert(META_REVISION, last.revision).map_err(backend_err)?;
 
-            let compacted = meta
-                .get(META_COMPACTED)
-                .map_err(backend_err)?
-                .map_or(0, |v| v.value());
+            let compacted = meta.get(META_COMPACTED).map_err(backend_err)?.map_or(0, |v| v.value());
             let keep_from = last.revision.saturating_sub(self.retain) + 1;
             if compacted + 1 < keep_from {
                 let upto = (keep_from - 1).min(compacted + MAX_PRUNE_PER_COMMIT);
                 let mut dropped = 0u64;
-                for row in log
-                    .extract_from_if(..=upto, |_, _| true)
-                    .map_err(backend_err)?
-                {
+                for row in log.extract_from_if(..=upto, |_, _| true).map_err(backend_err)? {
                     row.map_err(backend_err)?;
                     dropped += 1;
                 }
@@ -157,20 +137,13 @@ impl Backend for RedbBackend {
     fn changes_after(&self, after: Revision, limit: usize) -> Result<ChangePage, StoreError> {
         let txn = self.db.begin_read().map_err(backend_err)?;
         let meta = txn.open_table(META).map_err(backend_err)?;
-        let compacted = meta
-            .get(META_COMPACTED)
-            .map_err(backend_err)?
-            .map_or(0, |v| v.value());
+        let compacted = meta.get(META_COMPACTED).map_err(backend_err)?.map_or(0, |v| v.value());
         if after < compacted {
             return Ok(ChangePage::Compacted);
         }
         let log = txn.open_table(CHANGELOG).map_err(backend_err)?;
         let mut changes = Vec::new();
-        for row in log
-            .range(after.saturating_add(1)..)
-            .map_err(backend_err)?
-            .take(limit)
-        {
+        for row in log.range(after.saturating_add(1)..).map_err(backend_err)?.take(limit) {
             let (rev, v) = row.map_err(backend_err)?;
             let change: Change = serde_json::from_slice(v.value())
                 .map_err(|e| corrupt(&format!("change log record {}", rev.value()), e))?;
@@ -190,9 +163,8 @@ impl Backend for RedbBackend {
         let txn = self.db.begin_read().map_err(backend_err)?;
         let table = txn.open_table(HISTORY).map_err(backend_err)?;
         let before = before.unwrap_or(Revision::MAX);
-        let range = table
-            .range((slot.as_str(), 0)..(slot.as_str(), before))
-            .map_err(backend_err)?;
+        let range =
+            table.range((slot.as_str(), 0)..(slot.as_str(), before)).map_err(backend_err)?;
         let mut items = Vec::new();
         for row in range.rev().take(limit) {
             let (k, v) = row.map_err(backend_err)?;

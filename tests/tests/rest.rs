@@ -1,0 +1,371 @@
+//! REST API end to end: every route, conditional writes, and every bad input.
+
+use graycast_tests::{Api, TestServer};
+use serde_json::{json, Value};
+
+/// The store's revision, to check that a refused request changed nothing.
+async fn revision(api: &Api) -> u64 {
+    let (status, body) = api.get("/v1/namespaces").await.expect("namespaces");
+    assert_eq!(status, 200);
+    body["revision"].as_u64().expect("revision")
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_history_and_rollback() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+
+    let (status, created) = api.put("payments", "timeout_ms", json!(250)).await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["value"], json!(250));
+    assert_eq!(created["version"], json!(1));
+    assert_eq!(created["created_revision"], created["revision"]);
+    assert_eq!(created["updated_by"], json!("anonymous"));
+    assert_eq!(created["gray"], Value::Null);
+    let first = created["revision"].as_u64().unwrap();
+
+    let (status, updated) =
+        api.put("payments", "timeout_ms", json!({"a": [1, null, "x"]})).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(updated["version"], json!(2));
+    assert_eq!(updated["created_revision"], json!(first));
+    let second = updated["revision"].as_u64().unwrap();
+    assert!(second > first);
+
+    // Read back, with the ETag.
+    let response =
+        api.http.get(format!("{}/v1/configs/payments/timeout_ms", api.url)).send().await.unwrap();
+    assert_eq!(response.headers()["etag"], format!("\"{second}\"").as_str());
+    let got: Value = response.json().await.unwrap();
+    assert_eq!(got, updated);
+    // A conditional GET with the current tag is answered 304.
+    let response = api
+        .http
+        .get(format!("{}/v1/configs/payments/timeout_ms", api.url))
+        .header("If-None-Match", format!("\"{second}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 304);
+
+    api.put_ok("payments", "retries", json!(3)).await;
+    api.put_ok("search", "boost", json!(null)).await;
+    let (_, namespaces) = api.get("/v1/namespaces").await.unwrap();
+    assert_eq!(
+        namespaces["namespaces"],
+        json!([{"name": "payments", "keys": 2}, {"name": "search", "keys": 1}])
+    );
+    let (_, list) = api.get("/v1/configs/payments").await.unwrap();
+    let keys: Vec<&str> =
+        list["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["retries", "timeout_ms"]);
+    assert_eq!(list["revision"], namespaces["revision"]);
+    let (status, empty) = api.get("/v1/configs/nothing-here").await.unwrap();
+    assert_eq!((status, empty["entries"].clone()), (200, json!([])));
+
+    // Rollback to the first value is a new revision with that value.
+    let response = api
+        .http
+        .post(format!("{}/v1/configs/payments/timeout_ms/rollback", api.url))
+        .json(&json!({"to_revision": first}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let rolled: Value = response.json().await.unwrap();
+    assert_eq!(rolled["value"], json!(250));
+    assert_eq!(rolled["version"], json!(3));
+    let third = rolled["revision"].as_u64().unwrap();
+
+    let (status, deleted) = api.delete("payments", "timeout_ms").await.unwrap();
+    assert_eq!(status, 200);
+    let fourth = deleted["revision"].as_u64().unwrap();
+    assert!(fourth > third);
+    assert_eq!(api.get("/v1/configs/payments/timeout_ms").await.unwrap().0, 404);
+    assert_eq!(code(&api.delete("payments", "timeout_ms").await.unwrap().1), "not_found");
+
+    let (status, history) = api.get("/v1/configs/payments/timeout_ms/history").await.unwrap();
+    assert_eq!(status, 200);
+    let items = history["items"].as_array().unwrap();
+    let ops: Vec<(&str, u64)> = items
+        .iter()
+        .map(|i| (i["op"].as_str().unwrap(), i["revision"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ops, [("delete", fourth), ("rollback", third), ("put", second), ("put", first)]);
+    assert_eq!(items[0]["value"], Value::Null);
+    assert_eq!(items[1]["value"], json!(250));
+    assert_eq!(items[2]["value"], json!({"a": [1, null, "x"]}));
+
+    // Paging with limit and before.
+    let (_, page) = api
+        .get(&format!("/v1/configs/payments/timeout_ms/history?limit=2&before={third}"))
+        .await
+        .unwrap();
+    let revs: Vec<u64> =
+        page["items"].as_array().unwrap().iter().map(|i| i["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revs, [second, first]);
+
+    // A deleted key comes back by rollback, recreated.
+    let response = api
+        .http
+        .post(format!("{}/v1/configs/payments/timeout_ms/rollback", api.url))
+        .json(&json!({"to_revision": second}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let back: Value = response.json().await.unwrap();
+    assert_eq!(back["value"], json!({"a": [1, null, "x"]}));
+    assert_eq!(back["version"], json!(1));
+    assert_eq!(back["created_revision"], back["revision"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let rev = api.put_ok("ns", "k", json!(1)).await;
+    let url = format!("{}/v1/configs/ns/k", api.url);
+
+    // A matching If-Match writes.
+    let response = api
+        .http
+        .put(&url)
+        .header("If-Match", format!("\"{rev}\""))
+        .json(&json!({"value": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let rev2 = response.json::<Value>().await.unwrap()["revision"].as_u64().unwrap();
+
+    // A stale one is refused and changes nothing.
+    let before = revision(&api).await;
+    let response = api
+        .http
+        .put(&url)
+        .header("If-Match", format!("\"{rev}\""))
+        .json(&json!({"value": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 412);
+    assert_eq!(code(&response.json().await.unwrap()), "revision_mismatch");
+    let response =
+        api.http.delete(&url).header("If-Match", format!("\"{rev}\"")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 412);
+    assert_eq!(revision(&api).await, before);
+    assert_eq!(api.get("/v1/configs/ns/k").await.unwrap().1["value"], json!(2));
+
+    // Create-only refuses an existing key and creates a missing one.
+    let response = api
+        .http
+        .put(&url)
+        .header("If-None-Match", "*")
+        .json(&json!({"value": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 412);
+    let response = api
+        .http
+        .put(format!("{}/v1/configs/ns/fresh", api.url))
+        .header("If-None-Match", "*")
+        .json(&json!({"value": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+
+    // If-Match on a missing key fails the precondition.
+    let response = api
+        .http
+        .put(format!("{}/v1/configs/ns/missing", api.url))
+        .header("If-Match", "\"1\"")
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 412);
+    assert_eq!(api.get("/v1/configs/ns/missing").await.unwrap().0, 404);
+
+    // A garbled precondition is a bad request.
+    let response = api
+        .http
+        .put(&url)
+        .header("If-Match", "yesterday")
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    // Deleting at the right revision works.
+    let response =
+        api.http.delete(&url).header("If-Match", format!("\"{rev2}\"")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_error_and_changes_nothing() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("ns", "k", json!("keep")).await;
+    let before = revision(&api).await;
+    let put_raw = |path: &str, body: Vec<u8>| {
+        api.http
+            .put(format!("{}{path}", api.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("/v1/configs/ns/k", b"{\"value\": ".to_vec(), 400, "invalid_json"),
+        ("/v1/configs/ns/k", b"not json".to_vec(), 400, "invalid_json"),
+        ("/v1/configs/ns/k", b"".to_vec(), 400, "invalid_json"),
+        ("/v1/configs/ns/k", b"{}".to_vec(), 400, "invalid_json"),
+        ("/v1/configs/ns/k", b"{\"value\": 1, \"extra\": 2}".to_vec(), 400, "invalid_json"),
+        ("/v1/configs/ns/k", b"[1]".to_vec(), 400, "invalid_json"),
+        ("/v1/configs/bad%20ns/k", b"{\"value\": 1}".to_vec(), 400, "invalid_name"),
+        ("/v1/configs/ns/-k", b"{\"value\": 1}".to_vec(), 400, "invalid_name"),
+        ("/v1/configs/ns/caf%C3%A9", b"{\"value\": 1}".to_vec(), 400, "invalid_name"),
+        (
+            &*Box::leak(format!("/v1/configs/ns/{}", "k".repeat(129)).into_boxed_str()),
+            b"{\"value\": 1}".to_vec(),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/v1/configs/ns/k",
+            format!("{{\"value\": \"{}\"}}", "x".repeat(1024 * 1024)).into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "/v1/configs/ns/k",
+            format!("{{\"value\": {}1{}}}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+            400,
+            "invalid_json",
+        ),
+    ];
+    for (path, body, status, expected) in cases {
+        let response = put_raw(path, body).await.expect("answered");
+        let got = response.status().as_u16();
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert_eq!((got, code(&body)), (status, expected), "PUT {path}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // A body far over the limit is refused without being read.
+    let huge = vec![b' '; 8 * 1024 * 1024];
+    let response = put_raw("/v1/configs/ns/k", huge).await.expect("answered");
+    assert_eq!(response.status().as_u16(), 413);
+
+    // Reads and other routes.
+    let (status, body) = api.get("/v1/configs/ns/k/history?limit=0").await.unwrap();
+    assert_eq!((status, code(&body)), (400, "bad_request"));
+    let (status, body) = api.get("/v1/configs/ns/k/history?limit=abc").await.unwrap();
+    assert_eq!((status, code(&body)), (400, "bad_request"));
+    let (status, body) = api.get("/v1/configs/ns/nope/history").await.unwrap();
+    assert_eq!((status, code(&body)), (404, "not_found"));
+    let (status, body) = api.get("/v1/configs/n%2Fs").await.unwrap();
+    assert_eq!((status, code(&body)), (400, "invalid_name"));
+    let (status, body) = api.get("/v1/no/such/route").await.unwrap();
+    assert_eq!((status, code(&body)), (404, "not_found"));
+
+    let rollback = |to: Value| {
+        api.http
+            .post(format!("{}/v1/configs/ns/k/rollback", api.url))
+            .json(&json!({"to_revision": to}))
+            .send()
+    };
+    let response = rollback(json!(9999)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let response = rollback(json!("one")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    // Rolling back to a delete has no value to restore.
+    let rev = api.put_ok("ns", "gone", json!(1)).await;
+    let (_, deleted) = api.delete("ns", "gone").await.unwrap();
+    let del = deleted["revision"].as_u64().unwrap();
+    let before_rollback = revision(&api).await;
+    let response = api
+        .http
+        .post(format!("{}/v1/configs/ns/gone/rollback", api.url))
+        .json(&json!({"to_revision": del}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    assert_eq!(code(&response.json().await.unwrap()), "invalid_value");
+    assert_eq!(revision(&api).await, before_rollback);
+    assert!(rev < del);
+
+    // Nothing above changed the key, and the server is still up.
+    assert_eq!(before + 2, revision(&api).await);
+    assert_eq!(api.get("/v1/configs/ns/k").await.unwrap().1["value"], json!("keep"));
+    assert_eq!(api.get("/healthz").await.unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_limit_is_configurable_and_exact() {
+    let server = TestServer::start_with(&["--max-value-bytes", "100"]);
+    let api = Api::new(&server);
+    // "x" * 98 serializes to exactly 100 bytes with its quotes.
+    assert_eq!(api.put("ns", "k", json!("x".repeat(98))).await.unwrap().0, 201);
+    let (status, body) = api.put("ns", "k", json!("x".repeat(99))).await.unwrap();
+    assert_eq!((status, code(&body)), (413, "payload_too_large"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoints() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("ns", "k", json!(1)).await;
+    assert_eq!(api.get("/healthz").await.unwrap().0, 200);
+    let (status, ready) = api.get("/readyz").await.unwrap();
+    assert_eq!((status, ready["revision"].as_u64()), (200, Some(1)));
+
+    let metrics =
+        api.http.get(format!("{}/metrics", api.url)).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "graycast_writes_total 1",
+        "graycast_commit_batch_size_count 1",
+        "graycast_subscribers 0",
+        "graycast_pushed_messages_total",
+        "graycast_lag_resyncs_total",
+        "graycast_revision 1",
+    ] {
+        assert!(metrics.contains(name), "metrics lack {name:?}:\n{metrics}");
+    }
+
+    let (status, doc) = api.get("/openapi.json").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/namespaces",
+        "/v1/configs/{ns}",
+        "/v1/configs/{ns}/{key}",
+        "/v1/configs/{ns}/{key}/history",
+        "/v1/configs/{ns}/{key}/rollback",
+        "/v1/clients",
+        "/v1/watch",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    assert!(doc["components"]["schemas"].get("Entry").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_serves_the_same_api() {
+    let server = TestServer::start_with(&["--store", "memory"]);
+    let api = Api::new(&server);
+    let rev = api.put_ok("ns", "k", json!(1)).await;
+    assert_eq!(rev, 1);
+    let (_, history) = api.get("/v1/configs/ns/k/history").await.unwrap();
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(1));
+}
