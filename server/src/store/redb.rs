@@ -196,3 +196,85 @@ impl Backend for RedbBackend {
         self.compacted().map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use graycast_protocol::Op;
+    use serde_json::json;
+
+    use super::*;
+
+    fn change(revision: Revision, key: &str, value: Option<serde_json::Value>) -> Change {
+        let now = Utc::now();
+        Change {
+            revision,
+            op: if value.is_some() { Op::Put } else { Op::Delete },
+            namespace: "ns".into(),
+            key: key.into(),
+            entry: value.map(|value| {
+                Arc::new(Entry {
+                    namespace: "ns".into(),
+                    key: key.into(),
+                    value,
+                    revision,
+                    created_revision: revision,
+                    version: 1,
+                    updated_at: now,
+                    updated_by: "t".into(),
+                    gray: None,
+                })
+            }),
+            at: now,
+            by: "t".into(),
+        }
+    }
+
+    #[test]
+    fn persists_across_reopen_keeps_history_and_prunes_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db.redb");
+        {
+            let db = RedbBackend::open(&path, 3).expect("opens");
+            db.persist(&[change(1, "a", Some(json!(1))), change(2, "b", Some(json!(2)))])
+                .expect("persists");
+            db.persist(&[change(3, "a", Some(json!(3)))]).expect("persists");
+            db.persist(&[change(4, "b", None), change(5, "a", Some(json!(5)))]).expect("persists");
+        }
+        let db = RedbBackend::open(&path, 3).expect("reopens");
+        let loaded = db.load().expect("loads");
+        assert_eq!(loaded.revision, 5);
+        let live: Vec<(String, serde_json::Value)> =
+            loaded.entries.into_iter().map(|e| (e.key, e.value)).collect();
+        assert_eq!(live, [("a".to_owned(), json!(5))]);
+
+        let history: Vec<Revision> =
+            db.history("ns", "a", None, 10).expect("history").iter().map(|h| h.revision).collect();
+        assert_eq!(history, [5, 3, 1]);
+        let paged: Vec<Revision> = db
+            .history("ns", "a", Some(5), 1)
+            .expect("history")
+            .iter()
+            .map(|h| h.revision)
+            .collect();
+        assert_eq!(paged, [3]);
+        assert!(db.history("ns", "nope", None, 10).expect("history").is_empty());
+        assert_eq!(db.history_at("ns", "b", 4).expect("read").map(|h| h.op), Some(Op::Delete));
+        assert!(db.history_at("ns", "a", 4).expect("read").is_none());
+
+        // The log keeps the last 3 changes: 3, 4, 5.
+        assert!(matches!(db.changes_after(1, 10), Ok(ChangePage::Compacted)));
+        let ChangePage::Changes(after_2) = db.changes_after(2, 10).expect("reads") else {
+            panic!("2 is still covered");
+        };
+        assert_eq!(after_2.iter().map(|c| c.revision).collect::<Vec<_>>(), [3, 4, 5]);
+        let ChangePage::Changes(limited) = db.changes_after(2, 2).expect("reads") else {
+            panic!("2 is still covered");
+        };
+        assert_eq!(limited.len(), 2);
+        let ChangePage::Changes(none) = db.changes_after(5, 10).expect("reads") else {
+            panic!("5 is the head");
+        };
+        assert!(none.is_empty());
+    }
+}
