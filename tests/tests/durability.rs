@@ -12,7 +12,9 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
     const WRITERS: usize = 16;
     const KILL_AFTER: usize = 400;
     // For each writer: the last value and revision the server acknowledged.
-    let acked: Arc<Mutex<Vec<Option<(u64, u64)>>>> = Arc::new(Mutex::new(vec![None; WRITERS]));
+    type Acked = Vec<Option<(u64, u64)>>;
+    let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(vec![None; WRITERS]));
+
     let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
