@@ -36,6 +36,12 @@ pub fn server_binary() -> PathBuf {
     dir.join(format!("graycast-under-test{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// The path of the `graycastctl` binary cargo built for these tests.
+pub fn cli_binary() -> PathBuf {
+    server_binary()
+        .with_file_name(format!("graycastctl-under-test{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// A running server process with its own data dir.
 pub struct TestServer {
     child: Option<Child>,

@@ -1,0 +1,348 @@
+//! The client handle, its builder, and the reads served from the local cache.
+
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
+
+use futures_util::Stream;
+use graycast_protocol::{validate_name, Entry, Revision};
+use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, watch};
+
+use crate::cache::{self, CacheState};
+use crate::events::{ChangeEvent, Filter};
+use crate::{push, Error};
+
+/// Default shortest wait before reconnecting.
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Default longest wait before reconnecting.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Default time allowed to open a connection and to make a REST call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Change events buffered per stream before a slow stream misses some.
+const EVENT_BUFFER: usize = 4096;
+
+/// The connection state of a client, as [`Client::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// A WebSocket connection is open.
+    pub connected: bool,
+    /// The cache reflects the server as of `revision` on the current connection.
+    pub synced: bool,
+    /// The last revision applied to the cache (0: nothing yet).
+    pub revision: Revision,
+    /// Since when the cache may be out of date (`None` while synced).
+    pub stale_since: Option<SystemTime>,
+    /// The endpoint of the current or last connection.
+    pub endpoint: Option<String>,
+    /// Why the last connection attempt or connection failed.
+    pub last_error: Option<String>,
+}
+
+/// Settings of a client, filled by [`ClientBuilder`].
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub endpoints: Vec<String>,
+    pub namespaces: Vec<String>,
+    pub token: Option<String>,
+    pub client_id: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub cache_file: Option<PathBuf>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub timeout: Duration,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    settings: Settings,
+}
+
+impl ClientBuilder {
+    /// Adds a server base URL, such as `http://127.0.0.1:8080`. Several endpoints are
+    /// tried in turn, so a client fails over between the nodes of a cluster.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.settings.endpoints.push(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Subscribes to a namespace: its entries are kept in the local cache.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.settings.namespaces.push(namespace.into());
+        self
+    }
+
+    /// Subscribes to several namespaces.
+    pub fn namespaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, namespaces: I) -> Self {
+        self.settings.namespaces.extend(namespaces.into_iter().map(Into::into));
+        self
+    }
+
+    /// The access token, sent as a bearer token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.settings.token = Some(token.into());
+        self
+    }
+
+    /// The id this instance reports to the server (a fresh UUID by default).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.settings.client_id = id.into();
+        self
+    }
+
+    /// A label the server shows for this client (region, version, ...).
+    pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.labels.insert(name.into(), value.into());
+        self
+    }
+
+    /// Where the last known state is kept, so that a client started while the server is
+    /// down serves it at once.
+    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.cache_file = Some(path.into());
+        self
+    }
+
+    /// Bounds of the jittered exponential wait between reconnection attempts.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.settings.backoff_min = min;
+        self.settings.backoff_max = max.max(min);
+        self
+    }
+
+    /// Time allowed to open a connection and to make a REST call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self
+    }
+
+    /// Builds the client. With namespaces, it starts the push loop on the current tokio
+    /// runtime (so this must be called within one) and serves the cache file at once.
+    pub fn build(self) -> Result<Client, Error> {
+        let mut settings = self.settings;
+        if settings.endpoints.is_empty() {
+            return Err(Error::Config("no endpoint given".into()));
+        }
+        for endpoint in &settings.endpoints {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(Error::Config(format!("endpoint {endpoint:?} is not an http(s) URL")));
+            }
+        }
+        settings.namespaces.sort();
+        settings.namespaces.dedup();
+        for namespace in &settings.namespaces {
+            validate_name(namespace)
+                .map_err(|e| Error::Config(format!("namespace {namespace:?}: {e}")))?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+
+        let mut state = CacheState::default();
+        if let (Some(path), false) = (&settings.cache_file, settings.namespaces.is_empty()) {
+            match cache::load(path, &settings.namespaces) {
+                Ok(Some(loaded)) => state = loaded,
+                Ok(None) => {}
+                Err(warning) => tracing::warn!("{warning}; starting with an empty cache"),
+            }
+        }
+        let (status, _) = watch::channel(Status {
+            connected: false,
+            synced: false,
+            revision: state.revision,
+            stale_since: Some(SystemTime::now()),
+            endpoint: None,
+            last_error: None,
+        });
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let inner = Arc::new(Inner { settings, http, cache: RwLock::new(state), status, events });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if !inner.settings.namespaces.is_empty() {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::Config("a subscribing client must be built within a tokio runtime".into())
+            })?;
+            runtime.spawn(push::run(inner.clone(), stop_rx));
+        }
+        Ok(Client { inner, _stop: Arc::new(StopOnDrop(stop_tx)) })
+    }
+}
+
+/// Shared by the handles and the push loop.
+pub(crate) struct Inner {
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    pub cache: RwLock<CacheState>,
+    pub status: watch::Sender<Status>,
+    pub events: broadcast::Sender<ChangeEvent>,
+}
+
+impl Inner {
+    pub fn cache(&self) -> RwLockReadGuard<'_, CacheState> {
+        self.cache.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn cache_mut(&self) -> RwLockWriteGuard<'_, CacheState> {
+        self.cache.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Stops the push loop when the last handle goes.
+struct StopOnDrop(watch::Sender<bool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A graycast client: a local cache of its namespaces kept current by push, and REST
+/// helpers for writers. Cheap to clone; every clone shares the same cache and connection.
+/// Reads never touch the network.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+    _stop: Arc<StopOnDrop>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("settings", &self.inner.settings).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            settings: Settings {
+                endpoints: Vec::new(),
+                namespaces: Vec::new(),
+                token: None,
+                client_id: uuid::Uuid::new_v4().to_string(),
+                labels: Default::default(),
+                cache_file: None,
+                backoff_min: DEFAULT_BACKOFF_MIN,
+                backoff_max: DEFAULT_BACKOFF_MAX,
+                timeout: DEFAULT_TIMEOUT,
+            },
+        }
+    }
+
+    /// The value of a key decoded as `T`; `Ok(None)` when the key does not exist.
+    pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>, Error> {
+        let Some(entry) = self.entry(namespace, key) else { return Ok(None) };
+        T::deserialize(&entry.value).map(Some).map_err(|e| Error::Decode {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The value of a key decoded as `T`, or `default` when it is missing or of another type.
+    pub fn get_or<T: DeserializeOwned>(&self, namespace: &str, key: &str, default: T) -> T {
+        self.get(namespace, key).ok().flatten().unwrap_or(default)
+    }
+
+    /// The raw JSON value of a key.
+    pub fn get_json(&self, namespace: &str, key: &str) -> Option<serde_json::Value> {
+        self.entry(namespace, key).map(|e| e.value.clone())
+    }
+
+    /// The whole entry of a key (value, revision, gray section, ...).
+    pub fn entry(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {
+        self.inner.cache().get(namespace, key)
+    }
+
+    /// Every entry of a namespace, by key.
+    pub fn list(&self, namespace: &str) -> Vec<Arc<Entry>> {
+        self.inner
+            .cache()
+            .entries
+            .get(namespace)
+            .map(|keys| keys.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The last revision applied to the cache.
+    pub fn revision(&self) -> Revision {
+        self.inner.cache().revision
+    }
+
+    /// The connection state.
+    pub fn status(&self) -> Status {
+        self.inner.status.borrow().clone()
+    }
+
+    /// The id this client reports to the server.
+    pub fn client_id(&self) -> &str {
+        &self.inner.settings.client_id
+    }
+
+    /// Waits until the cache is in sync with a server (`Error::Timeout` otherwise).
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), Error> {
+        self.wait_for(timeout, |s| s.synced).await
+    }
+
+    /// Waits until the cache has applied at least `revision`.
+    pub async fn wait_for_revision(
+        &self,
+        revision: Revision,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.wait_for(timeout, |s| s.revision >= revision).await
+    }
+
+    async fn wait_for(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&Status) -> bool,
+    ) -> Result<(), Error> {
+        let mut status = self.inner.status.subscribe();
+        let waited = tokio::time::timeout(timeout, status.wait_for(|s| ready(s))).await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Config("the client stopped".into())),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// A stream of the changes the cache applies from now on that match `filter`.
+    ///
+    /// A stream that falls more than a few thousand events behind skips the oldest ones
+    /// (with a warning); the cache itself never skips.
+    pub fn changes(&self, filter: Filter) -> impl Stream<Item = ChangeEvent> + Send + 'static {
+        let receiver = self.inner.events.subscribe();
+        futures_util::stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) if filter.matches(&event) => {
+                        return Some((event, (receiver, filter)))
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a change stream fell behind and skipped events");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    /// Calls `callback` for every change matching `filter`, on a task of the current
+    /// runtime, until the returned handle is aborted or the client is dropped.
+    pub fn on_change<F>(&self, filter: Filter, mut callback: F) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut(&ChangeEvent) + Send + 'static,
+    {
+        let stream = self.changes(filter);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                callback(&event);
+            }
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! Rust SDK for [graycast](https://example.invalid/graycast), a real-time configuration
+//! center with gray releases.
+//!
+//! A [`Client`] keeps a local cache of its namespaces, fed over WebSocket by the server's
+//! push: every change arrives once, in revision order, and the client resumes from the
+//! last revision it applied after any disconnect. Reads ([`Client::get`],
+//! [`Client::list`]) never touch the network, so the application keeps running on the
+//! last known configuration while the server is down; with a cache file, even a fresh
+//! start does. Writers use the REST helpers ([`Client::put`], [`Client::delete`], ...).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use graycast_client::{Client, Expect, Filter};
+//!
+//! # async fn demo() -> Result<(), graycast_client::Error> {
+//! let client = Client::builder()
+//!     .endpoint("http://127.0.0.1:8080")
+//!     .namespace("payments")
+//!     .label("region", "eu-west")
+//!     .cache_file("/var/lib/checkout/graycast-cache.json")
+//!     .build()?;
+//!
+//! // Serve the cache file at once if the server is down; otherwise wait for the first sync.
+//! if let Err(err) = client.wait_synced(Duration::from_secs(5)).await {
+//!     eprintln!("serving cached configuration ({err}); status: {:?}", client.status());
+//! }
+//!
+//! // Reads hit the local cache.
+//! let timeout_ms: u64 = client.get("payments", "timeout_ms")?.unwrap_or(250);
+//! println!("timeout {timeout_ms} ms");
+//!
+//! // Writes go to the server; the change comes back through the push like any other.
+//! client.put("payments", "timeout_ms", &300, Expect::Any).await?;
+//!
+//! // React to changes.
+//! let mut changes = Box::pin(client.changes(Filter::key("payments", "timeout_ms")));
+//! while let Some(change) = changes.next().await {
+//!     println!("revision {}: {:?}", change.revision, change.entry.map(|e| e.value.clone()));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors say whether they are temporary ([`Error::is_temporary`]): on a temporary error
+//! keep serving the cache and try again; a permanent one needs a change on your side.
+//!
+//! Map of the crate: `client` (the handle, builder and cache reads), `push` (the
+//! WebSocket loop), `cache` (the cache and its file), `events` (change notifications),
+//! `rest` (REST helpers), `error`.
+
+mod cache;
+mod client;
+mod error;
+mod events;
+mod push;
+mod rest;
+
+pub use client::{
+    Client, ClientBuilder, Status, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_TIMEOUT,
+};
+pub use error::Error;
+pub use events::{ChangeEvent, Filter};
+pub use graycast_protocol::{Entry, HistoryItem, Op, Revision};
+pub use rest::Expect;

@@ -1,0 +1,207 @@
+//! REST helpers for writers and tools: put, delete, history, rollback, remote reads.
+
+use graycast_protocol::rest::{
+    ClientList, ConfigList, DeleteResponse, HistoryList, NamespaceList, PutRequest, RollbackRequest,
+};
+use graycast_protocol::{Entry, ErrorBody, HistoryItem, Revision};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Client, Error};
+
+/// How a write conditions itself on the key's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expect {
+    /// Write whatever the current state.
+    #[default]
+    Any,
+    /// Write only if the key is at this revision (`If-Match`).
+    Revision(Revision),
+    /// Create only: write only if the key does not exist (`If-None-Match: *`).
+    Absent,
+}
+
+impl Client {
+    /// Sends a request to each endpoint in turn until one answers.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<(StatusCode, Option<T>), Error> {
+        let mut last = Error::Config("no endpoint".into());
+        for endpoint in &self.inner.settings.endpoints {
+            let mut request = self.inner.http.request(method.clone(), format!("{endpoint}{path}"));
+            if let Some(token) = &self.inner.settings.token {
+                request = request.bearer_auth(token);
+            }
+            let response = match build(request).send().await {
+                Ok(response) => response,
+                Err(err) => {
+                    last = err.into();
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                let body = response.json::<T>().await?;
+                return Ok((status, Some(body)));
+            }
+            if status == StatusCode::NOT_MODIFIED {
+                return Ok((status, None));
+            }
+            let text = response.text().await.unwrap_or_default();
+            let err = match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) => Error::Server {
+                    status: status.as_u16(),
+                    code: body.error.code,
+                    message: body.error.message,
+                },
+                Err(_) => Error::Server {
+                    status: status.as_u16(),
+                    code: "unknown".into(),
+                    message: text.chars().take(200).collect(),
+                },
+            };
+            // Another node may serve while this one is unavailable.
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                last = err;
+                continue;
+            }
+            return Err(err);
+        }
+        Err(last)
+    }
+
+    async fn call_ok<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<T, Error> {
+        match self.call(method, path, build).await? {
+            (_, Some(body)) => Ok(body),
+            (status, None) => Err(Error::Protocol(format!("answer {status} has no body"))),
+        }
+    }
+
+    /// Sets a key's value. Returns the entry as stored, with its new revision.
+    pub async fn put<V: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &V,
+        expect: Expect,
+    ) -> Result<Entry, Error> {
+        check_names(namespace, Some(key))?;
+        let value = serde_json::to_value(value).map_err(|e| Error::Decode {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        let body = PutRequest { value };
+        self.call_ok(Method::PUT, &format!("/v1/configs/{namespace}/{key}"), |r| {
+            with_expect(r.json(&body), expect)
+        })
+        .await
+    }
+
+    /// Deletes a key. Returns the revision of the delete.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        expect: Expect,
+    ) -> Result<Revision, Error> {
+        check_names(namespace, Some(key))?;
+        let answer: DeleteResponse = self
+            .call_ok(Method::DELETE, &format!("/v1/configs/{namespace}/{key}"), |r| {
+                with_expect(r, expect)
+            })
+            .await?;
+        Ok(answer.revision)
+    }
+
+    /// Makes the value of an earlier revision current again, as a new revision.
+    pub async fn rollback(
+        &self,
+        namespace: &str,
+        key: &str,
+        to_revision: Revision,
+    ) -> Result<Entry, Error> {
+        check_names(namespace, Some(key))?;
+        let body = RollbackRequest { to_revision };
+        self.call_ok(Method::POST, &format!("/v1/configs/{namespace}/{key}/rollback"), |r| {
+            r.json(&body)
+        })
+        .await
+    }
+
+    /// The revisions of a key, newest first: at most `limit`, below `before` if given.
+    pub async fn history(
+        &self,
+        namespace: &str,
+        key: &str,
+        limit: Option<usize>,
+        before: Option<Revision>,
+    ) -> Result<Vec<HistoryItem>, Error> {
+        check_names(namespace, Some(key))?;
+        let mut query = Vec::new();
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(before) = before {
+            query.push(("before", before.to_string()));
+        }
+        let list: HistoryList = self
+            .call_ok(Method::GET, &format!("/v1/configs/{namespace}/{key}/history"), |r| {
+                r.query(&query)
+            })
+            .await?;
+        Ok(list.items)
+    }
+
+    /// Reads a key from the server (not the cache); `None` if it does not exist.
+    pub async fn fetch(&self, namespace: &str, key: &str) -> Result<Option<Entry>, Error> {
+        check_names(namespace, Some(key))?;
+        match self.call_ok(Method::GET, &format!("/v1/configs/{namespace}/{key}"), |r| r).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(err) if err.code() == Some("not_found") => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Reads a whole namespace from the server.
+    pub async fn fetch_namespace(&self, namespace: &str) -> Result<ConfigList, Error> {
+        check_names(namespace, None)?;
+        self.call_ok(Method::GET, &format!("/v1/configs/{namespace}"), |r| r).await
+    }
+
+    /// Lists the server's namespaces.
+    pub async fn fetch_namespaces(&self) -> Result<NamespaceList, Error> {
+        self.call_ok(Method::GET, "/v1/namespaces", |r| r).await
+    }
+
+    /// Lists the server's connected subscribers.
+    pub async fn fetch_clients(&self) -> Result<ClientList, Error> {
+        self.call_ok(Method::GET, "/v1/clients", |r| r).await
+    }
+}
+
+fn with_expect(request: RequestBuilder, expect: Expect) -> RequestBuilder {
+    match expect {
+        Expect::Any => request,
+        Expect::Revision(revision) => request.header("If-Match", format!("\"{revision}\"")),
+        Expect::Absent => request.header("If-None-Match", "*"),
+    }
+}
+
+/// Checks names before they go into a URL path, where `/` or `?` would change its meaning.
+pub(crate) fn check_names(namespace: &str, key: Option<&str>) -> Result<(), Error> {
+    for name in std::iter::once(namespace).chain(key) {
+        graycast_protocol::validate_name(name)
+            .map_err(|e| Error::InvalidName { name: name.to_owned(), message: e.to_string() })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The Rust SDK against real server processes: sync, push, resume, cache file, errors.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use graycast_client::{ChangeEvent, Client, Error, Expect, Filter, Op};
+use graycast_tests::{Api, TestServer, DEADLINE};
+use serde_json::json;
+
+fn client(server: &TestServer, namespaces: &[&str]) -> graycast_client::ClientBuilder {
+    Client::builder()
+        .endpoint(&server.url)
+        .namespaces(namespaces.iter().copied())
+        .backoff(Duration::from_millis(20), Duration::from_millis(300))
+}
+
+async fn next_event(
+    stream: &mut (impl futures_util::Stream<Item = ChangeEvent> + Unpin),
+) -> ChangeEvent {
+    tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .expect("a change within the deadline")
+        .expect("stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_the_initial_state_and_every_later_change() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("app", "timeout_ms", json!(250)).await;
+    api.put_ok("app", "banner", json!("hello")).await;
+    api.put_ok("other", "x", json!(1)).await;
+
+    let client = client(&server, &["app"]).label("region", "eu").build().unwrap();
+    let mut changes = Box::pin(client.changes(Filter::namespace("app")));
+    client.wait_synced(DEADLINE).await.unwrap();
+    assert_eq!(client.get::<u64>("app", "timeout_ms").unwrap(), Some(250));
+    assert_eq!(client.get::<String>("app", "banner").unwrap().as_deref(), Some("hello"));
+    assert_eq!(client.get_json("other", "x"), None, "not subscribed");
+    assert_eq!(client.list("app").len(), 2);
+    assert!(client.status().connected && client.status().stale_since.is_none());
+    // The initial snapshot shows up as changes too.
+    let initial: BTreeSet<String> =
+        [next_event(&mut changes).await, next_event(&mut changes).await]
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+    assert_eq!(initial, BTreeSet::from(["banner".to_owned(), "timeout_ms".to_owned()]));
+
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        expected.push((api.put_ok("app", &format!("k{}", i % 4), json!(i)).await, Op::Put));
+    }
+    let (_, deleted) = api.delete("app", "banner").await.unwrap();
+    expected.push((deleted["revision"].as_u64().unwrap(), Op::Delete));
+    let mut got = Vec::new();
+    for _ in 0..expected.len() {
+        let event = next_event(&mut changes).await;
+        got.push((event.revision, event.op));
+    }
+    assert_eq!(got, expected);
+    assert_eq!(client.get_json("app", "banner"), None);
+    assert_eq!(client.get::<u64>("app", "k3").unwrap(), Some(19));
+
+    // The server sees the client, its labels and its acknowledged revision.
+    let last = expected.last().unwrap().0;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let clients = client.fetch_clients().await.unwrap().clients;
+        let me = clients.iter().find(|c| c.id == client.client_id()).expect("listed");
+        assert_eq!(me.labels.get("region").map(String::as_str), Some("eu"));
+        if me.applied_revision == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "ack never reached {last}: {me:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_and_restarted_mid_stream_leaves_no_gap_and_no_regression() {
+    let mut server = TestServer::start();
+    let api = Api::new(&server);
+    let client = client(&server, &["app"]).build().unwrap();
+    let mut changes = Box::pin(client.changes(Filter::namespace("app")));
+    client.wait_synced(DEADLINE).await.unwrap();
+
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        for i in 0..30 {
+            acked.push(
+                api.put_ok("app", &format!("k{}", i % 5), json!({"round": round, "i": i})).await,
+            );
+            api.put_ok("noise", "n", json!(i)).await;
+        }
+        if round < 2 {
+            // Killed while the client is connected and the last changes may be in flight.
+            server.kill9();
+            server.start_again();
+            assert_eq!(server.url, api.url, "restarted on the same port");
+        }
+    }
+    let last = *acked.last().unwrap();
+    client.wait_for_revision(last, DEADLINE).await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.last() != Some(&last) {
+        seen.push(next_event(&mut changes).await.revision);
+    }
+    for pair in seen.windows(2) {
+        assert!(pair[0] < pair[1], "revision went from {} to {}", pair[0], pair[1]);
+    }
+    assert_eq!(seen, acked, "the applied sequence differs from the acknowledged writes");
+    assert_eq!(
+        client.get::<serde_json::Value>("app", "k4").unwrap(),
+        Some(json!({"round": 2, "i": 29}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_from_the_cache_file_while_the_server_is_down_and_catches_up() {
+    let mut server = TestServer::start();
+    let api = Api::new(&server);
+    let rev = api.put_ok("app", "flag", json!(true)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.json");
+    {
+        let first = client(&server, &["app"]).cache_file(&cache).build().unwrap();
+        first.wait_synced(DEADLINE).await.unwrap();
+        // The file is written in the background; wait until it holds the revision.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let written = std::fs::read(&cache)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            if written.is_some_and(|w| w["revision"] == json!(rev)) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "cache file never written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    server.terminate();
+
+    let second = client(&server, &["app"]).cache_file(&cache).build().unwrap();
+    // Served at once, flagged stale, while the server is down.
+    assert_eq!(second.get::<bool>("app", "flag").unwrap(), Some(true));
+    let status = second.status();
+    assert!(!status.synced && status.stale_since.is_some(), "{status:?}");
+    assert_eq!(status.revision, rev);
+    assert!(matches!(second.wait_synced(Duration::from_millis(300)).await, Err(Error::Timeout(_))));
+
+    server.start_again();
+    let api = Api::new(&server);
+    second.wait_synced(DEADLINE).await.unwrap();
+    let next = api.put_ok("app", "flag", json!(false)).await;
+    second.wait_for_revision(next, DEADLINE).await.unwrap();
+    assert_eq!(second.get::<bool>("app", "flag").unwrap(), Some(false));
+
+    // A corrupt cache file is a warning, not a crash.
+    std::fs::write(&cache, b"{corrupt").unwrap();
+    let third = client(&server, &["app"]).cache_file(&cache).build().unwrap();
+    third.wait_synced(DEADLINE).await.unwrap();
+    assert_eq!(third.get::<bool>("app", "flag").unwrap(), Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_reads_and_rest_helpers_report_typed_errors() {
+    let mut server = TestServer::start();
+    let client = client(&server, &["app"]).build().unwrap();
+    let entry = client.put("app", "name", &"graycast", Expect::Absent).await.unwrap();
+    assert_eq!(entry.version, 1);
+    client.wait_for_revision(entry.revision, DEADLINE).await.unwrap();
+
+    assert_eq!(client.get::<String>("app", "name").unwrap().as_deref(), Some("graycast"));
+    let err = client.get::<u64>("app", "name").unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(!err.is_temporary());
+    assert_eq!(client.get::<u64>("app", "missing").unwrap(), None);
+    assert_eq!(client.get_or("app", "name", 7u64), 7);
+
+    let err = client.put("app", "name", &"again", Expect::Absent).await.unwrap_err();
+    assert_eq!(err.code(), Some("revision_mismatch"));
+    assert!(!err.is_temporary());
+    let err =
+        client.put("app", "name", &"x", Expect::Revision(entry.revision + 100)).await.unwrap_err();
+    assert_eq!(err.code(), Some("revision_mismatch"));
+    let updated = client.put("app", "name", &"v2", Expect::Revision(entry.revision)).await.unwrap();
+    let history = client.history("app", "name", Some(10), None).await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.revision).collect::<Vec<_>>(),
+        [updated.revision, entry.revision]
+    );
+    let rolled = client.rollback("app", "name", entry.revision).await.unwrap();
+    assert_eq!(rolled.value, json!("graycast"));
+    assert_eq!(client.fetch("app", "nope").await.unwrap(), None);
+    let err = client.put("bad name", "k", &1, Expect::Any).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
+    let deleted = client.delete("app", "name", Expect::Any).await.unwrap();
+    assert!(deleted > rolled.revision);
+
+    server.terminate();
+    let err = client.put("app", "k", &1, Expect::Any).await.unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    // Reads keep working from the cache.
+    client.wait_for_revision(deleted, DEADLINE).await.unwrap();
+    assert_eq!(client.get_json("app", "name"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_the_next_endpoint() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let rev = api.put_ok("app", "k", json!(1)).await;
+    // The first endpoint refuses connections: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let client = Client::builder()
+        .endpoint(dead_url)
+        .endpoint(&server.url)
+        .namespace("app")
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .build()
+        .unwrap();
+    client.wait_synced(DEADLINE).await.unwrap();
+    assert_eq!(client.revision(), rev);
+    assert_eq!(client.status().endpoint.as_deref(), Some(server.url.as_str()));
+    let entry = client.put("app", "k", &2, Expect::Any).await.unwrap();
+    assert_eq!(entry.value, json!(2));
+}
