@@ -44,6 +44,19 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         rounds: usize,
     },
+    /// SDK clients following a server that this command restarts: time from the new
+    /// process announcing its URL until every client has applied the latest revision.
+    /// Starts its own server (on the `--server` port) from `--server-bin`.
+    Reconnect {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// The graycast server binary to run.
+        #[arg(long, default_value = "target/release/graycast")]
+        server_bin: std::path::PathBuf,
+        /// Stop the server with SIGKILL instead of SIGTERM.
+        #[arg(long)]
+        kill9: bool,
+    },
 }
 
 #[tokio::main]
@@ -52,6 +65,9 @@ async fn main() -> Result<()> {
     match args.scenario {
         Scenario::Writes { writers, seconds } => writes(&args.server, writers, seconds).await,
         Scenario::Fanout { subscribers, rounds } => fanout(&args.server, subscribers, rounds).await,
+        Scenario::Reconnect { clients, server_bin, kill9 } => {
+            reconnect(&args.server, clients, &server_bin, kill9).await
+        }
     }
 }
 
@@ -183,5 +199,77 @@ async fn fanout(server: &str, subscribers: usize, rounds: usize) -> Result<()> {
         ms(percentile(&to_last, 0.99)),
         ms(percentile(&to_last, 1.0)),
     );
+    Ok(())
+}
+
+/// Starts a server process and waits for its announcement line.
+fn start_server(
+    bin: &std::path::Path,
+    listen: &str,
+    data: &std::path::Path,
+) -> Result<std::process::Child> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(bin)
+        .args(["--listen", listen, "--data-dir"])
+        .arg(data)
+        .env("GRAYCAST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    if !line.starts_with("graycast listening on") {
+        bail!("unexpected server output {line:?}");
+    }
+    Ok(child)
+}
+
+async fn reconnect(server: &str, clients: usize, bin: &std::path::Path, kill9: bool) -> Result<()> {
+    use graycast_client::{Client, Expect};
+    let listen = server.trim_start_matches("http://").to_owned();
+    let data = std::env::temp_dir().join(format!("graycast-reconnect-{}", std::process::id()));
+    let mut child = start_server(bin, &listen, &data)?;
+    let writer = Client::builder().endpoint(server).build()?;
+    writer.put("bench", "k", &0, Expect::Any).await?;
+    let mut followers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        followers.push(Client::builder().endpoint(server).namespace("bench").build()?);
+    }
+    for client in &followers {
+        client.wait_synced(Duration::from_secs(60)).await?;
+    }
+    println!("reconnect: {clients} clients in sync; stopping the server");
+    if kill9 {
+        child.kill()?;
+    } else {
+        std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+    }
+    child.wait()?;
+    // Down long enough for every client to notice and start backing off.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut child = start_server(bin, &listen, &data)?;
+    let restarted = Instant::now();
+    let latest = writer.put("bench", "k", &1, Expect::Any).await?.revision;
+    let mut caught_up = Vec::with_capacity(clients);
+    let waits = followers.iter().map(|client| async move {
+        client
+            .wait_for_revision(latest, Duration::from_secs(120))
+            .await
+            .map(|_| restarted.elapsed())
+    });
+    for waited in futures_util::future::join_all(waits).await {
+        caught_up.push(waited?);
+    }
+    caught_up.sort();
+    println!(
+        "reconnect: {clients} SDK clients back at revision {latest} after the restart: p50 {} p99 {} all {}",
+        ms(percentile(&caught_up, 0.5)),
+        ms(percentile(&caught_up, 0.99)),
+        ms(percentile(&caught_up, 1.0)),
+    );
+    child.kill()?;
+    child.wait()?;
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::{push, Error};
 /// Default shortest wait before reconnecting.
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Default longest wait before reconnecting.
-pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Default time allowed to open a connection and to make a REST call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Change events buffered per stream before a slow stream misses some.
