@@ -9,15 +9,20 @@
 //! - [`entry`]: the data model: [`Entry`], the gray section, history items.
 //! - [`rest`]: request and response bodies of the REST API, and the error body.
 //! - [`ws`]: the messages of the WebSocket push protocol in both directions.
+//! - [`rollout`]: the rollout evaluation every implementation shares (SPEC §3).
+//! - [`gray`]: gray release inputs (start, patch, report) and their validation.
 
 pub mod entry;
+pub mod gray;
 pub mod name;
 pub mod rest;
+pub mod rollout;
 pub mod ws;
 
 pub use entry::{Entry, Gray, Guard, HistoryItem, Op, Rule, RuleOp, Step};
 pub use name::{validate_name, NameError};
 pub use rest::{ErrorBody, ErrorDetail};
+pub use rollout::{evaluate, Decision, Reason, Variant};
 pub use ws::{ClientHello, ClientMessage, ServerMessage};
 
 /// A revision of the whole store: one counter for every change of every key,

@@ -21,6 +21,16 @@ pub enum ClientMessage {
     },
     /// The client has applied everything up to `revision`.
     Ack { revision: Revision },
+    /// Outcomes the client saw with a variant of a key, for the gray release's guard.
+    Report {
+        namespace: String,
+        key: String,
+        variant: crate::rollout::Variant,
+        #[serde(default)]
+        ok: u64,
+        #[serde(default)]
+        errors: u64,
+    },
 }
 
 /// Who a subscribing client is.
