@@ -462,7 +462,7 @@ mod tests {
         let mut g = gray(0.0);
         g.salt = "payments/timeout_ms".into();
         let percents: Vec<f64> =
-            (0..=100).map(|p| f64::from(p)).chain([0.01, 33.33, 66.67]).collect();
+            (0..=100).map(f64::from).chain([0.01, 33.33, 66.67]).collect();
         for subject in subjects.iter().step_by(97) {
             let mut sorted = percents.clone();
             sorted.sort_by(f64::total_cmp);
