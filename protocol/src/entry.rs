@@ -133,4 +133,7 @@ pub struct HistoryItem {
     pub gray: Option<Gray>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
+    /// Why the change was made, when a ramp step or the guard made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }

@@ -461,8 +461,7 @@ mod tests {
         // Monotonic: a subject gray at p stays gray at every q >= p.
         let mut g = gray(0.0);
         g.salt = "payments/timeout_ms".into();
-        let percents: Vec<f64> =
-            (0..=100).map(f64::from).chain([0.01, 33.33, 66.67]).collect();
+        let percents: Vec<f64> = (0..=100).map(f64::from).chain([0.01, 33.33, 66.67]).collect();
         for subject in subjects.iter().step_by(97) {
             let mut sorted = percents.clone();
             sorted.sort_by(f64::total_cmp);

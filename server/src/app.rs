@@ -10,9 +10,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::guard::Guards;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::routes;
+use crate::scheduler;
 use crate::store::Store;
 
 /// Recorded as `updated_by` for changes made without a token.
@@ -25,6 +27,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
+    /// Outcome counts of running gray releases.
+    pub guards: Arc<Guards>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -91,8 +95,10 @@ pub async fn run(
         store: store.clone(),
         hub,
         metrics,
-        shutdown: stop_rx,
+        guards: Arc::new(Guards::default()),
+        shutdown: stop_rx.clone(),
     };
+    actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx));
     let server = HttpServer::new(move || build_app(state.clone()))
         .workers(workers)
         .disable_signals()

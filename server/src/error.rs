@@ -75,7 +75,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => ApiError::NotFound(err.to_string()),
             StoreError::RevisionMismatch { .. }
             | StoreError::AlreadyExists { .. }
-            | StoreError::Missing { .. } => ApiError::RevisionMismatch(err.to_string()),
+            | StoreError::Missing { .. }
+            | StoreError::Superseded(_) => ApiError::RevisionMismatch(err.to_string()),
             StoreError::Invalid(msg) => ApiError::InvalidValue(msg),
             StoreError::Closed | StoreError::Backend(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),

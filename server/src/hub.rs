@@ -332,6 +332,7 @@ mod tests {
             })),
             at: Utc::now(),
             by: "t".into(),
+            note: None,
         }
     }
 

@@ -7,6 +7,8 @@
 //!   writer and the live cache.
 //! - [`hub`]: fan-out of committed changes to subscribers; registry of clients.
 //! - [`session`]: one WebSocket subscriber's loop.
+//! - [`scheduler`]: moves gray release ramps on when their step is due.
+//! - [`guard`]: outcome counts of gray releases and the automatic abort.
 //! - [`routes`]: REST handlers, one module per resource.
 //! - [`error`]: the API error type and its JSON rendering.
 //! - [`metrics`]: counters and their Prometheus rendering.
@@ -18,10 +20,12 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod scheduler;
 pub mod session;
 pub mod store;
 

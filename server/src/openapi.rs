@@ -1,15 +1,19 @@
 //! The OpenAPI 3 document of the REST API, generated from the handlers' annotations.
 
+use graycast_protocol::gray::{
+    GrayPatch, GrayRequest, GrayStatus, GuardCounts, OutcomeCounts, ReleaseDecision, ReportRequest,
+};
 use graycast_protocol::rest::{
     ClientList, ClientSummary, ConfigList, DeleteResponse, HistoryList, NamespaceList,
     NamespaceSummary, PutRequest, RollbackRequest,
 };
 use graycast_protocol::{
-    Entry, ErrorBody, ErrorDetail, Gray, Guard, HistoryItem, Op, Rule, RuleOp, Step,
+    Entry, ErrorBody, ErrorDetail, Gray, Guard, HistoryItem, Op, Reason, Rule, RuleOp, Step,
+    Variant,
 };
 use utoipa::OpenApi;
 
-use crate::routes::{clients, configs, health, watch};
+use crate::routes::{clients, configs, gray, health, release, watch};
 
 /// The API document served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -23,6 +27,13 @@ use crate::routes::{clients, configs, health, watch};
         configs::delete,
         configs::history,
         configs::rollback,
+        gray::start,
+        gray::patch,
+        gray::promote,
+        gray::abort,
+        gray::status,
+        gray::report,
+        release::release,
         clients::clients,
         watch::watch,
         health::healthz,
@@ -31,6 +42,15 @@ use crate::routes::{clients, configs, health, watch};
         health::openapi,
     ),
     components(schemas(
+        GrayRequest,
+        GrayPatch,
+        ReportRequest,
+        GrayStatus,
+        GuardCounts,
+        OutcomeCounts,
+        ReleaseDecision,
+        Variant,
+        Reason,
         Entry,
         Gray,
         Guard,

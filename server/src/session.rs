@@ -20,7 +20,9 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::guard;
 use crate::hub::{change_frame, ClientRegistration, ClientState, Next, Subscription};
+use crate::routes::check_names;
 use crate::store::{ChangePage, StoreError};
 
 /// Largest inbound frame, and largest inbound message after joining continuations.
@@ -219,6 +221,26 @@ impl Session {
                     return Err(self.refuse(CloseCode::Policy, err).await);
                 }
                 self.subscribe(namespaces, since, client).await
+            }
+            ClientMessage::Report { namespace, key, variant, ok, errors } => {
+                let valid = check_names(&namespace, Some(&key)).is_ok()
+                    && crate::routes::gray::check_report(ok, errors).is_ok();
+                if !valid {
+                    let err = ApiError::BadRequest(format!(
+                        "report for {namespace:?}/{key:?} with {ok} ok and {errors} errors is not valid"
+                    ));
+                    return Err(self.refuse(CloseCode::Policy, err).await);
+                }
+                // The guard may write an abort; the session goes on pushing meanwhile.
+                let (store, guards) = (self.state.store.clone(), self.state.guards.clone());
+                actix_web::rt::spawn(async move {
+                    let reported =
+                        guard::report(&store, &guards, &namespace, &key, variant, ok, errors).await;
+                    if let Err(err) = reported {
+                        tracing::warn!(namespace, key, error = %err, "cannot record a report");
+                    }
+                });
+                Ok(())
             }
             ClientMessage::Ack { revision } => {
                 if let Some(active) = &self.active {

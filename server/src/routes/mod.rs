@@ -2,7 +2,9 @@
 
 pub mod clients;
 pub mod configs;
+pub mod gray;
 pub mod health;
+pub mod release;
 pub mod watch;
 
 use actix_web::http::header::{self, HeaderMap};
@@ -17,6 +19,8 @@ use crate::store::Precondition;
 /// Registers every route of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     configs::configure(cfg);
+    gray::configure(cfg);
+    release::configure(cfg);
     clients::configure(cfg);
     health::configure(cfg);
     watch::configure(cfg);

@@ -21,10 +21,11 @@ use std::thread::JoinHandle;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use dashmap::DashMap;
-use graycast_protocol::{Entry, HistoryItem, Op, Revision};
+use graycast_protocol::gray::{next_step_at, GrayPatch};
+use graycast_protocol::{Entry, Gray, HistoryItem, Op, Revision};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub enum StoreError {
     AlreadyExists { what: String, revision: Revision },
     #[error("{what} does not exist, but the write requires it to")]
     Missing { what: String },
+    #[error("{0}")]
+    Superseded(String),
     #[error("{0}")]
     Invalid(String),
     #[error("the store is shutting down")]
@@ -78,6 +81,17 @@ pub enum Mutation {
     Delete,
     /// Set the stable value to the value the key had at `to_revision`.
     Rollback { to_revision: Revision },
+    /// Start or replace the gray release (already validated).
+    GrayStart { gray: Gray },
+    /// Change the running gray release.
+    GrayPatch(GrayPatch),
+    /// Move a due ramp on: made by the scheduler, for the release begun at `started_at`
+    /// while it is at `step`, so that a repeated or late attempt changes nothing.
+    GrayAdvance { started_at: DateTime<Utc>, step: u32 },
+    /// Make the gray value the stable value; the release ends.
+    Promote,
+    /// End the release, keeping the stable value. With `started_at`, only that release.
+    Abort { started_at: Option<DateTime<Utc>>, note: Option<String> },
 }
 
 /// One write: a mutation of one key, by someone, under a precondition.
@@ -102,6 +116,9 @@ pub struct Change {
     pub entry: Option<Arc<Entry>>,
     pub at: DateTime<Utc>,
     pub by: String,
+    /// Why the change was made, when not by a person (ramp steps, guard aborts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Change {
@@ -114,6 +131,7 @@ impl Change {
             gray: self.entry.as_ref().and_then(|e| e.gray.clone()),
             updated_at: self.at,
             updated_by: self.by.clone(),
+            note: self.note.clone(),
         }
     }
 }
@@ -196,6 +214,8 @@ struct Shared {
     /// refuses further writes rather than risk reusing a revision. A restart reloads
     /// the truth from the backend.
     failed: AtomicBool,
+    /// Signalled after a commit that started, changed or ended a gray release.
+    gray_changed: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -263,6 +283,7 @@ impl Store {
             gate: RwLock::new(()),
             revision: AtomicU64::new(loaded.revision),
             failed: AtomicBool::new(false),
+            gray_changed: Notify::new(),
             metrics,
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -343,6 +364,20 @@ impl Store {
             return Err(StoreError::Backend("a commit failed; restart the server".into()));
         }
         self.shared.backend.check()
+    }
+
+    /// Every entry with a running gray release.
+    pub fn gray_entries(&self) -> Vec<Arc<Entry>> {
+        let mut entries = Vec::new();
+        for ns in self.shared.cache.iter() {
+            entries.extend(ns.values().filter(|e| e.gray.is_some()).cloned());
+        }
+        entries
+    }
+
+    /// Resolves after the next commit that starts, changes or ends a gray release.
+    pub async fn gray_changed(&self) {
+        self.shared.gray_changed.notified().await;
     }
 
     /// The backend, for reads that go to durable storage (history, change log).
@@ -447,6 +482,9 @@ impl Writer {
             let committed: Vec<Arc<Change>> = changes.into_iter().map(Arc::new).collect();
             self.apply_to_cache(&committed);
             shared.metrics.record_commit(committed.len());
+            if committed.iter().any(|c| matches!(c.op, Op::Gray | Op::Promote | Op::Abort)) {
+                shared.gray_changed.notify_one();
+            }
             // The hub may be gone during shutdown; the changes are durable regardless.
             let _ = self.feed.send(committed.clone());
             committed
@@ -514,8 +552,11 @@ fn plan(
         }
         _ => {}
     }
-    let (op, value) = match &request.mutation {
-        Mutation::Put { value } => (Op::Put, value.clone()),
+    let no_key = || StoreError::NotFound { what: what() };
+    let no_gray = || StoreError::NotFound { what: format!("a gray release of {}", what()) };
+    let current_gray = current.and_then(|e| e.gray.as_ref());
+    let (op, value, gray, note) = match &request.mutation {
+        Mutation::Put { value } => (Op::Put, value.clone(), current_gray.cloned(), None),
         Mutation::Rollback { to_revision } => {
             let item = backend
                 .history_at(&request.namespace, &request.key, *to_revision)?
@@ -528,11 +569,11 @@ fn plan(
                     what()
                 )));
             }
-            (Op::Rollback, item.value)
+            (Op::Rollback, item.value, current_gray.cloned(), None)
         }
         Mutation::Delete => {
             if current.is_none() {
-                return Err(StoreError::NotFound { what: what() });
+                return Err(no_key());
             }
             return Ok(Change {
                 revision,
@@ -542,7 +583,47 @@ fn plan(
                 entry: None,
                 at: now,
                 by: request.actor.clone(),
+                note: None,
             });
+        }
+        Mutation::GrayStart { gray } => {
+            let entry = current.ok_or_else(no_key)?;
+            (Op::Gray, entry.value.clone(), Some(gray.clone()), None)
+        }
+        Mutation::GrayPatch(patch) => {
+            let entry = current.ok_or_else(no_key)?;
+            let running = current_gray.ok_or_else(no_gray)?;
+            let next = patch.clone().apply(running, now).map_err(|e| StoreError::Invalid(e.0))?;
+            (Op::Gray, entry.value.clone(), Some(next), None)
+        }
+        Mutation::GrayAdvance { started_at, step } => {
+            let entry = current.ok_or_else(no_key)?;
+            let running = current_gray.ok_or_else(no_gray)?;
+            let due = running.next_step_at.is_some_and(|at| at <= now);
+            if running.started_at != *started_at || running.step != *step || running.paused || !due
+            {
+                return Err(StoreError::Superseded(format!(
+                    "the ramp of {} is no longer at step {step} and due",
+                    what()
+                )));
+            }
+            advance(entry, running, now)
+        }
+        Mutation::Promote => {
+            current.ok_or_else(no_key)?;
+            let running = current_gray.ok_or_else(no_gray)?;
+            (Op::Promote, running.value.clone(), None, None)
+        }
+        Mutation::Abort { started_at, note } => {
+            let entry = current.ok_or_else(no_key)?;
+            let running = current_gray.ok_or_else(no_gray)?;
+            if started_at.is_some_and(|at| at != running.started_at) {
+                return Err(StoreError::Superseded(format!(
+                    "the gray release of {} was replaced",
+                    what()
+                )));
+            }
+            (Op::Abort, entry.value.clone(), None, note.clone())
         }
     };
     let entry = Entry {
@@ -554,7 +635,7 @@ fn plan(
         version: current.map_or(1, |e| e.version + 1),
         updated_at: now,
         updated_by: request.actor.clone(),
-        gray: current.and_then(|e| e.gray.clone()),
+        gray,
     };
     Ok(Change {
         revision,
@@ -564,7 +645,40 @@ fn plan(
         entry: Some(Arc::new(entry)),
         at: now,
         by: request.actor.clone(),
+        note,
     })
+}
+
+/// One scheduled move of a ramp whose step is due: to the next step, or at the end of
+/// the ramp to a promotion (with `auto_promote`) or to rest at the last step.
+fn advance(
+    entry: &Entry,
+    running: &Gray,
+    now: DateTime<Utc>,
+) -> (Op, Value, Option<Gray>, Option<String>) {
+    let next_index = running.step as usize + 1;
+    let promote = |note: String| (Op::Promote, running.value.clone(), None, Some(note));
+    let Some(next_step) = running.steps.get(next_index) else {
+        if running.auto_promote {
+            return promote("ramp completed; promoted automatically".into());
+        }
+        let mut rest = running.clone();
+        rest.next_step_at = None;
+        return (Op::Gray, entry.value.clone(), Some(rest), Some("ramp completed".into()));
+    };
+    let last = next_index + 1 == running.steps.len();
+    if last && next_step.hold_secs.is_none() && running.auto_promote {
+        return promote(format!(
+            "ramp reached its last step ({}%); promoted automatically",
+            next_step.percent
+        ));
+    }
+    let mut next = running.clone();
+    next.step = next_index as u32;
+    next.percent = next_step.percent;
+    next.next_step_at = next_step_at(&next.steps, next.step, false, now);
+    let note = format!("ramp step {next_index}: {}%", next_step.percent);
+    (Op::Gray, entry.value.clone(), Some(next), Some(note))
 }
 
 #[cfg(test)]

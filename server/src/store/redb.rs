@@ -227,6 +227,7 @@ mod tests {
             }),
             at: now,
             by: "t".into(),
+            note: None,
         }
     }
 

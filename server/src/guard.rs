@@ -1,0 +1,140 @@
+//! The guard of gray releases: outcome counts per variant, and the automatic abort when
+//! the gray variant's error rate climbs over its limit.
+//!
+//! Counts live in memory, per key and per release (a new release starts from zero); a
+//! restart starts them over, which can only delay an abort, never cause a wrong one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use graycast_protocol::gray::{GuardCounts, OutcomeCounts};
+use graycast_protocol::{Entry, Variant};
+
+use crate::store::{Mutation, Precondition, Store, StoreError, WriteRequest};
+
+/// Recorded as `updated_by` of the aborts the guard makes.
+pub const GUARD_ACTOR: &str = "guard";
+
+/// Most outcomes one report may carry.
+pub const MAX_REPORT_OUTCOMES: u64 = 1_000_000;
+
+struct Tally {
+    started_at: DateTime<Utc>,
+    counts: Mutex<GuardCounts>,
+    aborting: AtomicBool,
+}
+
+/// Outcome counts of the running releases.
+#[derive(Default)]
+pub struct Guards {
+    tallies: DashMap<(String, String), Arc<Tally>>,
+}
+
+/// What a report led to.
+pub struct Reported {
+    pub counts: GuardCounts,
+    /// The guard's abort, when this report tripped it.
+    pub abort: Option<WriteRequest>,
+}
+
+impl Guards {
+    /// The counts of the release running on `entry` (zero if none were reported).
+    pub fn counts(&self, entry: &Entry) -> GuardCounts {
+        let Some(gray) = &entry.gray else { return GuardCounts::default() };
+        self.tallies
+            .get(&(entry.namespace.clone(), entry.key.clone()))
+            .filter(|t| t.started_at == gray.started_at)
+            .map(|t| *t.counts.lock().unwrap_or_else(PoisonError::into_inner))
+            .unwrap_or_default()
+    }
+
+    /// Adds outcomes for the release running on `entry`; decides whether to abort it.
+    pub fn report(
+        &self,
+        entry: &Entry,
+        variant: Variant,
+        ok: u64,
+        errors: u64,
+    ) -> Option<Reported> {
+        let gray = entry.gray.as_ref()?;
+        let slot = (entry.namespace.clone(), entry.key.clone());
+        let tally = {
+            let mut tally =
+                self.tallies.entry(slot).or_insert_with(|| Arc::new(Tally::new(gray.started_at)));
+            if tally.started_at != gray.started_at {
+                *tally = Arc::new(Tally::new(gray.started_at));
+            }
+            tally.clone()
+        };
+        let counts = {
+            let mut counts = tally.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            let side: &mut OutcomeCounts = match variant {
+                Variant::Stable => &mut counts.stable,
+                Variant::Gray => &mut counts.gray,
+            };
+            side.ok = side.ok.saturating_add(ok);
+            side.errors = side.errors.saturating_add(errors);
+            *counts
+        };
+        let tripped = gray.guard.as_ref().is_some_and(|guard| {
+            counts.gray.total() >= guard.min_samples
+                && counts.gray.error_rate() > guard.max_error_rate
+        });
+        let abort = (tripped && !tally.aborting.swap(true, Ordering::AcqRel)).then(|| {
+            let limit = gray.guard.as_ref().map_or(0.0, |g| g.max_error_rate);
+            WriteRequest {
+                namespace: entry.namespace.clone(),
+                key: entry.key.clone(),
+                mutation: Mutation::Abort {
+                    started_at: Some(gray.started_at),
+                    note: Some(format!(
+                        "guard: gray error rate {:.4} over {} outcomes exceeds {limit}; stable error rate {:.4} over {}",
+                        counts.gray.error_rate(),
+                        counts.gray.total(),
+                        counts.stable.error_rate(),
+                        counts.stable.total(),
+                    )),
+                },
+                precondition: Precondition::None,
+                actor: GUARD_ACTOR.to_owned(),
+            }
+        });
+        Some(Reported { counts, abort })
+    }
+}
+
+impl Tally {
+    fn new(started_at: DateTime<Utc>) -> Tally {
+        Tally {
+            started_at,
+            counts: Mutex::new(GuardCounts::default()),
+            aborting: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Records a report against the current state of a key and carries out an abort it trips.
+/// `Ok(None)`: no gray release runs on the key.
+pub async fn report(
+    store: &Store,
+    guards: &Guards,
+    namespace: &str,
+    key: &str,
+    variant: Variant,
+    ok: u64,
+    errors: u64,
+) -> Result<Option<GuardCounts>, StoreError> {
+    let Some(entry) = store.get(namespace, key) else { return Ok(None) };
+    let Some(reported) = guards.report(&entry, variant, ok, errors) else { return Ok(None) };
+    if let Some(abort) = reported.abort {
+        tracing::warn!(namespace, key, "guard aborts the gray release");
+        match store.write(abort).await {
+            // Someone else ended or replaced the release first: nothing to abort.
+            Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Superseded(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Some(reported.counts))
+}

@@ -1,0 +1,190 @@
+//! Gray releases of a key: start, change, promote, abort, report outcomes, status.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReportRequest};
+use graycast_protocol::{Entry, ErrorBody};
+
+use super::{check_names, precondition, read_json};
+use crate::app::{actor, AppState};
+use crate::error::ApiError;
+use crate::guard::{self, MAX_REPORT_OUTCOMES};
+use crate::store::{Mutation, WriteRequest};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/configs/{ns}/{key}/gray")
+            .route(web::get().to(status))
+            .route(web::put().to(start))
+            .route(web::patch().to(patch))
+            .route(web::delete().to(abort)),
+    )
+    .route("/v1/configs/{ns}/{key}/gray/promote", web::post().to(promote))
+    .route("/v1/configs/{ns}/{key}/gray/report", web::post().to(report));
+}
+
+async fn write(
+    req: &HttpRequest,
+    state: &AppState,
+    namespace: String,
+    key: String,
+    mutation: Mutation,
+) -> Result<HttpResponse, ApiError> {
+    let change = state
+        .store
+        .write(WriteRequest {
+            namespace,
+            key,
+            mutation,
+            precondition: precondition(req.headers())?,
+            actor: actor(req),
+        })
+        .await?;
+    let entry = change
+        .entry
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal("the change left no entry".into()))?;
+    Ok(HttpResponse::Ok().json(entry))
+}
+
+/// Starts a gray release of an existing key, or replaces the running one.
+#[utoipa::path(put, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    request_body = GrayRequest,
+    responses((status = 200, body = Entry), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn start(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let body: GrayRequest =
+        read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    let size = serde_json::to_vec(&body.value).map_or(usize::MAX, |v| v.len());
+    if size > state.config.max_value_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "gray value of {size} bytes exceeds the limit of {} bytes",
+            state.config.max_value_bytes
+        )));
+    }
+    let gray = body
+        .into_gray(&namespace, &key, Utc::now())
+        .map_err(|e| ApiError::InvalidValue(e.to_string()))?;
+    write(&req, &state, namespace, key, Mutation::GrayStart { gray }).await
+}
+
+/// Changes the percent, allow or deny lists, rules, or pause state of the running release.
+#[utoipa::path(patch, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    request_body = GrayPatch,
+    responses((status = 200, body = Entry), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn patch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let body: GrayPatch = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    write(&req, &state, namespace, key, Mutation::GrayPatch(body)).await
+}
+
+/// Makes the gray value the stable value; the release ends.
+#[utoipa::path(post, path = "/v1/configs/{ns}/{key}/gray/promote", tag = "gray",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    responses((status = 200, body = Entry), (status = 404, body = ErrorBody)))]
+pub async fn promote(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    write(&req, &state, namespace, key, Mutation::Promote).await
+}
+
+/// Aborts the release: it ends and the stable value stays.
+#[utoipa::path(delete, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    responses((status = 200, body = Entry), (status = 404, body = ErrorBody)))]
+pub async fn abort(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    write(&req, &state, namespace, key, Mutation::Abort { started_at: None, note: None }).await
+}
+
+/// The running release with the guard's outcome counts.
+#[utoipa::path(get, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    responses((status = 200, body = GrayStatus), (status = 404, body = ErrorBody)))]
+pub async fn status(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let entry = state
+        .store
+        .get(&namespace, &key)
+        .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))?;
+    let gray = entry
+        .gray
+        .clone()
+        .ok_or_else(|| ApiError::NotFound(format!("no gray release runs on {namespace}/{key}")))?;
+    Ok(HttpResponse::Ok().json(GrayStatus {
+        namespace,
+        key,
+        revision: entry.revision,
+        counts: state.guards.counts(&entry),
+        gray,
+    }))
+}
+
+/// Adds outcome counts for a variant; the guard aborts the release when the gray error
+/// rate exceeds its limit. Answers the counts after this report.
+#[utoipa::path(post, path = "/v1/configs/{ns}/{key}/gray/report", tag = "gray",
+    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
+    request_body = ReportRequest,
+    responses((status = 200, body = GuardCounts), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn report(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, key) = path.into_inner();
+    check_names(&namespace, Some(&key))?;
+    let body: ReportRequest =
+        read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    check_report(body.ok, body.errors)?;
+    let counts = guard::report(
+        &state.store,
+        &state.guards,
+        &namespace,
+        &key,
+        body.variant,
+        body.ok,
+        body.errors,
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no gray release runs on {namespace}/{key}")))?;
+    Ok(HttpResponse::Ok().json(counts))
+}
+
+/// Refuses a report that counts nothing or more than a report may.
+pub(crate) fn check_report(ok: u64, errors: u64) -> Result<(), ApiError> {
+    let total = ok.saturating_add(errors);
+    if total == 0 || total > MAX_REPORT_OUTCOMES {
+        return Err(ApiError::InvalidValue(format!(
+            "a report counts 1 to {MAX_REPORT_OUTCOMES} outcomes, not {total}"
+        )));
+    }
+    Ok(())
+}
