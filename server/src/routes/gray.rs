@@ -72,7 +72,7 @@ pub async fn start(
     let gray = body
         .into_gray(&namespace, &key, Utc::now())
         .map_err(|e| ApiError::InvalidValue(e.to_string()))?;
-    write(&req, &state, namespace, key, Mutation::GrayStart { gray }).await
+    write(&req, &state, namespace, key, Mutation::GrayStart { gray: Box::new(gray) }).await
 }
 
 /// Changes the percent, allow or deny lists, rules, or pause state of the running release.

@@ -82,7 +82,7 @@ pub enum Mutation {
     /// Set the stable value to the value the key had at `to_revision`.
     Rollback { to_revision: Revision },
     /// Start or replace the gray release (already validated).
-    GrayStart { gray: Gray },
+    GrayStart { gray: Box<Gray> },
     /// Change the running gray release.
     GrayPatch(GrayPatch),
     /// Move a due ramp on: made by the scheduler, for the release begun at `started_at`
@@ -588,7 +588,7 @@ fn plan(
         }
         Mutation::GrayStart { gray } => {
             let entry = current.ok_or_else(no_key)?;
-            (Op::Gray, entry.value.clone(), Some(gray.clone()), None)
+            (Op::Gray, entry.value.clone(), Some(Gray::clone(gray)), None)
         }
         Mutation::GrayPatch(patch) => {
             let entry = current.ok_or_else(no_key)?;
