@@ -42,6 +42,21 @@
 //! # }
 //! ```
 //!
+//! Gray releases are evaluated locally, with the server's exact algorithm:
+//!
+//! ```no_run
+//! # fn demo(client: &graycast_client::Client) -> Result<(), graycast_client::Error> {
+//! use graycast_client::{Context, Variant};
+//! let ctx = Context::subject("user-42").attr("region", "eu-west");
+//! if let Some(eval) = client.evaluate("payments", "timeout_ms", &ctx) {
+//!     println!("{} gets {} ({:?}, bucket {:?})", "user-42", eval.value(), eval.reason, eval.bucket);
+//!     let _gray = eval.variant == Variant::Gray;
+//! }
+//! // Without a subject, the client id is the subject: instance-level gray.
+//! let timeout: Option<u64> = client.evaluate_as("payments", "timeout_ms", &Context::instance())?;
+//! # Ok(()) }
+//! ```
+//!
 //! Errors say whether they are temporary ([`Error::is_temporary`]): on a temporary error
 //! keep serving the cache and try again; a permanent one needs a change on your side.
 //!
@@ -53,6 +68,7 @@ mod cache;
 mod client;
 mod error;
 mod events;
+mod gray;
 mod push;
 mod rest;
 
@@ -61,5 +77,11 @@ pub use client::{
 };
 pub use error::Error;
 pub use events::{ChangeEvent, Filter};
+pub use gray::{Context, Evaluation};
+pub use graycast_protocol::gray::{
+    GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReleaseDecision,
+};
+pub use graycast_protocol::rollout::{Reason, Variant};
 pub use graycast_protocol::{Entry, HistoryItem, Op, Revision};
+pub use graycast_protocol::{Guard, Rule, RuleOp, Step};
 pub use rest::Expect;

@@ -74,7 +74,7 @@ impl Client {
         Err(last)
     }
 
-    async fn call_ok<T: DeserializeOwned>(
+    pub(crate) async fn call_ok<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use graycast_client::{ChangeEvent, Client, Entry, Error, Expect, Filter, HistoryItem, Op};
+use graycast_client::{
+    ChangeEvent, Client, Context, Entry, Error, Expect, Filter, GrayPatch, GrayRequest, GrayStatus,
+    Guard, HistoryItem, Op, Rule, RuleOp, Step,
+};
 use serde_json::Value;
 
 /// Command line for graycast, the real-time configuration center.
@@ -85,6 +88,96 @@ enum Verb {
         #[arg(required = true)]
         namespaces: Vec<String>,
     },
+    /// Ask the server which variant and value a subject gets.
+    ///
+    /// Example: graycastctl release payments timeout_ms user-42 --attr region=eu-west
+    Release {
+        namespace: String,
+        key: String,
+        subject: String,
+        /// An attribute of the subject, NAME=VALUE (repeatable).
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attrs: Vec<String>,
+    },
+    /// Gray releases: start, set, promote, abort, status.
+    #[command(subcommand)]
+    Gray(GrayVerb),
+}
+
+#[derive(Subcommand)]
+enum GrayVerb {
+    /// Start (or replace) a gray release of an existing key.
+    ///
+    /// Example: graycastctl gray start payments timeout_ms --value 300 --step 5:300
+    /// --step 25:600 --step 100 --auto-promote --guard 0.05:200 --rule region:in:eu-west,eu-north
+    Start {
+        namespace: String,
+        key: String,
+        /// The gray value: JSON, or @FILE.
+        #[arg(long)]
+        value: String,
+        /// Initial percent (default: the first step's, else 0).
+        #[arg(long)]
+        percent: Option<f64>,
+        /// Subjects always in gray, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        allow: Vec<String>,
+        /// Subjects never in gray, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        deny: Vec<String>,
+        /// An attribute rule ATTRIBUTE:OP:V1,V2 with OP one of in, not_in, eq, prefix,
+        /// semver_gte, semver_lt (repeatable; all must match).
+        #[arg(long = "rule", value_name = "ATTR:OP:VALUES")]
+        rules: Vec<String>,
+        /// A ramp step PERCENT[:HOLD_SECS] (repeatable, in order; only the last may omit the hold).
+        #[arg(long = "step", value_name = "PERCENT[:HOLD]")]
+        steps: Vec<String>,
+        /// Promote when the ramp ends.
+        #[arg(long)]
+        auto_promote: bool,
+        /// Abort automatically: MAX_ERROR_RATE:MIN_SAMPLES, such as 0.05:200.
+        #[arg(long, value_name = "RATE:MIN")]
+        guard: Option<String>,
+        /// Salt of the bucket hash (default NS/KEY).
+        #[arg(long)]
+        salt: Option<String>,
+        /// Start paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Change the running release: percent, lists, rules, pause or resume.
+    ///
+    /// Example: graycastctl gray set payments timeout_ms --percent 50
+    Set {
+        namespace: String,
+        key: String,
+        #[arg(long)]
+        percent: Option<f64>,
+        /// Replace the allow list (comma separated; "" empties it).
+        #[arg(long)]
+        allow: Option<String>,
+        /// Replace the deny list (comma separated; "" empties it).
+        #[arg(long)]
+        deny: Option<String>,
+        /// Replace the rules (repeatable, ATTR:OP:VALUES).
+        #[arg(long = "rule", value_name = "ATTR:OP:VALUES")]
+        rules: Vec<String>,
+        /// Remove every rule.
+        #[arg(long, conflicts_with = "rules")]
+        clear_rules: bool,
+        /// Pause the ramp.
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        /// Resume the ramp (the current step's hold starts again).
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Make the gray value the stable value; the release ends.
+    Promote { namespace: String, key: String },
+    /// Abort the release; the stable value stays.
+    Abort { namespace: String, key: String },
+    /// Show the release: percent, step, next step time, guard counts.
+    Status { namespace: String, key: String },
 }
 
 fn main() -> ExitCode {
@@ -227,8 +320,196 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Verb::Watch { namespaces } => watch(builder, namespaces, json).await?,
+        Verb::Release { namespace, key, subject, attrs } => {
+            let mut context = Context::subject(subject);
+            for attr in &attrs {
+                let (name, value) = attr
+                    .split_once('=')
+                    .ok_or_else(|| Failure::Usage(format!("--attr {attr:?} is not NAME=VALUE")))?;
+                context = context.attr(name, value);
+            }
+            let decision = builder.build()?.release(&namespace, &key, &context).await?;
+            if json {
+                print_json(&decision);
+            } else {
+                let bucket = decision.bucket.map(|b| format!(", bucket {b}")).unwrap_or_default();
+                println!(
+                    "{} ({}{bucket}): {}",
+                    decision.variant.as_str(),
+                    decision.reason.as_str(),
+                    compact(&decision.value)
+                );
+            }
+        }
+        Verb::Gray(verb) => gray(builder.build()?, verb, json).await?,
     }
     Ok(())
+}
+
+async fn gray(client: Client, verb: GrayVerb, json: bool) -> Result<(), Failure> {
+    let entry = match verb {
+        GrayVerb::Start {
+            namespace,
+            key,
+            value,
+            percent,
+            allow,
+            deny,
+            rules,
+            steps,
+            auto_promote,
+            guard,
+            salt,
+            paused,
+        } => {
+            let request = GrayRequest {
+                value: read_value(&value)?,
+                percent,
+                salt,
+                allow,
+                deny,
+                rules: rules.iter().map(|r| parse_rule(r)).collect::<Result<_, _>>()?,
+                steps: steps.iter().map(|s| parse_step(s)).collect::<Result<_, _>>()?,
+                auto_promote,
+                guard: guard.as_deref().map(parse_guard).transpose()?,
+                paused,
+            };
+            client.gray_start(&namespace, &key, &request).await?
+        }
+        GrayVerb::Set {
+            namespace,
+            key,
+            percent,
+            allow,
+            deny,
+            rules,
+            clear_rules,
+            pause,
+            resume,
+        } => {
+            let list = |text: String| -> Vec<String> {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let rules = if clear_rules {
+                Some(Vec::new())
+            } else if rules.is_empty() {
+                None
+            } else {
+                Some(rules.iter().map(|r| parse_rule(r)).collect::<Result<_, _>>()?)
+            };
+            let patch = GrayPatch {
+                percent,
+                allow: allow.map(list),
+                deny: deny.map(list),
+                rules,
+                paused: if pause {
+                    Some(true)
+                } else if resume {
+                    Some(false)
+                } else {
+                    None
+                },
+            };
+            client.gray_patch(&namespace, &key, &patch).await?
+        }
+        GrayVerb::Promote { namespace, key } => client.gray_promote(&namespace, &key).await?,
+        GrayVerb::Abort { namespace, key } => client.gray_abort(&namespace, &key).await?,
+        GrayVerb::Status { namespace, key } => {
+            let status = client.gray_status(&namespace, &key).await?;
+            if json {
+                print_json(&status);
+            } else {
+                print_gray_status(&status);
+            }
+            return Ok(());
+        }
+    };
+    if json {
+        print_json(&entry);
+    } else {
+        print_entry(&entry);
+    }
+    Ok(())
+}
+
+fn parse_rule(text: &str) -> Result<Rule, Failure> {
+    let usage = || Failure::Usage(format!("--rule {text:?} is not ATTRIBUTE:OP:V1,V2"));
+    let (attribute, rest) = text.split_once(':').ok_or_else(usage)?;
+    let (op, values) = rest.split_once(':').ok_or_else(usage)?;
+    let op: RuleOp = serde_json::from_value(Value::String(op.to_owned())).map_err(|_| {
+        Failure::Usage(format!(
+            "rule op {op:?} is not one of in, not_in, eq, prefix, semver_gte, semver_lt"
+        ))
+    })?;
+    Ok(Rule {
+        attribute: attribute.to_owned(),
+        op,
+        values: values.split(',').map(str::to_owned).collect(),
+    })
+}
+
+fn parse_step(text: &str) -> Result<Step, Failure> {
+    let usage = || Failure::Usage(format!("--step {text:?} is not PERCENT[:HOLD_SECS]"));
+    let (percent, hold) = match text.split_once(':') {
+        Some((percent, hold)) => (percent, Some(hold.parse::<u64>().map_err(|_| usage())?)),
+        None => (text, None),
+    };
+    Ok(Step { percent: percent.parse().map_err(|_| usage())?, hold_secs: hold })
+}
+
+fn parse_guard(text: &str) -> Result<Guard, Failure> {
+    let usage = || Failure::Usage(format!("--guard {text:?} is not MAX_ERROR_RATE:MIN_SAMPLES"));
+    let (rate, min) = text.split_once(':').ok_or_else(usage)?;
+    Ok(Guard {
+        max_error_rate: rate.parse().map_err(|_| usage())?,
+        min_samples: min.parse().map_err(|_| usage())?,
+    })
+}
+
+fn print_gray_status(status: &GrayStatus) {
+    let gray = &status.gray;
+    println!("{}/{} gray release (revision {})", status.namespace, status.key, status.revision);
+    println!("  value:     {}", compact(&gray.value));
+    println!("  percent:   {}%{}", gray.percent, if gray.paused { " (paused)" } else { "" });
+    if !gray.steps.is_empty() {
+        let steps: Vec<String> = gray.steps.iter().map(|s| format!("{}%", s.percent)).collect();
+        println!("  step:      {} of {} [{}]", gray.step + 1, gray.steps.len(), steps.join(" → "));
+        match gray.next_step_at {
+            Some(at) => println!("  next step: {}", at.to_rfc3339()),
+            None => println!(
+                "  next step: none{}",
+                if gray.auto_promote { "" } else { " (promote by hand)" }
+            ),
+        }
+    }
+    if !gray.allow.is_empty() || !gray.deny.is_empty() {
+        println!("  allow:     {} subjects; deny: {} subjects", gray.allow.len(), gray.deny.len());
+    }
+    for rule in &gray.rules {
+        println!("  rule:      {} {:?} {}", rule.attribute, rule.op, rule.values.join(","));
+    }
+    let counts = &status.counts;
+    match &gray.guard {
+        Some(guard) => println!(
+            "  guard:     abort above {} errors over at least {} gray outcomes",
+            guard.max_error_rate, guard.min_samples
+        ),
+        None => println!("  guard:     none"),
+    }
+    println!(
+        "  outcomes:  gray {} ok / {} errors ({:.2}%), stable {} ok / {} errors ({:.2}%)",
+        counts.gray.ok,
+        counts.gray.errors,
+        counts.gray.error_rate() * 100.0,
+        counts.stable.ok,
+        counts.stable.errors,
+        counts.stable.error_rate() * 100.0
+    );
+    println!("  started:   {}", gray.started_at.to_rfc3339());
 }
 
 async fn watch(
@@ -311,7 +592,8 @@ fn print_entry(entry: &Entry) {
     );
     println!("  updated:  {} by {}", entry.updated_at.to_rfc3339(), entry.updated_by);
     if let Some(gray) = &entry.gray {
-        println!("  gray:     {} at {}%", compact(&gray.value), gray.percent);
+        let paused = if gray.paused { ", paused" } else { "" };
+        println!("  gray:     {} at {}%{paused}", compact(&gray.value), gray.percent);
     }
 }
 
