@@ -69,6 +69,8 @@ mod client;
 mod error;
 mod events;
 mod gray;
+#[cfg(feature = "openfeature")]
+pub mod openfeature;
 mod push;
 mod rest;
 

@@ -122,20 +122,37 @@ impl Attributes for () {
 pub fn murmur3_32(parts: &[&[u8]], seed: u32) -> u32 {
     const C1: u32 = 0xcc9e_2d51;
     const C2: u32 = 0x1b87_3593;
+    let mix = |h: u32, block: [u8; 4]| {
+        let k = u32::from_le_bytes(block).wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+        (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    };
     let mut h = seed;
+    // Bytes of a block begun in an earlier part.
     let mut block = [0u8; 4];
     let mut filled = 0;
     let mut length: u32 = 0;
     for part in parts {
-        for &byte in *part {
+        length = length.wrapping_add(part.len() as u32);
+        let mut rest: &[u8] = part;
+        // Finish a block begun by the previous part, byte by byte.
+        while filled > 0 {
+            let Some((&byte, tail)) = rest.split_first() else { break };
             block[filled] = byte;
             filled += 1;
-            length = length.wrapping_add(1);
+            rest = tail;
             if filled == 4 {
-                let k = u32::from_le_bytes(block).wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-                h = (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+                h = mix(h, block);
                 filled = 0;
             }
+        }
+        // Whole blocks straight from the part.
+        let mut chunks = rest.chunks_exact(4);
+        for chunk in &mut chunks {
+            h = mix(h, [chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        for &byte in chunks.remainder() {
+            block[filled] = byte;
+            filled += 1;
         }
     }
     if filled > 0 {

@@ -150,3 +150,109 @@ async fn watch_prints_every_change_across_a_server_restart() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn gray_verbs_and_release() {
+    let server = TestServer::start();
+    ok(&ctl(&server, &["put", "app", "timeout_ms", "250"]));
+    let started = json_of(&ctl(
+        &server,
+        &[
+            "--json",
+            "gray",
+            "start",
+            "app",
+            "timeout_ms",
+            "--value",
+            "300",
+            "--step",
+            "5:600",
+            "--step",
+            "50:600",
+            "--step",
+            "100",
+            "--auto-promote",
+            "--guard",
+            "0.05:200",
+            "--allow",
+            "vip,ops",
+            "--rule",
+            "region:in:eu-west,eu-north",
+        ],
+    ));
+    let gray = &started["gray"];
+    assert_eq!((gray["value"].clone(), gray["percent"].clone()), (json!(300), json!(5.0)));
+    assert_eq!(gray["allow"], json!(["ops", "vip"]));
+    assert_eq!(gray["rules"][0]["values"], json!(["eu-west", "eu-north"]));
+    assert_eq!(gray["guard"], json!({"max_error_rate": 0.05, "min_samples": 200}));
+
+    let status = ok(&ctl(&server, &["gray", "status", "app", "timeout_ms"]));
+    for expected in [
+        "percent:   5%",
+        "step:      1 of 3",
+        "next step: 20",
+        "abort above 0.05",
+        "outcomes:  gray 0 ok",
+    ] {
+        assert!(status.contains(expected), "{expected:?} missing from:\n{status}");
+    }
+    let set = json_of(&ctl(
+        &server,
+        &["--json", "gray", "set", "app", "timeout_ms", "--percent", "20", "--pause"],
+    ));
+    assert_eq!(
+        (set["gray"]["percent"].clone(), set["gray"]["paused"].clone()),
+        (json!(20.0), json!(true))
+    );
+    let status = ok(&ctl(&server, &["gray", "status", "app", "timeout_ms"]));
+    assert!(status.contains("20% (paused)"), "{status}");
+
+    let release = json_of(&ctl(&server, &["--json", "release", "app", "timeout_ms", "vip"]));
+    assert_eq!(
+        (release["variant"].clone(), release["reason"].clone()),
+        (json!("gray"), json!("allow"))
+    );
+    let text =
+        ok(&ctl(&server, &["release", "app", "timeout_ms", "u1", "--attr", "region=us-east"]));
+    assert!(text.starts_with("stable (rule_mismatch): 250"), "{text}");
+
+    let promoted = json_of(&ctl(&server, &["--json", "gray", "promote", "app", "timeout_ms"]));
+    assert_eq!((promoted["value"].clone(), promoted["gray"].clone()), (json!(300), Value::Null));
+    ok(&ctl(&server, &["gray", "start", "app", "timeout_ms", "--value", "400", "--percent", "10"]));
+    let aborted = json_of(&ctl(&server, &["--json", "gray", "abort", "app", "timeout_ms"]));
+    assert_eq!((aborted["value"].clone(), aborted["gray"].clone()), (json!(300), Value::Null));
+
+    fails(&ctl(&server, &["gray", "status", "app", "timeout_ms"]), 1, "not_found");
+    fails(
+        &ctl(&server, &["gray", "start", "app", "timeout_ms", "--value", "1", "--step", "five"]),
+        2,
+        "--step",
+    );
+    fails(
+        &ctl(
+            &server,
+            &["gray", "start", "app", "timeout_ms", "--value", "1", "--rule", "region=eu"],
+        ),
+        2,
+        "--rule",
+    );
+    fails(
+        &ctl(
+            &server,
+            &["gray", "start", "app", "timeout_ms", "--value", "1", "--rule", "r:like:x"],
+        ),
+        2,
+        "rule op",
+    );
+    fails(
+        &ctl(&server, &["gray", "start", "app", "timeout_ms", "--value", "1", "--percent", "101"]),
+        1,
+        "invalid_value",
+    );
+    fails(&ctl(&server, &["gray", "start", "app", "nope", "--value", "1"]), 1, "not_found");
+    fails(
+        &ctl(&server, &["release", "app", "timeout_ms", "u1", "--attr", "novalue"]),
+        2,
+        "NAME=VALUE",
+    );
+}

@@ -230,3 +230,51 @@ async fn fails_over_to_the_next_endpoint() {
     let entry = client.put("app", "k", &2, Expect::Any).await.unwrap();
     assert_eq!(entry.value, json!(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openfeature_provider_resolves_through_the_local_evaluation() {
+    use graycast_client::openfeature::GraycastProvider;
+    use open_feature::provider::FeatureProvider;
+    use open_feature::{EvaluationContext, EvaluationErrorCode, EvaluationReason, OpenFeature};
+
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("app", "timeout_ms", json!(250)).await;
+    api.put_ok("app", "banner", json!("hello")).await;
+    let client = client(&server, &["app"]).build().unwrap();
+    let entry = client
+        .gray_start(
+            "app",
+            "timeout_ms",
+            &serde_json::from_value(json!({"value": 300, "percent": 0, "allow": ["user-1"],
+                "rules": [{"attribute": "region", "op": "eq", "values": ["eu"]}]}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    client.wait_for_revision(entry.revision, DEADLINE).await.unwrap();
+
+    let provider = GraycastProvider::new(client.clone());
+    let vip = EvaluationContext::default().with_targeting_key("user-1");
+    let details = provider.resolve_int_value("app/timeout_ms", &vip).await.unwrap();
+    assert_eq!((details.value, details.variant.as_deref()), (300, Some("gray")));
+    assert_eq!(details.reason, Some(EvaluationReason::TargetingMatch));
+    let other =
+        EvaluationContext::default().with_targeting_key("user-2").with_custom_field("region", "eu");
+    let details = provider.resolve_int_value("app/timeout_ms", &other).await.unwrap();
+    assert_eq!((details.value, details.reason), (250, Some(EvaluationReason::Split)));
+    let details = provider.resolve_string_value("app/banner", &other).await.unwrap();
+    assert_eq!((details.value.as_str(), details.reason), ("hello", Some(EvaluationReason::Static)));
+    let err = provider.resolve_bool_value("app/banner", &other).await.unwrap_err();
+    assert_eq!(err.code, EvaluationErrorCode::TypeMismatch);
+    let err = provider.resolve_bool_value("app/missing", &other).await.unwrap_err();
+    assert_eq!(err.code, EvaluationErrorCode::FlagNotFound);
+
+    // Through the OpenFeature API, with a default for what cannot resolve.
+    let mut api_guard = OpenFeature::singleton_mut().await;
+    api_guard.set_provider(provider).await;
+    let flags = api_guard.create_client();
+    drop(api_guard);
+    assert_eq!(flags.get_int_value("app/timeout_ms", Some(&vip), None).await.unwrap(), 300);
+    assert!(flags.get_int_value("no-slash", Some(&vip), None).await.is_err());
+}
