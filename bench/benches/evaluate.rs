@@ -10,21 +10,10 @@ use graycast_protocol::rollout::{bucket, evaluate_with_roll};
 use graycast_protocol::{Gray, Rule, RuleOp};
 
 fn gray(rules: Vec<Rule>) -> Gray {
-    Gray {
-        value: serde_json::json!(300),
-        percent: 12.5,
-        salt: "payments/timeout_ms".into(),
-        allow: vec![],
-        deny: vec![],
-        rules,
-        steps: vec![],
-        step: 0,
-        paused: false,
-        next_step_at: None,
-        auto_promote: false,
-        guard: None,
-        started_at: chrono::Utc::now(),
-    }
+    let mut gray =
+        Gray::new(serde_json::json!(300), 12.5, "payments/timeout_ms", chrono::Utc::now());
+    gray.rules = rules;
+    gray
 }
 
 fn benches(c: &mut Criterion) {

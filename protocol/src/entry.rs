@@ -86,6 +86,33 @@ pub struct Gray {
     pub started_at: DateTime<Utc>,
 }
 
+impl Gray {
+    /// A release of `value` to `percent` of subjects under `salt`, with no lists, rules,
+    /// ramp or guard, begun at `started_at`.
+    pub fn new(
+        value: Value,
+        percent: f64,
+        salt: impl Into<String>,
+        started_at: DateTime<Utc>,
+    ) -> Gray {
+        Gray {
+            value,
+            percent,
+            salt: salt.into(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            rules: Vec::new(),
+            steps: Vec::new(),
+            step: 0,
+            paused: false,
+            next_step_at: None,
+            auto_promote: false,
+            guard: None,
+            started_at,
+        }
+    }
+}
+
 /// An attribute rule: every rule must match for a subject to be eligible for gray.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Rule {

@@ -346,21 +346,7 @@ mod tests {
     use super::*;
 
     fn gray(percent: f64) -> Gray {
-        Gray {
-            value: json!("new"),
-            percent,
-            salt: "ns/key".into(),
-            allow: vec![],
-            deny: vec![],
-            rules: vec![],
-            steps: vec![],
-            step: 0,
-            paused: false,
-            next_step_at: None,
-            auto_promote: false,
-            guard: None,
-            started_at: Utc::now(),
-        }
+        Gray::new(json!("new"), percent, "ns/key", Utc::now())
     }
 
     #[test]

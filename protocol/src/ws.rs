@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Entry, Op, Revision};
 
+/// The namespace list `["*"]` subscribes to every namespace, including ones created later
+/// (for consoles and tools). It cannot be mixed with names.
+pub const ALL_NAMESPACES: &str = "*";
+
 /// A message from a client to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

@@ -104,21 +104,12 @@ fn evaluation_gives_every_listed_variant() {
     let vectors = load();
     for case in &vectors.cases {
         for &percent in &vectors.percents {
-            let gray = Gray {
-                value: serde_json::json!("gray"),
+            let gray = Gray::new(
+                serde_json::json!("gray"),
                 percent,
-                salt: case.salt.clone(),
-                allow: vec![],
-                deny: vec![],
-                rules: vec![],
-                steps: vec![],
-                step: 0,
-                paused: false,
-                next_step_at: None,
-                auto_promote: false,
-                guard: None,
-                started_at: chrono::Utc::now(),
-            };
+                case.salt.clone(),
+                chrono::Utc::now(),
+            );
             let decision = evaluate_with_roll(Some(&gray), Some(&case.subject), &(), || 0);
             let expected = case.variants[&percent_key(percent)];
             assert_eq!(decision.variant, expected, "{:?} at {percent}%", case.subject);

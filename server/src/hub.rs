@@ -15,6 +15,7 @@ use bytestring::ByteString;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use graycast_protocol::rest::ClientSummary;
+use graycast_protocol::ws::ALL_NAMESPACES;
 use graycast_protocol::{Entry, Op, Revision};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
@@ -106,7 +107,9 @@ impl Hub {
         let mut sent = 0;
         {
             let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(slots) = by_namespace.get(&change.namespace) {
+            let named = by_namespace.get(&change.namespace);
+            let everything = by_namespace.get(ALL_NAMESPACES);
+            for slots in named.into_iter().chain(everything) {
                 for slot in slots.values() {
                     if slot.lagged.load(Ordering::Relaxed) {
                         continue;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream};
 use bytestring::ByteString;
 use chrono::Utc;
-use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage};
+use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage, ALL_NAMESPACES};
 use graycast_protocol::{validate_name, Entry, Revision};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -287,6 +287,7 @@ impl Session {
     async fn replay(&mut self, since: Revision) -> Result<bool, End> {
         self.sent = since;
         let namespaces = self.namespaces();
+        let everything = namespaces.iter().any(|n| n == ALL_NAMESPACES);
         let mut after = since;
         loop {
             // The log on disk can be ahead of the cache for a moment; what lies beyond the
@@ -309,7 +310,7 @@ impl Session {
             };
             let full_page = changes.len() == REPLAY_PAGE;
             for change in changes.iter().take_while(|c| c.revision <= cap) {
-                if namespaces.binary_search(&change.namespace).is_ok() {
+                if everything || namespaces.binary_search(&change.namespace).is_ok() {
                     self.send(change_frame(change)).await?;
                 }
                 self.sent = change.revision;
@@ -410,6 +411,14 @@ fn check_subscription(namespaces: &[String], client: &ClientHello) -> Result<(),
             namespaces.len()
         )));
     }
+    if namespaces.iter().any(|n| n == ALL_NAMESPACES) {
+        if namespaces.len() > 1 {
+            return Err(ApiError::BadRequest(format!(
+                "{ALL_NAMESPACES:?} subscribes to every namespace and cannot be mixed with names"
+            )));
+        }
+        return check_client(client);
+    }
     for name in namespaces {
         validate_name(name).map_err(|source| ApiError::InvalidName {
             what: "namespace",
@@ -417,6 +426,10 @@ fn check_subscription(namespaces: &[String], client: &ClientHello) -> Result<(),
             source,
         })?;
     }
+    check_client(client)
+}
+
+fn check_client(client: &ClientHello) -> Result<(), ApiError> {
     if let Some(id) = &client.id {
         if id.is_empty() || id.len() > MAX_LABEL_LEN {
             return Err(ApiError::BadRequest(format!(

@@ -439,3 +439,25 @@ async fn shutdown_closes_subscribers_with_going_away() {
     let api = Api::new(&server);
     assert_eq!(api.get("/v1/configs/a/k").await.unwrap().1["revision"], json!(rev));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_to_every_namespace_includes_ones_created_later() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let first = api.put_ok("a", "k", json!(1)).await;
+    let mut all = Watcher::subscribe(&server, &["*"], None).await.unwrap();
+    let (revision, state) = expect_snapshot(&mut all).await;
+    assert_eq!((revision, state.len()), (first, 1));
+    let later = api.put_ok("born-later", "k", json!(2)).await;
+    let seen = changes(&mut all, 1).await;
+    assert_eq!(seen[0], (later, "born-later".to_owned(), "k".to_owned(), Op::Put));
+    drop(all);
+    // Resuming a wildcard subscription replays every namespace.
+    let third = api.put_ok("c", "k", json!(3)).await;
+    let mut resumed = Watcher::subscribe(&server, &["*"], Some(first)).await.unwrap();
+    let replayed = changes(&mut resumed, 2).await;
+    assert_eq!(replayed.iter().map(|s| s.0).collect::<Vec<_>>(), [later, third]);
+    // "*" cannot be mixed with names.
+    let mut mixed = Watcher::subscribe(&server, &["*", "a"], None).await.unwrap();
+    assert!(matches!(mixed.next().await.unwrap(), ServerMessage::Error { .. }));
+}

@@ -369,3 +369,37 @@ async fn memory_store_serves_the_same_api() {
     let (_, history) = api.get("/v1/configs/ns/k/history").await.unwrap();
     assert_eq!(history["items"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_at_the_root_with_no_external_resources() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/rollout.js", "text/javascript"),
+        ("/style.css", "text/css"),
+    ] {
+        let response = api.http.get(format!("{}{path}", api.url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        let header = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(header.starts_with(content_type), "{path}: {header}");
+        let body = response.text().await.unwrap();
+        for external in [
+            "src=\"http",
+            "href=\"http",
+            "src='http",
+            "href='http",
+            "url(http",
+            "url(\"http",
+            "import \"http",
+            "from \"http",
+            "from 'http",
+        ] {
+            assert!(
+                !body.contains(external),
+                "{path} loads something from another site: {external}"
+            );
+        }
+    }
+}

@@ -10,7 +10,7 @@ use graycast_protocol::{Entry, ErrorBody};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{check_names, etag, parse_etag, precondition, read_json};
+use super::{check_names, current_entry, etag, parse_etag, precondition, read_json};
 use crate::app::{actor, AppState};
 use crate::error::ApiError;
 use crate::store::{Mutation, StoreError, WriteRequest};
@@ -70,10 +70,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
-    let entry = state
-        .store
-        .get(&namespace, &key)
-        .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))?;
+    let entry = current_entry(&state, &namespace, &key)?;
     let tag = etag(entry.revision);
     let unchanged = req
         .headers()

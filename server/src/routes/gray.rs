@@ -5,7 +5,7 @@ use chrono::Utc;
 use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReportRequest};
 use graycast_protocol::{Entry, ErrorBody};
 
-use super::{check_names, precondition, read_json};
+use super::{check_names, current_entry, precondition, read_json};
 use crate::app::{actor, AppState};
 use crate::error::ApiError;
 use crate::guard::{self, MAX_REPORT_OUTCOMES};
@@ -130,10 +130,7 @@ pub async fn status(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
-    let entry = state
-        .store
-        .get(&namespace, &key)
-        .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))?;
+    let entry = current_entry(&state, &namespace, &key)?;
     let gray = entry
         .gray
         .clone()

@@ -2,6 +2,7 @@
 
 pub mod clients;
 pub mod configs;
+pub mod console;
 pub mod gray;
 pub mod health;
 pub mod release;
@@ -10,15 +11,17 @@ pub mod watch;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::web;
 use futures_util::StreamExt;
-use graycast_protocol::{validate_name, Revision};
+use graycast_protocol::{validate_name, Entry, Revision};
 use serde::de::DeserializeOwned;
 
+use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::Precondition;
 
 /// Registers every route of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     configs::configure(cfg);
+    console::configure(cfg);
     gray::configure(cfg);
     release::configure(cfg);
     clients::configure(cfg);
@@ -41,6 +44,18 @@ pub(crate) fn check_names(namespace: &str, key: Option<&str>) -> Result<(), ApiE
         })?;
     }
     Ok(())
+}
+
+/// The current entry of a key, or `not_found`.
+pub(crate) fn current_entry(
+    state: &AppState,
+    namespace: &str,
+    key: &str,
+) -> Result<std::sync::Arc<Entry>, ApiError> {
+    state
+        .store
+        .get(namespace, key)
+        .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))
 }
 
 /// Reads a JSON request body of at most `limit` bytes.

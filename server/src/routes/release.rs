@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use graycast_protocol::gray::ReleaseDecision;
 use graycast_protocol::{evaluate, ErrorBody, Variant};
 
-use super::check_names;
+use super::{check_names, current_entry};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -50,10 +50,7 @@ pub async fn release(
             attrs.len()
         )));
     }
-    let entry = state
-        .store
-        .get(&namespace, &key)
-        .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))?;
+    let entry = current_entry(&state, &namespace, &key)?;
     let decision = evaluate(entry.gray.as_ref(), subject.as_deref(), &attrs);
     let value = match (&decision.variant, &entry.gray) {
         (Variant::Gray, Some(gray)) => gray.value.clone(),

@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, SubsecRound, Utc};
 use dashmap::DashMap;
 use graycast_protocol::gray::{next_step_at, GrayPatch};
+use graycast_protocol::ws::ALL_NAMESPACES;
 use graycast_protocol::{Entry, Gray, HistoryItem, Op, Revision};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -343,10 +344,15 @@ impl Store {
 
     /// A consistent copy of the entries of some namespaces as of the returned revision,
     /// sorted by namespace and key.
+    /// [`ALL_NAMESPACES`] among them stands for every namespace.
     pub fn snapshot(&self, namespaces: &[String]) -> (Revision, Vec<Arc<Entry>>) {
         let _gate = self.shared.gate.read().unwrap_or_else(PoisonError::into_inner);
         let revision = self.revision();
-        let mut names: Vec<&String> = namespaces.iter().collect();
+        let mut names: Vec<String> = if namespaces.iter().any(|n| n == ALL_NAMESPACES) {
+            self.shared.cache.iter().map(|ns| ns.key().clone()).collect()
+        } else {
+            namespaces.to_vec()
+        };
         names.sort();
         names.dedup();
         let mut entries = Vec::new();
