@@ -888,7 +888,7 @@ function openHistory(ns, key, opener) {
 
 async function loadHistory() {
   const sequence = ++historyView.sequence; // a slower older answer must not win
-  const { ns, key } = history;
+  const { ns, key } = historyView;
   try {
     const data = await api('GET', keyPath(ns, key, `/history?limit=${HISTORY_LIMIT}`));
     if (sequence !== historyView.sequence) return;
