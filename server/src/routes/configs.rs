@@ -10,7 +10,9 @@ use graycast_protocol::{Entry, ErrorBody};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{check_names, current_entry, etag, parse_etag, precondition, read_json};
+use super::{
+    check_names, check_value_size, current_entry, etag, parse_etag, precondition, read_json,
+};
 use crate::app::{actor, AppState};
 use crate::error::ApiError;
 use crate::store::{Mutation, StoreError, WriteRequest};
@@ -101,13 +103,7 @@ pub async fn put(
     check_names(&namespace, Some(&key))?;
     let precondition = precondition(req.headers())?;
     let body: PutRequest = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
-    let size = serde_json::to_vec(&body.value).map_or(usize::MAX, |v| v.len());
-    if size > state.config.max_value_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "value of {size} bytes exceeds the limit of {} bytes",
-            state.config.max_value_bytes
-        )));
-    }
+    check_value_size(&state, &body.value, "value")?;
     let change = state
         .store
         .write(WriteRequest {

@@ -5,7 +5,7 @@ use chrono::Utc;
 use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReportRequest};
 use graycast_protocol::{Entry, ErrorBody};
 
-use super::{check_names, current_entry, precondition, read_json};
+use super::{check_names, check_value_size, current_entry, precondition, read_json};
 use crate::app::{actor, AppState};
 use crate::error::ApiError;
 use crate::guard::{self, MAX_REPORT_OUTCOMES};
@@ -62,13 +62,7 @@ pub async fn start(
     check_names(&namespace, Some(&key))?;
     let body: GrayRequest =
         read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
-    let size = serde_json::to_vec(&body.value).map_or(usize::MAX, |v| v.len());
-    if size > state.config.max_value_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "gray value of {size} bytes exceeds the limit of {} bytes",
-            state.config.max_value_bytes
-        )));
-    }
+    check_value_size(&state, &body.value, "gray value")?;
     let gray = body
         .into_gray(&namespace, &key, Utc::now())
         .map_err(|e| ApiError::InvalidValue(e.to_string()))?;

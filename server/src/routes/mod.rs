@@ -58,6 +58,22 @@ pub(crate) fn current_entry(
         .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))
 }
 
+/// Refuses a value whose JSON serialization exceeds the configured limit (413).
+pub(crate) fn check_value_size(
+    state: &AppState,
+    value: &serde_json::Value,
+    what: &str,
+) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+    let limit = state.config.max_value_bytes;
+    if size > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{what} of {size} bytes exceeds the limit of {limit} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads a JSON request body of at most `limit` bytes.
 pub(crate) async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
