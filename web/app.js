@@ -231,6 +231,10 @@ function describeError(err) {
 
 function notify(text, { kind = 'info', action = null } = {}) {
   const region = $('#messages');
+  // A repeated message (say, the watch refused on every retry) replaces its twin.
+  for (const old of region.querySelectorAll('.message-text')) {
+    if (old.textContent === text) old.parentElement.remove();
+  }
   const item = el('div', { class: `message ${kind}`, role: kind === 'error' ? 'alert' : null },
     el('span', { class: 'message-text' }, text));
   if (action) {
@@ -1098,9 +1102,15 @@ function closeGrayHook() {
 function renderGray() {
   const entry = grayEntry();
   const running = Boolean(entry?.gray);
+  const focusWasIn = ['#gray-form', '#gray-running'].find((id) => $(id).contains(document.activeElement));
   $('#gray-missing').hidden = Boolean(entry);
   $('#gray-form').hidden = !entry || running;
   $('#gray-running').hidden = !running;
+  // Focus inside a part that just disappeared would fall to <body>: move it to the part shown now.
+  if (focusWasIn && $(focusWasIn).hidden) {
+    const target = running ? '#gray-running-title' : entry ? '#gray-form-title' : '#gray-title';
+    $(target).focus();
+  }
   // A release just ended (promoted, aborted, guard): start the form afresh.
   if (grayView.running && !running) resetGrayForm();
   grayView.running = running;
@@ -1173,13 +1183,18 @@ function updateCountdown() {
 async function refreshCounts() {
   const sequence = ++grayView.countsSequence;
   const target = $('#gray-counts');
+  // Counts exist only while a release runs; asking otherwise is a sure 404.
+  if (!grayEntry()?.gray) {
+    target.replaceChildren();
+    return;
+  }
   try {
     const status = await api('GET', keyPath(grayView.ns, grayView.key, '/gray'));
     if (sequence !== grayView.countsSequence) return;
     target.replaceChildren(renderCounts(status.counts, status.gray?.guard));
   } catch (err) {
     if (sequence !== grayView.countsSequence) return;
-    // 404 just means no release runs: the start form says it all.
+    // A 404 means the release ended meanwhile; its change is on its way.
     if (err.status === 404) target.replaceChildren();
     else target.replaceChildren(el('p', { class: 'error' }, `Counts unavailable: ${describeError(err)}`));
   }

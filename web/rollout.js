@@ -4,6 +4,9 @@
 
 export const BUCKETS = 10000;
 
+// Version numbers are 64-bit in the Rust implementation; larger ones are handled as it does.
+const U64_MAX = 18446744073709551615n;
+
 const encoder = new TextEncoder();
 
 /** MurmurHash3 x86 32-bit of a byte array, as an unsigned 32-bit number. */
@@ -76,7 +79,7 @@ export function parseSemver(text) {
   if (parts.length !== 3) return null;
   const numbers = [];
   for (const part of parts) {
-    if (!/^(0|[1-9][0-9]*)$/.test(part)) return null;
+    if (!/^(0|[1-9][0-9]*)$/.test(part) || BigInt(part) > U64_MAX) return null;
     numbers.push(BigInt(part));
   }
   if (pre !== '' && !pre.split('.').every((id) => /^[0-9A-Za-z-]+$/.test(id))) return null;
@@ -96,8 +99,9 @@ export function compareSemver(a, b) {
   for (let i = 0; i < Math.max(x.length, y.length); i++) {
     if (i >= x.length) return -1;
     if (i >= y.length) return 1;
-    const xn = /^[0-9]+$/.test(x[i]);
-    const yn = /^[0-9]+$/.test(y[i]);
+    // A numeric identifier beyond 64 bits compares as text, as in the Rust implementation.
+    const xn = /^[0-9]+$/.test(x[i]) && BigInt(x[i]) <= U64_MAX;
+    const yn = /^[0-9]+$/.test(y[i]) && BigInt(y[i]) <= U64_MAX;
     let order;
     if (xn && yn) {
       const xi = BigInt(x[i]);

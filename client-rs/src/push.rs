@@ -77,12 +77,21 @@ fn backoff(inner: &Inner, failures: u32) -> Duration {
 }
 
 fn watch_url(endpoint: &str) -> String {
-    let url = if let Some(rest) = endpoint.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        format!("ws://{}", endpoint.trim_start_matches("http://"))
-    };
-    format!("{url}/v1/watch")
+    format!("ws://{}/v1/watch", endpoint.trim_start_matches("http://"))
+}
+
+/// Percent-encodes everything but the unreserved characters of RFC 3986, so that a token
+/// with `+`, `&`, `#` or `%` reaches the server as it is.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// One connection. Returns `Err((synced, why))` when it ends, `synced` telling whether
@@ -94,7 +103,7 @@ async fn session(
 ) -> Result<(), (bool, Error)> {
     let mut request = watch_url(endpoint);
     if let Some(token) = &inner.settings.token {
-        request = format!("{request}?token={token}");
+        request = format!("{request}?token={}", percent_encode(token));
     }
     let connected =
         tokio::time::timeout(inner.settings.timeout, tokio_tungstenite::connect_async(&request))
@@ -210,5 +219,16 @@ async fn persist_loop(inner: Arc<Inner>, path: std::path::PathBuf, mut dirty: wa
             }
             Err(err) => tracing::warn!(error = %err, "cache file writer failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_percent_encoded() {
+        assert_eq!(percent_encode("a+b&c#d%e f~Z9-._"), "a%2Bb%26c%23d%25e%20f~Z9-._");
+        assert_eq!(percent_encode("ü"), "%C3%BC");
     }
 }

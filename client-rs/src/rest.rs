@@ -38,10 +38,14 @@ impl Client {
             }
             let response = match build(request).send().await {
                 Ok(response) => response,
-                Err(err) => {
+                // Nothing reached this node: the next one may take the request.
+                Err(err) if err.is_connect() => {
                     last = err.into();
                     continue;
                 }
+                // The request may have been carried out; sending it again could apply a
+                // write twice, so the caller decides.
+                Err(err) => return Err(err.into()),
             };
             let status = response.status();
             if status.is_success() {

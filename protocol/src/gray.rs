@@ -257,6 +257,18 @@ pub fn next_step_at(
     Some(now + Duration::seconds(i64::try_from(hold).ok()?))
 }
 
+/// When a release whose current step begins (or resumes) at `now` next moves: after the
+/// step's hold; at once when it is the last step, has no hold and the release promotes
+/// itself; never while paused or without steps.
+pub fn step_due_at(gray: &Gray, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let step = gray.steps.get(gray.step as usize)?;
+    let last = gray.step as usize + 1 == gray.steps.len();
+    if !gray.paused && last && step.hold_secs.is_none() && gray.auto_promote {
+        return Some(now);
+    }
+    next_step_at(&gray.steps, gray.step, gray.paused, now)
+}
+
 impl GrayRequest {
     /// Validates the request and builds the gray section of `namespace/key`, begun at `now`.
     pub fn into_gray(
@@ -285,21 +297,23 @@ impl GrayRequest {
         if salt.is_empty() || salt.len() > MAX_SALT_LEN {
             return fail(format!("salt must be 1 to {MAX_SALT_LEN} bytes"));
         }
-        Ok(Gray {
+        let mut gray = Gray {
             value: self.value,
             percent,
             salt,
             allow,
             deny,
             rules: self.rules,
-            next_step_at: next_step_at(&self.steps, 0, self.paused, now),
+            next_step_at: None,
             steps: self.steps,
             step: 0,
             paused: self.paused,
             auto_promote: self.auto_promote,
             guard: self.guard,
             started_at: now,
-        })
+        };
+        gray.next_step_at = step_due_at(&gray, now);
+        Ok(gray)
     }
 }
 
@@ -329,7 +343,7 @@ impl GrayPatch {
         if let Some(paused) = self.paused {
             if paused != gray.paused {
                 next.paused = paused;
-                next.next_step_at = next_step_at(&next.steps, next.step, paused, now);
+                next.next_step_at = step_due_at(&next, now);
             }
         }
         Ok(next)

@@ -20,6 +20,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Wait before trying again a ramp move that failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+const RETRY_AFTER_FAILURE_CHRONO: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
@@ -50,7 +51,11 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
                 Ok(change) => {
                     tracing::info!(key = what, revision = change.revision, "ramp moved on")
                 }
-                Err(StoreError::Superseded(_) | StoreError::NotFound { .. }) => {}
+                // The release changed meanwhile; look at it again soon, whatever it is now.
+                Err(StoreError::Superseded(_)) => {
+                    next_wake = next_wake.min(Utc::now() + RETRY_AFTER_FAILURE_CHRONO);
+                }
+                Err(StoreError::NotFound { .. }) => {}
                 Err(StoreError::Closed) => return,
                 Err(err) => {
                     tracing::warn!(key = what, error = %err, "cannot move the ramp on");

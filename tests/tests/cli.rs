@@ -246,8 +246,8 @@ fn gray_verbs_and_release() {
     );
     fails(
         &ctl(&server, &["gray", "start", "app", "timeout_ms", "--value", "1", "--percent", "101"]),
-        1,
-        "invalid_value",
+        2,
+        "outside 0 to 100",
     );
     fails(&ctl(&server, &["gray", "start", "app", "nope", "--value", "1"]), 1, "not_found");
     fails(

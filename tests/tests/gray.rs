@@ -507,3 +507,48 @@ async fn invalid_gray_requests_get_their_error_and_change_nothing() {
     let (_, entry) = api.get("/v1/configs/app/k").await.unwrap();
     assert_eq!(entry["gray"]["percent"], json!(5.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_never_lowers_a_raised_percent_and_a_lone_last_step_promotes_at_once() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("app", "raised", json!("old")).await;
+    api.put_ok("app", "lone", json!("old")).await;
+    let mut watcher = Watcher::subscribe(&server, &["app"], None).await.unwrap();
+    watcher.next_data().await.unwrap();
+
+    start_gray(
+        &api,
+        "app",
+        "raised",
+        json!({"value": "new",
+        "steps": [{"percent": 5, "hold_secs": 1}, {"percent": 25, "hold_secs": 3600}]}),
+    )
+    .await;
+    next_change_of(&mut watcher, "raised").await;
+    // Raised by hand above the next step: the ramp's next step keeps 60%.
+    let (status, _) = send(
+        &api,
+        reqwest::Method::PATCH,
+        "/v1/configs/app/raised/gray",
+        Some(json!({"percent": 60})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    next_change_of(&mut watcher, "raised").await;
+    let (_, op, entry) = next_change_of(&mut watcher, "raised").await;
+    let gray = entry.unwrap().gray.unwrap();
+    assert_eq!((op, gray.step, gray.percent), (Op::Gray, 1, 60.0));
+
+    // A release whose only step has no hold promotes itself right away.
+    start_gray(
+        &api,
+        "app",
+        "lone",
+        json!({"value": "new", "steps": [{"percent": 100}], "auto_promote": true}),
+    )
+    .await;
+    next_change_of(&mut watcher, "lone").await;
+    let (_, op, entry) = next_change_of(&mut watcher, "lone").await;
+    assert_eq!((op, entry.unwrap().value), (Op::Promote, json!("new")));
+}

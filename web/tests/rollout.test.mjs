@@ -65,3 +65,12 @@ test('rules and semver', () => {
     assert.equal(parseSemver(bad), null, bad);
   }
 });
+
+test('versions beyond 64 bits behave as in the Rust implementation', () => {
+  assert.equal(parseSemver('18446744073709551616.0.0'), null);
+  assert.ok(parseSemver('18446744073709551615.0.0'));
+  // Pre-release identifiers too large for 64 bits compare as text.
+  const a = parseSemver('1.0.0-99999999999999999999');
+  const b = parseSemver('1.0.0-alpha');
+  assert.ok(compareSemver(a, b) < 0, 'digits sort before letters as text');
+});

@@ -10,7 +10,19 @@ use graycast_client::{
     ChangeEvent, Client, Context, Entry, Error, Expect, Filter, GrayPatch, GrayRequest, GrayStatus,
     Guard, HistoryItem, Op, Rule, RuleOp, Step,
 };
+use graycast_protocol::gray::check_percent;
 use serde_json::Value;
+
+/// Prints a line to stdout; once stdout is closed (`graycastctl watch | head`), the
+/// program ends quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
 
 /// Command line for graycast, the real-time configuration center.
 ///
@@ -229,7 +241,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&list);
             } else {
                 for ns in &list.namespaces {
-                    println!("{}\t{} keys", ns.name, ns.keys);
+                    out!("{}\t{} keys", ns.name, ns.keys);
                 }
                 eprintln!("revision {}", list.revision);
             }
@@ -240,12 +252,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&list);
             } else {
                 for entry in &list.entries {
-                    println!(
-                        "{}\t{}\t(revision {})",
-                        entry.key,
-                        compact(&entry.value),
-                        entry.revision
-                    );
+                    out!("{}\t{}\t(revision {})", entry.key, compact(&entry.value), entry.revision);
                 }
             }
         }
@@ -275,7 +282,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 print_json(&entry);
             } else {
-                println!(
+                out!(
                     "{}/{} = {} (revision {}, version {})",
                     namespace,
                     key,
@@ -291,7 +298,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 print_json(&serde_json::json!({ "revision": revision }));
             } else {
-                println!("deleted {namespace}/{key} (revision {revision})");
+                out!("deleted {namespace}/{key} (revision {revision})");
             }
         }
         Verb::History { namespace, key, limit } => {
@@ -309,7 +316,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 print_json(&entry);
             } else {
-                println!(
+                out!(
                     "{}/{} = {} (revision {}, rolled back to {})",
                     namespace,
                     key,
@@ -333,7 +340,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&decision);
             } else {
                 let bucket = decision.bucket.map(|b| format!(", bucket {b}")).unwrap_or_default();
-                println!(
+                out!(
                     "{} ({}{bucket}): {}",
                     decision.variant.as_str(),
                     decision.reason.as_str(),
@@ -362,6 +369,9 @@ async fn gray(client: Client, verb: GrayVerb, json: bool) -> Result<(), Failure>
             salt,
             paused,
         } => {
+            if let Some(percent) = percent {
+                check_percent("--percent", percent).map_err(|e| Failure::Usage(e.to_string()))?;
+            }
             let request = GrayRequest {
                 value: read_value(&value)?,
                 percent,
@@ -387,6 +397,9 @@ async fn gray(client: Client, verb: GrayVerb, json: bool) -> Result<(), Failure>
             pause,
             resume,
         } => {
+            if let Some(percent) = percent {
+                check_percent("--percent", percent).map_err(|e| Failure::Usage(e.to_string()))?;
+            }
             let list = |text: String| -> Vec<String> {
                 text.split(',')
                     .map(str::trim)
@@ -458,7 +471,9 @@ fn parse_step(text: &str) -> Result<Step, Failure> {
         Some((percent, hold)) => (percent, Some(hold.parse::<u64>().map_err(|_| usage())?)),
         None => (text, None),
     };
-    Ok(Step { percent: percent.parse().map_err(|_| usage())?, hold_secs: hold })
+    let percent: f64 = percent.parse().map_err(|_| usage())?;
+    check_percent("--step percent", percent).map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(Step { percent, hold_secs: hold })
 }
 
 fn parse_guard(text: &str) -> Result<Guard, Failure> {
@@ -472,35 +487,36 @@ fn parse_guard(text: &str) -> Result<Guard, Failure> {
 
 fn print_gray_status(status: &GrayStatus) {
     let gray = &status.gray;
-    println!("{}/{} gray release (revision {})", status.namespace, status.key, status.revision);
-    println!("  value:     {}", compact(&gray.value));
-    println!("  percent:   {}%{}", gray.percent, if gray.paused { " (paused)" } else { "" });
+    out!("{}/{} gray release (revision {})", status.namespace, status.key, status.revision);
+    out!("  value:     {}", compact(&gray.value));
+    out!("  percent:   {}%{}", gray.percent, if gray.paused { " (paused)" } else { "" });
     if !gray.steps.is_empty() {
         let steps: Vec<String> = gray.steps.iter().map(|s| format!("{}%", s.percent)).collect();
-        println!("  step:      {} of {} [{}]", gray.step + 1, gray.steps.len(), steps.join(" → "));
+        out!("  step:      {} of {} [{}]", gray.step + 1, gray.steps.len(), steps.join(" → "));
         match gray.next_step_at {
-            Some(at) => println!("  next step: {}", at.to_rfc3339()),
-            None => println!(
+            Some(at) => out!("  next step: {}", at.to_rfc3339()),
+            None => out!(
                 "  next step: none{}",
                 if gray.auto_promote { "" } else { " (promote by hand)" }
             ),
         }
     }
     if !gray.allow.is_empty() || !gray.deny.is_empty() {
-        println!("  allow:     {} subjects; deny: {} subjects", gray.allow.len(), gray.deny.len());
+        out!("  allow:     {} subjects; deny: {} subjects", gray.allow.len(), gray.deny.len());
     }
     for rule in &gray.rules {
-        println!("  rule:      {} {:?} {}", rule.attribute, rule.op, rule.values.join(","));
+        out!("  rule:      {} {:?} {}", rule.attribute, rule.op, rule.values.join(","));
     }
     let counts = &status.counts;
     match &gray.guard {
-        Some(guard) => println!(
+        Some(guard) => out!(
             "  guard:     abort above {} errors over at least {} gray outcomes",
-            guard.max_error_rate, guard.min_samples
+            guard.max_error_rate,
+            guard.min_samples
         ),
-        None => println!("  guard:     none"),
+        None => out!("  guard:     none"),
     }
-    println!(
+    out!(
         "  outcomes:  gray {} ok / {} errors ({:.2}%), stable {} ok / {} errors ({:.2}%)",
         counts.gray.ok,
         counts.gray.errors,
@@ -509,7 +525,7 @@ fn print_gray_status(status: &GrayStatus) {
         counts.stable.errors,
         counts.stable.error_rate() * 100.0
     );
-    println!("  started:   {}", gray.started_at.to_rfc3339());
+    out!("  started:   {}", gray.started_at.to_rfc3339());
 }
 
 async fn watch(
@@ -521,6 +537,8 @@ async fn watch(
     let mut changes = std::pin::pin!(client.changes(Filter::all()));
     let mut status = tokio::time::interval(Duration::from_millis(500));
     let mut was_connected = None;
+    // One future for the whole watch, so that a ctrl-c arriving mid-print is not lost.
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
             change = changes.next() => match change {
@@ -539,7 +557,7 @@ async fn watch(
                     was_connected = Some(now.synced);
                 }
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
         }
     }
 }
@@ -565,7 +583,7 @@ fn read_value(arg: &str) -> Result<Value, Failure> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string(value).unwrap_or_default());
+    out!("{}", serde_json::to_string(value).unwrap_or_default());
 }
 
 fn compact(value: &Value) -> String {
@@ -579,27 +597,29 @@ fn compact(value: &Value) -> String {
 }
 
 fn print_entry(entry: &Entry) {
-    println!("{}/{}", entry.namespace, entry.key);
-    println!(
+    out!("{}/{}", entry.namespace, entry.key);
+    out!(
         "  value:    {}",
         serde_json::to_string_pretty(&entry.value)
             .unwrap_or_default()
             .replace('\n', "\n            ")
     );
-    println!(
+    out!(
         "  revision: {} (version {}, created at revision {})",
-        entry.revision, entry.version, entry.created_revision
+        entry.revision,
+        entry.version,
+        entry.created_revision
     );
-    println!("  updated:  {} by {}", entry.updated_at.to_rfc3339(), entry.updated_by);
+    out!("  updated:  {} by {}", entry.updated_at.to_rfc3339(), entry.updated_by);
     if let Some(gray) = &entry.gray {
         let paused = if gray.paused { ", paused" } else { "" };
-        println!("  gray:     {} at {}%{paused}", compact(&gray.value), gray.percent);
+        out!("  gray:     {} at {}%{paused}", compact(&gray.value), gray.percent);
     }
 }
 
 fn print_history(item: &HistoryItem) {
     let value = if item.op == Op::Delete { String::new() } else { compact(&item.value) };
-    println!(
+    out!(
         "{}\t{}\t{}\t{}\t{}",
         item.revision,
         item.op.as_str(),
@@ -615,7 +635,7 @@ fn print_change(change: &ChangeEvent, json: bool) {
         return;
     }
     match &change.entry {
-        Some(entry) => println!(
+        Some(entry) => out!(
             "{} {} {}/{} = {}",
             change.revision,
             change.op.as_str(),
@@ -623,12 +643,8 @@ fn print_change(change: &ChangeEvent, json: bool) {
             change.key,
             compact(&entry.value)
         ),
-        None => println!(
-            "{} {} {}/{}",
-            change.revision,
-            change.op.as_str(),
-            change.namespace,
-            change.key
-        ),
+        None => {
+            out!("{} {} {}/{}", change.revision, change.op.as_str(), change.namespace, change.key)
+        }
     }
 }

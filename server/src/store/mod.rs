@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use dashmap::DashMap;
-use graycast_protocol::gray::{next_step_at, GrayPatch};
+use graycast_protocol::gray::{next_step_at, step_due_at, GrayPatch};
 use graycast_protocol::ws::ALL_NAMESPACES;
 use graycast_protocol::{Entry, Gray, HistoryItem, Op, Revision};
 use serde::{Deserialize, Serialize};
@@ -594,7 +594,12 @@ fn plan(
         }
         Mutation::GrayStart { gray } => {
             let entry = current.ok_or_else(no_key)?;
-            (Op::Gray, entry.value.clone(), Some(Gray::clone(gray)), None)
+            // The release begins at the commit, so the schedule runs on the writer's clock
+            // (the one `GrayAdvance` is checked against), not the handler's.
+            let mut gray = Gray::clone(gray);
+            gray.started_at = now;
+            gray.next_step_at = step_due_at(&gray, now);
+            (Op::Gray, entry.value.clone(), Some(gray), None)
         }
         Mutation::GrayPatch(patch) => {
             let entry = current.ok_or_else(no_key)?;
@@ -681,9 +686,11 @@ fn advance(
     }
     let mut next = running.clone();
     next.step = next_index as u32;
-    next.percent = next_step.percent;
+    // A ramp never lowers the share: subjects already in gray stay there (SPEC §3), also
+    // when an operator raised the percent beyond the next step by hand.
+    next.percent = next_step.percent.max(running.percent);
     next.next_step_at = next_step_at(&next.steps, next.step, false, now);
-    let note = format!("ramp step {next_index}: {}%", next_step.percent);
+    let note = format!("ramp step {next_index}: {}%", next.percent);
     (Op::Gray, entry.value.clone(), Some(next), Some(note))
 }
 
