@@ -23,6 +23,8 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<ClientHello>,
     },
+    /// Presents an access token, before `subscribe`, when it was not given on the upgrade.
+    Auth { token: String },
     /// The client has applied everything up to `revision`.
     Ack { revision: Revision },
     /// Outcomes the client saw with a variant of a key, for the gray release's guard.

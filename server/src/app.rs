@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use tokio::sync::watch;
 
+use crate::auth::{self, Access, Tokens};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::guard::Guards;
@@ -29,13 +30,22 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Outcome counts of running gray releases.
     pub guards: Arc<Guards>,
+    /// The access tokens; `None` when the server is open (loopback only).
+    pub tokens: Option<Arc<Tokens>>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Who makes a request, as recorded in `updated_by`.
-pub fn actor(_req: &HttpRequest) -> String {
-    ANONYMOUS.to_owned()
+/// Checks that a request may have `access` to `namespace` (server-wide resources when
+/// `None`) and names its caller, as recorded in `updated_by`.
+pub fn authorize(
+    state: &AppState,
+    req: &HttpRequest,
+    access: Access,
+    namespace: Option<&str>,
+) -> Result<String, ApiError> {
+    let principal = auth::check(state.tokens.as_deref(), auth::bearer(req), access, namespace)?;
+    Ok(principal.map_or_else(|| ANONYMOUS.to_owned(), |p| p.name.clone()))
 }
 
 /// The actix-web application over a state.
@@ -78,6 +88,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<()> {
+    let tokens = config.load_tokens().map_err(io::Error::other)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
     let (store, feed) = Store::open(&config, metrics.clone()).map_err(io::Error::other)?;
     let store = Arc::new(store);
@@ -96,6 +107,7 @@ pub async fn run(
         hub,
         metrics,
         guards: Arc::new(Guards::default()),
+        tokens,
         shutdown: stop_rx.clone(),
     };
     actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx));

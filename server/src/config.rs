@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::auth::Tokens;
+
 /// Default address to serve on: loopback only, as no tokens are configured by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default folder of the embedded store.
@@ -83,6 +85,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
+    /// Token file (TOML, see SPEC §7). Without it the server is open and serves only on loopback.
+    #[arg(long, env = "GRAYCAST_TOKENS")]
+    pub tokens: Option<PathBuf>,
+
     /// Number of HTTP worker threads; 0 means one per core.
     #[arg(long, env = "GRAYCAST_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -111,9 +117,14 @@ impl Config {
         self.max_value_bytes.saturating_add(64 * 1024)
     }
 
+    /// Reads the token file, if one is configured.
+    pub fn load_tokens(&self) -> Result<Option<Tokens>, String> {
+        self.tokens.as_deref().map(Tokens::load).transpose()
+    }
+
     /// Refuses settings that are unsafe or contradictory.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.listen.ip().is_loopback() {
+        if !self.listen.ip().is_loopback() && self.tokens.is_none() {
             return Err(format!(
                 "refusing to serve on {} without access tokens: bind a loopback address",
                 self.listen

@@ -10,6 +10,7 @@
 //! - [`scheduler`]: moves gray release ramps on when their step is due.
 //! - [`guard`]: outcome counts of gray releases and the automatic abort.
 //! - [`routes`]: REST handlers, one module per resource.
+//! - [`auth`]: access tokens, roles and namespace patterns (SPEC §7).
 //! - [`error`]: the API error type and its JSON rendering.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`openapi`]: the generated OpenAPI document.
@@ -18,6 +19,7 @@
 //! update cache) → feed → hub thread (serialize once, queue per subscriber) → session.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod guard;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(reason) = config.validate() {
+    if let Err(reason) = config.validate().and_then(|()| config.load_tokens().map(|_| ())) {
         eprintln!("graycast: {reason}");
         return ExitCode::from(2);
     }

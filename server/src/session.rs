@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream};
@@ -19,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::app::AppState;
+use crate::auth::{Access, Principal, Role};
 use crate::error::ApiError;
 use crate::guard;
 use crate::hub::{change_frame, ClientRegistration, ClientState, Next, Subscription};
@@ -74,6 +76,8 @@ struct Session {
     last_inbound: Instant,
     last_outbound: Instant,
     active: Option<Active>,
+    /// The caller, once it presented a valid token (always `None` on an open server).
+    principal: Option<Arc<Principal>>,
 }
 
 /// Runs a session until the peer leaves, misbehaves, goes silent, or the server stops.
@@ -82,6 +86,7 @@ pub async fn run(
     ws: actix_ws::Session,
     stream: MessageStream,
     remote: String,
+    principal: Option<Arc<Principal>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut stream = stream
@@ -93,8 +98,16 @@ pub async fn run(
         tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let now = Instant::now();
-    let mut session =
-        Session { state, ws, remote, sent: 0, last_inbound: now, last_outbound: now, active: None };
+    let mut session = Session {
+        state,
+        ws,
+        remote,
+        sent: 0,
+        last_inbound: now,
+        last_outbound: now,
+        active: None,
+        principal,
+    };
 
     let end = loop {
         let step = tokio::select! {
@@ -217,10 +230,29 @@ impl Session {
                     return Err(self.refuse(CloseCode::Policy, err).await);
                 }
                 let client = client.unwrap_or_default();
-                if let Err(err) = check_subscription(&namespaces, &client) {
+                let checked = check_subscription(&namespaces, &client)
+                    .and_then(|()| self.may_read(&namespaces));
+                if let Err(err) = checked {
                     return Err(self.refuse(CloseCode::Policy, err).await);
                 }
                 self.subscribe(namespaces, since, client).await
+            }
+            ClientMessage::Auth { token } => {
+                let Some(tokens) = self.state.tokens.clone() else { return Ok(()) };
+                if self.active.is_some() {
+                    let err = ApiError::BadRequest("auth comes before subscribe".into());
+                    return Err(self.refuse(CloseCode::Policy, err).await);
+                }
+                match tokens.authenticate(&token) {
+                    Some(principal) => {
+                        self.principal = Some(principal);
+                        Ok(())
+                    }
+                    None => {
+                        let err = ApiError::Unauthorized("the access token is not valid".into());
+                        Err(self.refuse(CloseCode::Policy, err).await)
+                    }
+                }
             }
             ClientMessage::Report { namespace, key, variant, ok, errors } => {
                 let valid = check_names(&namespace, Some(&key)).is_ok()
@@ -229,6 +261,9 @@ impl Session {
                     let err = ApiError::BadRequest(format!(
                         "report for {namespace:?}/{key:?} with {ok} ok and {errors} errors is not valid"
                     ));
+                    return Err(self.refuse(CloseCode::Policy, err).await);
+                }
+                if let Err(err) = self.may_read(std::slice::from_ref(&namespace)) {
                     return Err(self.refuse(CloseCode::Policy, err).await);
                 }
                 // The guard may write an abort; the session goes on pushing meanwhile.
@@ -340,6 +375,32 @@ impl Session {
         self.sent = revision;
         self.state.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
         self.send(text).await
+    }
+
+    /// Whether the caller may read these namespaces (`*`: admins only). On an open
+    /// server everyone may.
+    fn may_read(&self, namespaces: &[String]) -> Result<(), ApiError> {
+        let Some(_) = &self.state.tokens else { return Ok(()) };
+        let principal = self.principal.as_ref().ok_or_else(|| {
+            ApiError::Unauthorized(
+                "this server requires an access token: ?token=, a bearer header, or an auth message"
+                    .into(),
+            )
+        })?;
+        for namespace in namespaces {
+            let allowed = if namespace == ALL_NAMESPACES {
+                principal.role == Role::Admin
+            } else {
+                principal.can(Access::Read, namespace)
+            };
+            if !allowed {
+                return Err(ApiError::Forbidden(format!(
+                    "token {:?} may not read namespace {namespace:?}",
+                    principal.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn namespaces(&self) -> Vec<String> {

@@ -1,9 +1,11 @@
 //! Connected subscribers.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use graycast_protocol::rest::ClientList;
 
-use crate::app::AppState;
+use crate::app::{authorize, AppState};
+use crate::auth::Access;
+use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/clients", web::get().to(clients));
@@ -11,6 +13,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Lists the connected WebSocket subscribers with the revision each acknowledged.
 #[utoipa::path(get, path = "/v1/clients", tag = "clients", responses((status = 200, body = ClientList)))]
-pub async fn clients(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(ClientList { clients: state.hub.clients() })
+pub async fn clients(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req, Access::Read, None)?;
+    Ok(HttpResponse::Ok().json(ClientList { clients: state.hub.clients() }))
 }

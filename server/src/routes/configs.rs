@@ -13,7 +13,8 @@ use utoipa::IntoParams;
 use super::{
     check_names, check_value_size, current_entry, etag, parse_etag, precondition, read_json,
 };
-use crate::app::{actor, AppState};
+use crate::app::{authorize, AppState};
+use crate::auth::{self, Access};
 use crate::error::ApiError;
 use crate::store::{Mutation, StoreError, WriteRequest};
 
@@ -38,11 +39,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Lists the namespaces with their number of keys.
 #[utoipa::path(get, path = "/v1/namespaces", tag = "configs",
     responses((status = 200, body = NamespaceList)))]
-pub async fn namespaces(state: web::Data<AppState>) -> HttpResponse {
+pub async fn namespaces(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // With tokens, a caller sees the namespaces it may read.
+    let principal = match state.tokens.as_deref() {
+        None => None,
+        Some(tokens) => {
+            Some(auth::bearer(&req).and_then(|secret| tokens.authenticate(secret)).ok_or_else(
+                || ApiError::Unauthorized("this server requires a valid access token".into()),
+            )?)
+        }
+    };
     let (revision, list) = state.store.namespaces();
-    let namespaces =
-        list.into_iter().map(|(name, keys)| NamespaceSummary { name, keys: keys as u64 }).collect();
-    HttpResponse::Ok().json(NamespaceList { revision, namespaces })
+    let namespaces = list
+        .into_iter()
+        .filter(|(name, _)| principal.as_ref().is_none_or(|p| p.can(Access::Read, name)))
+        .map(|(name, keys)| NamespaceSummary { name, keys: keys as u64 })
+        .collect();
+    Ok(HttpResponse::Ok().json(NamespaceList { revision, namespaces }))
 }
 
 /// Lists the entries of a namespace (empty when it has none).
@@ -50,11 +66,13 @@ pub async fn namespaces(state: web::Data<AppState>) -> HttpResponse {
     params(("ns" = String, Path, description = "namespace")),
     responses((status = 200, body = ConfigList), (status = 400, body = ErrorBody)))]
 pub async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let namespace = path.into_inner();
     check_names(&namespace, None)?;
+    authorize(&state, &req, Access::Read, Some(&namespace))?;
     let (revision, entries) = state.store.snapshot(std::slice::from_ref(&namespace));
     let entries = entries.iter().map(|e| Entry::clone(e)).collect();
     Ok(HttpResponse::Ok().json(ConfigList { namespace, revision, entries }))
@@ -72,6 +90,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    authorize(&state, &req, Access::Read, Some(&namespace))?;
     let entry = current_entry(&state, &namespace, &key)?;
     let tag = etag(entry.revision);
     let unchanged = req
@@ -101,6 +120,7 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let precondition = precondition(req.headers())?;
     let body: PutRequest = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
     check_value_size(&state, &body.value, "value")?;
@@ -111,7 +131,7 @@ pub async fn put(
             key,
             mutation: Mutation::Put { value: body.value },
             precondition,
-            actor: actor(&req),
+            actor,
         })
         .await?;
     entry_response(&change.entry)
@@ -129,6 +149,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let change = state
         .store
         .write(WriteRequest {
@@ -136,7 +157,7 @@ pub async fn delete(
             key,
             mutation: Mutation::Delete,
             precondition: precondition(req.headers())?,
-            actor: actor(&req),
+            actor,
         })
         .await?;
     Ok(HttpResponse::Ok().json(DeleteResponse { revision: change.revision }))
@@ -157,12 +178,14 @@ pub struct HistoryQuery {
     params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"), HistoryQuery),
     responses((status = 200, body = HistoryList), (status = 404, body = ErrorBody)))]
 pub async fn history(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    authorize(&state, &req, Access::Read, Some(&namespace))?;
     let limit = query.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
         return Err(ApiError::BadRequest(format!(
@@ -195,6 +218,7 @@ pub async fn rollback(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let precondition = precondition(req.headers())?;
     let body: RollbackRequest =
         read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
@@ -205,7 +229,7 @@ pub async fn rollback(
             key,
             mutation: Mutation::Rollback { to_revision: body.to_revision },
             precondition,
-            actor: actor(&req),
+            actor,
         })
         .await?;
     entry_response(&change.entry)

@@ -6,7 +6,8 @@ use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, R
 use graycast_protocol::{Entry, ErrorBody};
 
 use super::{check_names, check_value_size, current_entry, precondition, read_json};
-use crate::app::{actor, AppState};
+use crate::app::{authorize, AppState};
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::guard::{self, MAX_REPORT_OUTCOMES};
 use crate::store::{Mutation, WriteRequest};
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn write(
     req: &HttpRequest,
     state: &AppState,
+    actor: String,
     namespace: String,
     key: String,
     mutation: Mutation,
@@ -37,7 +39,7 @@ async fn write(
             key,
             mutation,
             precondition: precondition(req.headers())?,
-            actor: actor(req),
+            actor,
         })
         .await?;
     let entry = change
@@ -60,13 +62,14 @@ pub async fn start(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let body: GrayRequest =
         read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
     check_value_size(&state, &body.value, "gray value")?;
     let gray = body
         .into_gray(&namespace, &key, Utc::now())
         .map_err(|e| ApiError::InvalidValue(e.to_string()))?;
-    write(&req, &state, namespace, key, Mutation::GrayStart { gray: Box::new(gray) }).await
+    write(&req, &state, actor, namespace, key, Mutation::GrayStart { gray: Box::new(gray) }).await
 }
 
 /// Changes the percent, allow or deny lists, rules, or pause state of the running release.
@@ -82,8 +85,9 @@ pub async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let body: GrayPatch = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
-    write(&req, &state, namespace, key, Mutation::GrayPatch(body)).await
+    write(&req, &state, actor, namespace, key, Mutation::GrayPatch(body)).await
 }
 
 /// Makes the gray value the stable value; the release ends.
@@ -97,7 +101,8 @@ pub async fn promote(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
-    write(&req, &state, namespace, key, Mutation::Promote).await
+    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
+    write(&req, &state, actor, namespace, key, Mutation::Promote).await
 }
 
 /// Aborts the release: it ends and the stable value stays.
@@ -111,7 +116,9 @@ pub async fn abort(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
-    write(&req, &state, namespace, key, Mutation::Abort { started_at: None, note: None }).await
+    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
+    write(&req, &state, actor, namespace, key, Mutation::Abort { started_at: None, note: None })
+        .await
 }
 
 /// The running release with the guard's outcome counts.
@@ -119,11 +126,13 @@ pub async fn abort(
     params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     responses((status = 200, body = GrayStatus), (status = 404, body = ErrorBody)))]
 pub async fn status(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    authorize(&state, &req, Access::Read, Some(&namespace))?;
     let entry = current_entry(&state, &namespace, &key)?;
     let gray = entry
         .gray
@@ -152,6 +161,7 @@ pub async fn report(
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    authorize(&state, &req, Access::Read, Some(&namespace))?;
     let body: ReportRequest =
         read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
     check_report(body.ok, body.errors)?;

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use graycast_protocol::gray::ReleaseDecision;
 use graycast_protocol::{evaluate, ErrorBody, Variant};
 
 use super::{check_names, current_entry};
-use crate::app::AppState;
+use crate::app::{authorize, AppState};
+use crate::auth::Access;
 use crate::error::ApiError;
 
 /// Most attributes one evaluation may carry.
@@ -25,12 +26,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
            ("attr.NAME" = Option<String>, Query, description = "an attribute of the subject, for rules")),
     responses((status = 200, body = ReleaseDecision), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn release(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, key) = path.into_inner();
     check_names(&namespace, Some(&key))?;
+    authorize(&state, &req, Access::Read, Some(&namespace))?;
     let mut subject = None;
     let mut attrs = BTreeMap::new();
     for (name, value) in query.into_inner() {

@@ -2,7 +2,10 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use std::collections::HashMap;
+
 use crate::app::AppState;
+use crate::auth;
 use crate::error::ApiError;
 use crate::session;
 
@@ -26,12 +29,25 @@ pub async fn watch(
         ))
         .into());
     };
+    // A token on the upgrade (`?token=` or a bearer header) is checked now; without one,
+    // the session waits for an `auth` message before `subscribe`.
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?;
+    let secret = query.get("token").map(String::as_str).or_else(|| auth::bearer(&req));
+    let principal = match (state.tokens.as_deref(), secret) {
+        (Some(tokens), Some(secret)) => Some(
+            tokens
+                .authenticate(secret)
+                .ok_or_else(|| ApiError::Unauthorized("the access token is not valid".into()))?,
+        ),
+        _ => None,
+    };
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let remote = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let state = state.get_ref().clone();
     let shutdown = state.shutdown.clone();
     actix_web::rt::spawn(async move {
-        session::run(state, ws, stream, remote, shutdown).await;
+        session::run(state, ws, stream, remote, principal, shutdown).await;
         drop(permit);
     });
     Ok(response)
