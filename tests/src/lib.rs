@@ -224,6 +224,28 @@ impl Api {
         Ok((status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? }))
     }
 
+    /// Any request, with an optional bearer token and JSON body; the status and the JSON
+    /// body (`null` when there is none or it is not JSON).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// `DELETE /v1/configs/{ns}/{key}`.
     pub async fn delete(&self, ns: &str, key: &str) -> Result<(u16, Value)> {
         let response =

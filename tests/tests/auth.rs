@@ -4,7 +4,7 @@ use std::io::Write as _;
 
 use graycast_client::{Client, Expect};
 use graycast_protocol::ServerMessage;
-use graycast_tests::{TestServer, Watcher, DEADLINE};
+use graycast_tests::{Api, TestServer, Watcher, DEADLINE};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-secret-1";
@@ -51,17 +51,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, format!("{}{path}", server.url));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("answered");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    Api::new(server).request(method, path, token, body).await
 }
 
 fn code(body: &Value) -> &str {

@@ -27,14 +27,7 @@ fn vectors() -> Vectors {
 }
 
 async fn send(api: &Api, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = api.http.request(method, format!("{}{path}", api.url));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("answered");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    api.request(method, path, None, body).await
 }
 
 async fn start_gray(api: &Api, ns: &str, key: &str, body: Value) -> Value {

@@ -12,6 +12,7 @@ use utoipa::IntoParams;
 
 use super::{
     check_names, check_value_size, current_entry, etag, parse_etag, precondition, read_json,
+    KeyPath,
 };
 use crate::app::{authorize, AppState};
 use crate::auth::{self, Access};
@@ -86,10 +87,9 @@ pub async fn list(
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     authorize(&state, &req, Access::Read, Some(&namespace))?;
     let entry = current_entry(&state, &namespace, &key)?;
     let tag = etag(entry.revision);
@@ -115,11 +115,10 @@ pub async fn get(
 pub async fn put(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let precondition = precondition(req.headers())?;
     let body: PutRequest = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
@@ -145,10 +144,9 @@ pub async fn put(
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let change = state
         .store
@@ -180,11 +178,10 @@ pub struct HistoryQuery {
 pub async fn history(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     authorize(&state, &req, Access::Read, Some(&namespace))?;
     let limit = query.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
@@ -213,11 +210,10 @@ pub async fn history(
 pub async fn rollback(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let precondition = precondition(req.headers())?;
     let body: RollbackRequest =

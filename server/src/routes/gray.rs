@@ -5,7 +5,7 @@ use chrono::Utc;
 use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReportRequest};
 use graycast_protocol::{Entry, ErrorBody};
 
-use super::{check_names, check_value_size, current_entry, precondition, read_json};
+use super::{check_value_size, current_entry, precondition, read_json, KeyPath};
 use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -57,11 +57,10 @@ async fn write(
 pub async fn start(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let body: GrayRequest =
         read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
@@ -80,11 +79,10 @@ pub async fn start(
 pub async fn patch(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let body: GrayPatch = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
     write(&req, &state, actor, namespace, key, Mutation::GrayPatch(body)).await
@@ -97,10 +95,9 @@ pub async fn patch(
 pub async fn promote(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     write(&req, &state, actor, namespace, key, Mutation::Promote).await
 }
@@ -112,10 +109,9 @@ pub async fn promote(
 pub async fn abort(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     write(&req, &state, actor, namespace, key, Mutation::Abort { started_at: None, note: None })
         .await
@@ -128,10 +124,9 @@ pub async fn abort(
 pub async fn status(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     authorize(&state, &req, Access::Read, Some(&namespace))?;
     let entry = current_entry(&state, &namespace, &key)?;
     let gray = entry
@@ -156,11 +151,10 @@ pub async fn status(
 pub async fn report(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     authorize(&state, &req, Access::Read, Some(&namespace))?;
     let body: ReportRequest =
         read_json(req.headers(), payload, state.config.max_body_bytes()).await?;

@@ -29,6 +29,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     watch::configure(cfg);
 }
 
+/// The `{ns}` and `{key}` of a route, both checked against the naming rule.
+pub struct KeyPath {
+    pub namespace: String,
+    pub key: String,
+}
+
+impl actix_web::FromRequest for KeyPath {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<KeyPath, ApiError>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let part = |name| req.match_info().get(name).unwrap_or_default().to_owned();
+        let (namespace, key) = (part("ns"), part("key"));
+        std::future::ready(check_names(&namespace, Some(&key)).map(|()| KeyPath { namespace, key }))
+    }
+}
+
 /// Checks a namespace and a key name from the path.
 pub(crate) fn check_names(namespace: &str, key: Option<&str>) -> Result<(), ApiError> {
     validate_name(namespace).map_err(|source| ApiError::InvalidName {

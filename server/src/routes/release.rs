@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use graycast_protocol::gray::ReleaseDecision;
 use graycast_protocol::{evaluate, ErrorBody, Variant};
 
-use super::{check_names, current_entry};
+use super::{current_entry, KeyPath};
 use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -28,11 +28,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub async fn release(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    path: KeyPath,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (namespace, key) = path.into_inner();
-    check_names(&namespace, Some(&key))?;
+    let KeyPath { namespace, key } = path;
     authorize(&state, &req, Access::Read, Some(&namespace))?;
     let mut subject = None;
     let mut attrs = BTreeMap::new();
