@@ -90,7 +90,8 @@ impl Client {
         })
     }
 
-    /// Reports outcomes seen with a variant, for the release's guard. Returns the counts.
+    /// Reports outcomes seen with a variant, for the guard of the release in the cache.
+    /// Returns the counts; `not_found` when that release is over.
     pub async fn report(
         &self,
         namespace: &str,
@@ -100,7 +101,11 @@ impl Client {
         errors: u64,
     ) -> Result<GuardCounts, Error> {
         check_names(namespace, Some(key))?;
-        let body = ReportRequest { variant, ok, errors };
+        // Name the release the outcomes were seen with, so that they never count for a
+        // release that replaced it meanwhile.
+        let release =
+            self.entry(namespace, key).and_then(|e| e.gray.as_ref().map(|g| g.started_at));
+        let body = ReportRequest { variant, ok, errors, release };
         self.call_ok(Method::POST, &format!("/v1/configs/{namespace}/{key}/gray/report"), |r| {
             r.json(&body)
         })

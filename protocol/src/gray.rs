@@ -96,6 +96,10 @@ pub struct ReportRequest {
     pub ok: u64,
     #[serde(default)]
     pub errors: u64,
+    /// The release the outcomes were seen with (its `started_at`). With it, outcomes of a
+    /// release that has ended or been replaced are refused instead of counted for another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<DateTime<Utc>>,
 }
 
 /// Outcome counts of one variant.

@@ -36,6 +36,9 @@ pub enum ClientMessage {
         ok: u64,
         #[serde(default)]
         errors: u64,
+        /// The `started_at` of the release the outcomes belong to, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
-use graycast_protocol::gray::{GuardCounts, OutcomeCounts};
+use graycast_protocol::gray::{GuardCounts, OutcomeCounts, ReportRequest};
 use graycast_protocol::{Entry, Variant};
 
 use crate::store::{Mutation, Precondition, Store, StoreError, WriteRequest};
@@ -51,14 +51,13 @@ impl Guards {
     }
 
     /// Adds outcomes for the release running on `entry`; decides whether to abort it.
-    pub fn report(
-        &self,
-        entry: &Entry,
-        variant: Variant,
-        ok: u64,
-        errors: u64,
-    ) -> Option<Reported> {
+    pub fn report(&self, entry: &Entry, report: &ReportRequest) -> Option<Reported> {
+        let ReportRequest { variant, ok, errors, release } = *report;
         let gray = entry.gray.as_ref()?;
+        if release.is_some_and(|r| r != gray.started_at) {
+            // Outcomes of an earlier release must not count for this one.
+            return None;
+        }
         let slot = (entry.namespace.clone(), entry.key.clone());
         let tally = {
             let mut tally =
@@ -122,12 +121,10 @@ pub async fn report(
     guards: &Guards,
     namespace: &str,
     key: &str,
-    variant: Variant,
-    ok: u64,
-    errors: u64,
+    report: &ReportRequest,
 ) -> Result<Option<GuardCounts>, StoreError> {
     let Some(entry) = store.get(namespace, key) else { return Ok(None) };
-    let Some(reported) = guards.report(&entry, variant, ok, errors) else { return Ok(None) };
+    let Some(reported) = guards.report(&entry, report) else { return Ok(None) };
     if let Some(abort) = reported.abort {
         tracing::warn!(namespace, key, "guard aborts the gray release");
         match store.write(abort).await {

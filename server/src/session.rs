@@ -26,6 +26,7 @@ use crate::guard;
 use crate::hub::{change_frame, ClientRegistration, ClientState, Next, Subscription};
 use crate::routes::check_names;
 use crate::store::{ChangePage, StoreError};
+use graycast_protocol::gray::ReportRequest;
 
 /// Largest inbound frame, and largest inbound message after joining continuations.
 pub const MAX_INBOUND_MESSAGE: usize = 64 * 1024;
@@ -254,7 +255,7 @@ impl Session {
                     }
                 }
             }
-            ClientMessage::Report { namespace, key, variant, ok, errors } => {
+            ClientMessage::Report { namespace, key, variant, ok, errors, release } => {
                 let valid = check_names(&namespace, Some(&key)).is_ok()
                     && crate::routes::gray::check_report(ok, errors).is_ok();
                 if !valid {
@@ -269,8 +270,14 @@ impl Session {
                 // The guard may write an abort; the session goes on pushing meanwhile.
                 let (store, guards) = (self.state.store.clone(), self.state.guards.clone());
                 actix_web::rt::spawn(async move {
-                    let reported =
-                        guard::report(&store, &guards, &namespace, &key, variant, ok, errors).await;
+                    let reported = guard::report(
+                        &store,
+                        &guards,
+                        &namespace,
+                        &key,
+                        &ReportRequest { variant, ok, errors, release },
+                    )
+                    .await;
                     if let Err(err) = reported {
                         tracing::warn!(namespace, key, error = %err, "cannot record a report");
                     }

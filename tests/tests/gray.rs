@@ -545,3 +545,30 @@ async fn a_ramp_never_lowers_a_raised_percent_and_a_lone_last_step_promotes_at_o
     let (_, op, entry) = next_change_of(&mut watcher, "lone").await;
     assert_eq!((op, entry.unwrap().value), (Op::Promote, json!("new")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_naming_a_replaced_release_are_refused() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("app", "k", json!("stable")).await;
+    let first = start_gray(&api, "app", "k", json!({"value": "a", "percent": 10})).await;
+    let first_release = first["gray"]["started_at"].clone();
+    let second = start_gray(&api, "app", "k", json!({"value": "b", "percent": 10})).await;
+    assert_ne!(second["gray"]["started_at"], first_release);
+
+    let report = |body: Value| {
+        send(&api, reqwest::Method::POST, "/v1/configs/app/k/gray/report", Some(body))
+    };
+    let (status, _) =
+        report(json!({"variant": "gray", "errors": 5, "release": first_release})).await;
+    assert_eq!(status, 404, "outcomes of the replaced release do not count");
+    let (status, counts) =
+        report(json!({"variant": "gray", "ok": 2, "release": second["gray"]["started_at"]})).await;
+    assert_eq!((status, counts["gray"].clone()), (200, json!({"ok": 2, "errors": 0})));
+
+    // The SDK names the release in its cache.
+    let sdk = Client::builder().endpoint(&server.url).namespace("app").build().unwrap();
+    sdk.wait_synced(DEADLINE).await.unwrap();
+    let counts = sdk.report("app", "k", graycast_client::Variant::Gray, 1, 1).await.unwrap();
+    assert_eq!((counts.gray.ok, counts.gray.errors), (3, 1));
+}

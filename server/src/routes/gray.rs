@@ -159,17 +159,13 @@ pub async fn report(
     let body: ReportRequest =
         read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
     check_report(body.ok, body.errors)?;
-    let counts = guard::report(
-        &state.store,
-        &state.guards,
-        &namespace,
-        &key,
-        body.variant,
-        body.ok,
-        body.errors,
-    )
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no gray release runs on {namespace}/{key}")))?;
+    let counts = guard::report(&state.store, &state.guards, &namespace, &key, &body)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no gray release runs on {namespace}/{key}, or not the one reported"
+            ))
+        })?;
     Ok(HttpResponse::Ok().json(counts))
 }
 
