@@ -18,6 +18,7 @@ use crate::routes::{clients, configs, gray, health, release, watch};
 /// The API document served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerToken),
     info(title = "graycast", description = "Real-time configuration center with gray releases."),
     paths(
         configs::namespaces,
@@ -73,3 +74,19 @@ use crate::routes::{clients, configs, gray, health, release, watch};
     ))
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer token of SPEC §7 as the API's security scheme. Servers started
+/// without a token file accept requests without it.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}

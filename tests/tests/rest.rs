@@ -358,6 +358,7 @@ async fn operations_endpoints() {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     assert!(doc["components"]["schemas"].get("Entry").is_some());
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], json!("bearer"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
