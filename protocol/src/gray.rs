@@ -287,6 +287,7 @@ impl GrayRequest {
             (None, None) => 0.0,
         };
         check_percent("percent", percent)?;
+        crate::value::check_depth("gray value", &self.value).map_err(GrayError)?;
         let allow = check_subjects("allow", &self.allow)?;
         let deny = check_subjects("deny", &self.deny)?;
         check_rules(&self.rules)?;

@@ -11,12 +11,14 @@
 //! - [`ws`]: the messages of the WebSocket push protocol in both directions.
 //! - [`rollout`]: the rollout evaluation every implementation shares (SPEC §3).
 //! - [`gray`]: gray release inputs (start, patch, report) and their validation.
+//! - [`value`]: the limits every value obeys (nesting depth, compact size).
 
 pub mod entry;
 pub mod gray;
 pub mod name;
 pub mod rest;
 pub mod rollout;
+pub mod value;
 pub mod ws;
 
 pub use entry::{Entry, Gray, Guard, HistoryItem, Op, Rule, RuleOp, Step};

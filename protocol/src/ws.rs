@@ -54,7 +54,11 @@ pub struct ClientHello {
 }
 
 /// A message from the server to a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Decoded through a flat envelope rather than serde's internally tagged enums: those
+/// buffer the message first, and with serde_json's `arbitrary_precision` (which keeps the
+/// digits of every number) a buffered float no longer decodes as `f64`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The full state of the subscribed namespaces as of `revision`.
@@ -65,6 +69,60 @@ pub enum ServerMessage {
     Progress { revision: Revision },
     /// The server refuses something; a close frame follows.
     Error { code: String, message: String },
+}
+
+/// Every field any server message may carry, decoded in one pass.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    revision: Option<Revision>,
+    namespaces: Option<Vec<String>>,
+    entries: Option<Vec<Entry>>,
+    op: Option<Op>,
+    namespace: Option<String>,
+    key: Option<String>,
+    entry: Option<Box<Entry>>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ServerMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let e = Envelope::deserialize(deserializer)?;
+        let kind = e.kind.as_str();
+        let missing =
+            |field: &'static str| D::Error::custom(format!("{kind} message without {field}"));
+        Ok(match kind {
+            "snapshot" => ServerMessage::Snapshot {
+                revision: e.revision.ok_or_else(|| missing("revision"))?,
+                namespaces: e.namespaces.ok_or_else(|| missing("namespaces"))?,
+                entries: e.entries.ok_or_else(|| missing("entries"))?,
+            },
+            "change" => ServerMessage::Change {
+                revision: e.revision.ok_or_else(|| missing("revision"))?,
+                op: e.op.ok_or_else(|| missing("op"))?,
+                namespace: e.namespace.ok_or_else(|| missing("namespace"))?,
+                key: e.key.ok_or_else(|| missing("key"))?,
+                // `null` after a delete.
+                entry: e.entry,
+            },
+            "progress" => {
+                ServerMessage::Progress { revision: e.revision.ok_or_else(|| missing("revision"))? }
+            }
+            "error" => ServerMessage::Error {
+                code: e.code.ok_or_else(|| missing("code"))?,
+                message: e.message.ok_or_else(|| missing("message"))?,
+            },
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["snapshot", "change", "progress", "error"],
+                ))
+            }
+        })
+    }
 }
 
 impl ServerMessage {
@@ -105,6 +163,26 @@ mod tests {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"subscribe"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shout"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"ack","revision":-1}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_round_trip_with_floats_big_integers_and_key_order() {
+        let text = r#"{"type":"snapshot","revision":7,"namespaces":["ns"],"entries":[{"namespace":"ns","key":"k","value":{"z":123456789012345678901234567890,"a":0.1},"revision":7,"created_revision":1,"version":2,"updated_at":"2026-11-25T12:00:00Z","updated_by":"t","gray":{"value":2.5,"percent":12.5,"salt":"ns/k","started_at":"2026-11-25T12:00:00Z","guard":{"max_error_rate":0.05,"min_samples":10}}}]}"#;
+        let message: ServerMessage = serde_json::from_str(text).expect("decodes");
+        let ServerMessage::Snapshot { entries, .. } = &message else { panic!("a snapshot") };
+        assert_eq!(entries[0].gray.as_ref().map(|g| g.percent), Some(12.5));
+        let again = serde_json::to_value(&message).expect("encodes");
+        assert_eq!(
+            again["entries"][0]["value"].to_string(),
+            r#"{"z":123456789012345678901234567890,"a":0.1}"#
+        );
+        let delete: ServerMessage = serde_json::from_str(
+            r#"{"type":"change","revision":3,"op":"delete","namespace":"ns","key":"k","entry":null}"#,
+        )
+        .expect("decodes");
+        assert!(matches!(delete, ServerMessage::Change { entry: None, .. }));
+        assert!(serde_json::from_str::<ServerMessage>(r#"{"type":"change","revision":3}"#).is_err());
+        assert!(serde_json::from_str::<ServerMessage>(r#"{"type":"shout"}"#).is_err());
     }
 
     #[test]

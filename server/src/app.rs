@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::guard::Guards;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::protect::{self, OriginPolicy};
 use crate::routes;
 use crate::scheduler;
 use crate::store::Store;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub tokens: Option<Arc<Tokens>>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Which hosts and origins browsers may reach the server from.
+    pub origin_policy: Arc<OriginPolicy>,
 }
 
 /// Checks that a request may have `access` to `namespace` (server-wide resources when
@@ -65,6 +68,8 @@ pub fn build_app(
     let path_errors = web::PathConfig::default()
         .error_handler(|err, _| ApiError::BadRequest(format!("invalid path: {err}")).into());
     App::new()
+        .wrap(actix_web::middleware::from_fn(protect::middleware))
+        .wrap(actix_web::middleware::from_fn(crate::error::json_bodies))
         .app_data(web::Data::new(state))
         .app_data(query_errors)
         .app_data(path_errors)
@@ -95,6 +100,11 @@ pub async fn run(
     let hub = Hub::new(store.revision(), config.subscriber_queue as usize, metrics.clone());
     let feed_thread = hub.spawn_feed(feed)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let origin_policy = Arc::new(OriginPolicy::new(
+        listener.local_addr()?,
+        &config.allowed_hosts,
+        &config.allowed_origins,
+    ));
     let workers = if config.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -109,6 +119,7 @@ pub async fn run(
         guards: Arc::new(Guards::default()),
         tokens,
         shutdown: stop_rx.clone(),
+        origin_policy,
     };
     actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx));
     let server = HttpServer::new(move || build_app(state.clone()))

@@ -26,6 +26,8 @@ pub const DEFAULT_SUBSCRIBER_QUEUE: u64 = 4096;
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 20_000;
 /// Default largest number of writes committed in one transaction.
 pub const DEFAULT_MAX_BATCH: u64 = 1024;
+/// Default time a client has to send a whole request body.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 
 /// The store backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,6 +91,22 @@ pub struct Config {
     #[arg(long, env = "GRAYCAST_TOKENS")]
     pub tokens: Option<PathBuf>,
 
+    /// Host names (besides localhost, 127.0.0.1, [::1] and the listen address) that
+    /// requests may be addressed to, comma separated; `*` allows any. Guards against DNS
+    /// rebinding.
+    #[arg(long, env = "GRAYCAST_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Origins (such as `https://console.example.com`) whose pages may change
+    /// configuration and subscribe, besides the server's own; comma separated.
+    #[arg(long, env = "GRAYCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Time a client has to send a whole request body, in milliseconds (408 after it).
+    #[arg(long, env = "GRAYCAST_BODY_TIMEOUT_MS", default_value_t = DEFAULT_BODY_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub body_timeout_ms: u64,
+
     /// Number of HTTP worker threads; 0 means one per core.
     #[arg(long, env = "GRAYCAST_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -108,13 +126,19 @@ impl Config {
         Duration::from_millis(self.heartbeat_ms)
     }
 
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
     pub fn client_timeout(&self) -> Duration {
         Duration::from_millis(self.client_timeout_ms)
     }
 
-    /// The largest request body: the largest value plus room for the envelope around it.
+    /// The largest request body. Values are limited by their compact size, and a request
+    /// may spell one with whitespace and escapes several times larger; a gray release also
+    /// carries up to 2 x 10,000 subjects of 256 bytes.
     pub fn max_body_bytes(&self) -> usize {
-        self.max_value_bytes.saturating_add(64 * 1024)
+        self.max_value_bytes.saturating_mul(4).saturating_add(8 * 1024 * 1024)
     }
 
     /// Reads the token file, if one is configured.

@@ -1,6 +1,9 @@
 //! API errors: one enum, one table of status and code, one JSON rendering.
 
-use actix_web::http::StatusCode;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use graycast_protocol::{ErrorBody, ErrorDetail, NameError};
 
@@ -30,6 +33,16 @@ pub enum ApiError {
     #[error("{0}")]
     RateLimited(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
@@ -49,6 +62,13 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -88,4 +108,67 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),
         }
     }
+}
+
+impl ApiError {
+    /// The error that an answer of `status` produced elsewhere (by actix-web's routing, an
+    /// extractor, a handshake) stands for, with `message` as its text.
+    fn for_status(status: StatusCode, message: String) -> ApiError {
+        match status.as_u16() {
+            401 => ApiError::Unauthorized(message),
+            403 => ApiError::Forbidden(message),
+            404 => ApiError::NotFound(message),
+            405 => ApiError::MethodNotAllowed(message),
+            408 => ApiError::RequestTimeout(message),
+            409 => ApiError::Conflict(message),
+            412 => ApiError::RevisionMismatch(message),
+            413 => ApiError::PayloadTooLarge(message),
+            415 => ApiError::UnsupportedMediaType(message),
+            422 => ApiError::InvalidValue(message),
+            429 => ApiError::RateLimited(message),
+            503 => ApiError::Unavailable(message),
+            507 => ApiError::QuotaExceeded(message),
+            400..=499 => ApiError::BadRequest(message),
+            _ => ApiError::Internal(message),
+        }
+    }
+}
+
+/// Middleware giving every error answer the JSON error body, whoever produced it: a 405
+/// of actix-web's routing, a refused extractor, a failed WebSocket handshake. Answers
+/// that carry a JSON body already pass untouched.
+pub async fn json_bodies(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // Errors that escape as `Err` are rendered by actix-web from their `ResponseError`;
+    // every error of ours is an `ApiError`, whose rendering is JSON already.
+    let response = next.call(req).await?;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return Ok(response.map_into_boxed_body());
+    }
+    let message = match (response.response().error(), status) {
+        (Some(err), _) => err.to_string(),
+        (None, StatusCode::METHOD_NOT_ALLOWED) => {
+            let allowed = response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let request = response.request();
+            format!("{} is not allowed on {}; allowed: {allowed}", request.method(), request.path())
+        }
+        (None, _) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut answer = ApiError::for_status(status, message).error_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    Ok(response.into_response(answer))
 }

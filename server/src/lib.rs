@@ -11,6 +11,7 @@
 //! - [`guard`]: outcome counts of gray releases and the automatic abort.
 //! - [`routes`]: REST handlers, one module per resource.
 //! - [`auth`]: access tokens, roles and namespace patterns (SPEC §7).
+//! - [`protect`]: browser-origin protection (Host allowlist, cross-origin refusal).
 //! - [`error`]: the API error type and its JSON rendering.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`openapi`]: the generated OpenAPI document.
@@ -26,6 +27,7 @@ pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod openapi;
+pub mod protect;
 pub mod routes;
 pub mod scheduler;
 pub mod session;

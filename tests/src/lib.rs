@@ -61,7 +61,15 @@ impl TestServer {
 
     /// Starts a server with extra command-line flags.
     pub fn start_with(args: &[&str]) -> TestServer {
+        TestServer::start_prepared(args, |_| {})
+    }
+
+    /// Starts a server with extra flags on a data dir that `prepare` fills first.
+    pub fn start_prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        prepare(&data);
         let log = dir.path().join("server.log");
         let mut server = TestServer {
             child: None,
@@ -244,6 +252,29 @@ impl Api {
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Any request with extra headers and a raw body; the status, the headers and the body
+    /// as JSON (`null` when it is not JSON).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_owned());
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// `DELETE /v1/configs/{ns}/{key}`.

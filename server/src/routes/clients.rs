@@ -8,7 +8,7 @@ use crate::auth::Access;
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/clients", web::get().to(clients));
+    cfg.service(web::resource("/v1/clients").route(web::get().to(clients)));
 }
 
 /// Lists the connected WebSocket subscribers with the revision each acknowledged.

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{
-    check_names, check_value_size, current_entry, etag, parse_etag, precondition, read_json,
-    KeyPath,
+    check_names, check_value, current_entry, etag, parse_etag, precondition, read_json, KeyPath,
 };
 use crate::app::{authorize, AppState};
 use crate::auth::{self, Access};
@@ -25,16 +24,22 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 pub const MAX_HISTORY_LIMIT: usize = 1000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/namespaces", web::get().to(namespaces))
-        .route("/v1/configs/{ns}", web::get().to(list))
+    cfg.service(web::resource("/v1/namespaces").route(web::get().to(namespaces)))
+        .service(web::resource("/v1/configs/{ns:[^/]*}").route(web::get().to(list)))
         .service(
-            web::resource("/v1/configs/{ns}/{key}")
+            web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}")
                 .route(web::get().to(get))
                 .route(web::put().to(put))
                 .route(web::delete().to(delete)),
         )
-        .route("/v1/configs/{ns}/{key}/history", web::get().to(history))
-        .route("/v1/configs/{ns}/{key}/rollback", web::post().to(rollback));
+        .service(
+            web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}/history")
+                .route(web::get().to(history)),
+        )
+        .service(
+            web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}/rollback")
+                .route(web::post().to(rollback)),
+        );
 }
 
 /// Lists the namespaces with their number of keys.
@@ -121,8 +126,8 @@ pub async fn put(
     let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let precondition = precondition(req.headers())?;
-    let body: PutRequest = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
-    check_value_size(&state, &body.value, "value")?;
+    let body: PutRequest = read_json(&req, payload, &state).await?;
+    check_value(&state, &body.value, "value")?;
     let change = state
         .store
         .write(WriteRequest {
@@ -216,8 +221,7 @@ pub async fn rollback(
     let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
     let precondition = precondition(req.headers())?;
-    let body: RollbackRequest =
-        read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    let body: RollbackRequest = read_json(&req, payload, &state).await?;
     let change = state
         .store
         .write(WriteRequest {

@@ -14,7 +14,7 @@ const FILES: &[(&str, &str, &str)] = &[
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, _, _) in FILES {
-        cfg.route(path, web::get().to(file));
+        cfg.service(web::resource(*path).route(web::get().to(file)));
     }
 }
 

@@ -5,7 +5,7 @@ use chrono::Utc;
 use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReportRequest};
 use graycast_protocol::{Entry, ErrorBody};
 
-use super::{check_value_size, current_entry, precondition, read_json, KeyPath};
+use super::{check_value, current_entry, precondition, read_json, KeyPath};
 use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -14,14 +14,20 @@ use crate::store::{Mutation, WriteRequest};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/configs/{ns}/{key}/gray")
+        web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}/gray")
             .route(web::get().to(status))
             .route(web::put().to(start))
             .route(web::patch().to(patch))
             .route(web::delete().to(abort)),
     )
-    .route("/v1/configs/{ns}/{key}/gray/promote", web::post().to(promote))
-    .route("/v1/configs/{ns}/{key}/gray/report", web::post().to(report));
+    .service(
+        web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}/gray/promote")
+            .route(web::post().to(promote)),
+    )
+    .service(
+        web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}/gray/report")
+            .route(web::post().to(report)),
+    );
 }
 
 async fn write(
@@ -62,9 +68,8 @@ pub async fn start(
 ) -> Result<HttpResponse, ApiError> {
     let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    let body: GrayRequest =
-        read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
-    check_value_size(&state, &body.value, "gray value")?;
+    let body: GrayRequest = read_json(&req, payload, &state).await?;
+    check_value(&state, &body.value, "gray value")?;
     let gray = body
         .into_gray(&namespace, &key, Utc::now())
         .map_err(|e| ApiError::InvalidValue(e.to_string()))?;
@@ -84,7 +89,7 @@ pub async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     let KeyPath { namespace, key } = path;
     let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    let body: GrayPatch = read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    let body: GrayPatch = read_json(&req, payload, &state).await?;
     write(&req, &state, actor, namespace, key, Mutation::GrayPatch(body)).await
 }
 
@@ -156,8 +161,7 @@ pub async fn report(
 ) -> Result<HttpResponse, ApiError> {
     let KeyPath { namespace, key } = path;
     authorize(&state, &req, Access::Read, Some(&namespace))?;
-    let body: ReportRequest =
-        read_json(req.headers(), payload, state.config.max_body_bytes()).await?;
+    let body: ReportRequest = read_json(&req, payload, &state).await?;
     check_report(body.ok, body.errors)?;
     let counts = guard::report(&state.store, &state.guards, &namespace, &key, &body)
         .await?

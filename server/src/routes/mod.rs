@@ -9,7 +9,7 @@ pub mod release;
 pub mod watch;
 
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 use graycast_protocol::{validate_name, Entry, Revision};
 use serde::de::DeserializeOwned;
@@ -75,13 +75,15 @@ pub(crate) fn current_entry(
         .ok_or_else(|| ApiError::NotFound(format!("key {namespace}/{key} not found")))
 }
 
-/// Refuses a value whose JSON serialization exceeds the configured limit (413).
-pub(crate) fn check_value_size(
+/// Refuses a value nested too deeply (422) or whose compact serialization exceeds the
+/// configured size (413): the one check every value entering the store passes.
+pub(crate) fn check_value(
     state: &AppState,
     value: &serde_json::Value,
     what: &str,
 ) -> Result<(), ApiError> {
-    let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+    graycast_protocol::value::check_depth(what, value).map_err(ApiError::InvalidValue)?;
+    let size = graycast_protocol::value::compact_size(value);
     let limit = state.config.max_value_bytes;
     if size > limit {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -91,12 +93,12 @@ pub(crate) fn check_value_size(
     Ok(())
 }
 
-/// Reads a JSON request body of at most `limit` bytes.
-pub(crate) async fn read_json<T: DeserializeOwned>(
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(
     headers: &HeaderMap,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<T, ApiError> {
+) -> Result<web::BytesMut, ApiError> {
     let too_large = |size: usize| {
         ApiError::PayloadTooLarge(format!(
             "request body of {size} bytes exceeds the limit of {limit} bytes"
@@ -120,13 +122,54 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
+    Ok(body)
+}
+
+/// Reads the JSON request body of a write: at most the configured size, within the body
+/// timeout (408), declared as JSON or not declared at all (415 otherwise: a form or
+/// `text/plain` post is what a cross-site page can send without asking).
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<T, ApiError> {
+    let headers = req.headers();
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        let kind = kind.to_str().unwrap_or_default();
+        let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the request body is {kind:?}; send JSON with Content-Type: application/json"
+            )));
+        }
+    }
+    let limit = state.config.max_body_bytes();
+    let timeout = state.config.body_timeout();
+    let body = tokio::time::timeout(timeout, read_body(headers, payload, limit)).await.map_err(
+        |_| {
+            ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ))
+        },
+    )??;
     // Every request body is an object; serde would otherwise also accept a struct
     // written as an array (`[1]`).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::InvalidJson("the request body must be a JSON object".into()));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidJson(format!("invalid request body: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        // serde_json stops at 128 levels; anything that deep is a value beyond our limit.
+        if e.to_string().starts_with("recursion limit exceeded") {
+            ApiError::InvalidValue(format!(
+                "the request body is nested more than 127 levels deep; values may be nested \
+                 at most {} levels",
+                graycast_protocol::value::MAX_VALUE_DEPTH
+            ))
+        } else {
+            ApiError::InvalidJson(format!("invalid request body: {e}"))
+        }
+    })
 }
 
 /// Reads `If-Match` and `If-None-Match` into the write's precondition.

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 pub const MAX_ATTRIBUTES: usize = 64;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/release/{ns}/{key}", web::get().to(release));
+    cfg.service(web::resource("/v1/release/{ns:[^/]*}/{key:[^/]*}").route(web::get().to(release)));
 }
 
 /// Evaluates the key for `subject` with `attr.NAME=VALUE` attributes (SPEC §3). Without a

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::session;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/watch", web::get().to(watch));
+    cfg.service(web::resource("/v1/watch").route(web::get().to(watch)));
 }
 
 /// Upgrades to the push protocol (see SPEC §5): subscribe, then snapshot or replay, then changes.

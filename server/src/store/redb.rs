@@ -42,6 +42,19 @@ fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {err}"))
 }
 
+/// Decodes a stored record. Values are limited to 64 levels (see
+/// `graycast_protocol::value`), but servers before that limit accepted values up to
+/// 127 levels deep, which their records wrap in more: reading without serde_json's
+/// recursion limit keeps such a data dir readable. Every record was written by us and
+/// is bounded by what was once accepted, so the stack stays bounded too.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    deserializer.disable_recursion_limit();
+    let value = T::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
 fn slot(namespace: &str, key: &str) -> String {
     format!("{namespace}/{key}")
 }
@@ -79,8 +92,8 @@ impl Backend for RedbBackend {
         let mut entries = Vec::new();
         for row in table.iter().map_err(backend_err)? {
             let (k, v) = row.map_err(backend_err)?;
-            let entry: Entry = serde_json::from_slice(v.value())
-                .map_err(|e| corrupt(&format!("entry {}", k.value()), e))?;
+            let entry: Entry =
+                decode(v.value()).map_err(|e| corrupt(&format!("entry {}", k.value()), e))?;
             entries.push(entry);
         }
         Ok(Loaded { revision, entries })
@@ -145,7 +158,7 @@ impl Backend for RedbBackend {
         let mut changes = Vec::new();
         for row in log.range(after.saturating_add(1)..).map_err(backend_err)?.take(limit) {
             let (rev, v) = row.map_err(backend_err)?;
-            let change: Change = serde_json::from_slice(v.value())
+            let change: Change = decode(v.value())
                 .map_err(|e| corrupt(&format!("change log record {}", rev.value()), e))?;
             changes.push(Arc::new(change));
         }
@@ -168,7 +181,7 @@ impl Backend for RedbBackend {
         let mut items = Vec::new();
         for row in range.rev().take(limit) {
             let (k, v) = row.map_err(backend_err)?;
-            let item: HistoryItem = serde_json::from_slice(v.value())
+            let item: HistoryItem = decode(v.value())
                 .map_err(|e| corrupt(&format!("history of {slot} at {}", k.value().1), e))?;
             items.push(item);
         }
@@ -187,7 +200,7 @@ impl Backend for RedbBackend {
         let Some(v) = table.get((slot.as_str(), revision)).map_err(backend_err)? else {
             return Ok(None);
         };
-        let item = serde_json::from_slice(v.value())
+        let item = decode(v.value())
             .map_err(|e| corrupt(&format!("history of {slot} at {revision}"), e))?;
         Ok(Some(item))
     }

@@ -1,0 +1,375 @@
+//! Hardening (issue 8): inputs, clients and web pages that must not brick, exhaust or
+//! hijack a server. Each test names the finding it reproduces.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream as StdTcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use graycast_client::Client;
+use graycast_protocol::value::nested;
+use graycast_protocol::ServerMessage;
+use graycast_tests::{cli_binary, Api, TestServer, Watcher, DEADLINE};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn text_of(levels: usize) -> String {
+    format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+/// The value of a change or snapshot entry, as received.
+fn entry_value(message: &ServerMessage) -> Value {
+    match message {
+        ServerMessage::Change { entry: Some(entry), .. } => entry.value.clone(),
+        ServerMessage::Snapshot { entries, .. } => entries[0].value.clone(),
+        other => panic!("expected an entry, got {other:?}"),
+    }
+}
+
+fn gray_value(message: &ServerMessage) -> Value {
+    match message {
+        ServerMessage::Change { entry: Some(entry), .. } => {
+            entry.gray.as_ref().expect("a gray section").value.clone()
+        }
+        ServerMessage::Snapshot { entries, .. } => {
+            entries[0].gray.as_ref().expect("a gray section").value.clone()
+        }
+        other => panic!("expected an entry, got {other:?}"),
+    }
+}
+
+/// Finding 1: one accepted write made the data dir unreadable. Values beyond 64 levels
+/// are now refused (422) however deep, and a value at the limit survives every path:
+/// history, restart, replay from the change log, snapshot, the SDK and `watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_at_the_depth_limit_survive_every_path_and_deeper_ones_are_refused() {
+    let mut server = TestServer::start();
+    let api = Api::new(&server);
+    let json_body = [("content-type", "application/json")];
+    api.put_ok("deep", "k", json!(1)).await;
+    for levels in [65, 125, 126, 127, 128, 200, 5000] {
+        for path in ["/v1/configs/deep/k", "/v1/configs/deep/k/gray"] {
+            let body = format!(r#"{{"value": {}}}"#, text_of(levels));
+            let (status, _, answer) = api.raw(Method::PUT, path, &json_body, Some(&body)).await;
+            assert_eq!(status, 422, "{levels} levels on {path}: {answer}");
+            assert_eq!(answer["error"]["code"], "invalid_value", "{answer}");
+        }
+    }
+    let mut watcher = Watcher::subscribe(&server, &["deep"], None).await.unwrap();
+    let first = watcher.next_data().await.unwrap();
+    assert_eq!(first.revision(), Some(1), "the refused writes changed nothing");
+
+    let limit = nested(64);
+    let put = api.put_ok("deep", "k", limit.clone()).await;
+    let (status, body) = api
+        .request(
+            Method::PUT,
+            "/v1/configs/deep/k/gray",
+            None,
+            Some(json!({"value": limit, "percent": 50})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let gray = body["revision"].as_u64().unwrap();
+    assert_eq!(entry_value(&watcher.next_data().await.unwrap()), limit);
+    assert_eq!(gray_value(&watcher.next_data().await.unwrap()), limit);
+
+    let sdk = Client::builder().endpoint(&server.url).namespace("deep").build().unwrap();
+    sdk.wait_for_revision(gray, DEADLINE).await.unwrap();
+    assert_eq!(sdk.get_json("deep", "k"), Some(limit.clone()));
+    assert_eq!(sdk.entry("deep", "k").unwrap().gray.as_ref().unwrap().value, limit);
+
+    let (status, history) = api.get("/v1/configs/deep/k/history").await.unwrap();
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["items"][0]["gray"]["value"], limit);
+    assert_eq!(history["items"][1]["value"], limit);
+
+    server.restart();
+    let api = Api::new(&server);
+    let (status, entry) = api.get("/v1/configs/deep/k").await.unwrap();
+    assert_eq!((status, entry["revision"].as_u64()), (200, Some(gray)), "{entry}");
+    let (status, _) = api.get("/v1/configs/deep/k/history").await.unwrap();
+    assert_eq!(status, 200);
+
+    // Replay from the change log, then a snapshot.
+    let mut replay = Watcher::subscribe(&server, &["deep"], Some(put - 1)).await.unwrap();
+    assert_eq!(entry_value(&replay.next_data().await.unwrap()), limit);
+    assert_eq!(gray_value(&replay.next_data().await.unwrap()), limit);
+    let mut fresh = Watcher::subscribe(&server, &["deep"], None).await.unwrap();
+    let snapshot = fresh.next_data().await.unwrap();
+    assert_eq!((entry_value(&snapshot), gray_value(&snapshot)), (limit.clone(), limit.clone()));
+
+    // `graycastctl watch --json` prints the current state of the key as a change.
+    let mut child = Command::new(cli_binary())
+        .args(["--server", &server.url, "--json", "watch", "deep"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = lines.recv_timeout(DEADLINE).expect("watch printed the key");
+    let _ = child.kill();
+    let _ = child.wait();
+    let printed: ServerMessage = serde_json::from_str(&line).expect("a change message");
+    assert_eq!(gray_value(&printed), limit);
+}
+
+/// Finding 1, the other half: a data dir written by a server that still accepted values
+/// 126 levels deep (whose records are deeper than serde_json's default limit) opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_holding_values_the_old_limit_accepted_still_opens() {
+    let deep = text_of(126);
+    let server = TestServer::start_prepared(&[], |data| {
+        let at = "2026-11-25T12:00:00Z";
+        let entry = format!(
+            r#"{{"namespace":"old","key":"k","value":1,"revision":2,"created_revision":1,"version":2,"updated_at":"{at}","updated_by":"t","gray":{{"value":{deep},"percent":5.0,"salt":"old/k","started_at":"{at}"}}}}"#
+        );
+        let item = |revision: u64, gray: bool| {
+            let gray = if gray {
+                format!(r#"{{"value":{deep},"percent":5.0,"salt":"old/k","started_at":"{at}"}}"#)
+            } else {
+                "null".into()
+            };
+            format!(
+                r#"{{"revision":{revision},"op":"{}","value":1,"gray":{gray},"updated_at":"{at}","updated_by":"t"}}"#,
+                if gray == "null" { "put" } else { "gray" }
+            )
+        };
+        let change = |revision: u64, entry: &str| {
+            format!(
+                r#"{{"revision":{revision},"op":"gray","namespace":"old","key":"k","entry":{entry},"at":"{at}","by":"t"}}"#
+            )
+        };
+        write_v1_data_dir(
+            &data.join("graycast.redb"),
+            2,
+            &[("old/k", entry.as_str())],
+            &[(("old/k", 1), item(1, false)), (("old/k", 2), item(2, true))],
+            &[(2, change(2, &entry))],
+        );
+    });
+    // The old values are served as they are (too deep for serde_json's default limit, so
+    // the answers are checked as text): the data is readable, and can be fixed or deleted.
+    for path in ["/v1/configs/old/k", "/v1/configs/old/k/history"] {
+        let response = reqwest::get(format!("{}{path}", server.url)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.text().await.unwrap().contains(&deep), "{path}");
+    }
+    let api = Api::new(&server);
+    let (status, _, _) = api
+        .raw(Method::DELETE, "/v1/configs/old/k/gray", &[], None)
+        .await;
+    assert_eq!(status, 200, "the old release can be aborted");
+    assert!(api.put_ok("old", "k", json!(2)).await > 3, "and the key takes writes");
+}
+
+/// Writes a data dir in the first on-disk format (one JSON copy per table).
+fn write_v1_data_dir(
+    path: &std::path::Path,
+    revision: u64,
+    entries: &[(&str, &str)],
+    history: &[((&str, u64), String)],
+    changelog: &[(u64, String)],
+) {
+    use redb::{Database, TableDefinition};
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+    const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+    const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert("revision", revision).unwrap();
+        let mut table = txn.open_table(ENTRIES).unwrap();
+        for (slot, entry) in entries {
+            table.insert(*slot, entry.as_bytes()).unwrap();
+        }
+        let mut table = txn.open_table(HISTORY).unwrap();
+        for (slot, item) in history {
+            table.insert(*slot, item.as_bytes()).unwrap();
+        }
+        let mut table = txn.open_table(CHANGELOG).unwrap();
+        for (revision, change) in changelog {
+            table.insert(*revision, change.as_bytes()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// Finding 9: integers beyond 64 bits became floats and object keys came back re-ordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_read_back_exactly_as_written() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let text = r#"{"zeta":123456789012345678901234567890,"alpha":-9223372036854775809,"mid":0.1000000000000000055511151231257827,"big":18446744073709551616}"#;
+    let body = format!(r#"{{"value":{text}}}"#);
+    let (status, _, answer) = api
+        .raw(
+            Method::PUT,
+            "/v1/configs/exact/k",
+            &[("content-type", "application/json")],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let raw = reqwest::get(format!("{}/v1/configs/exact/k", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(raw.contains(&format!(r#""value":{text}"#)), "{raw}");
+    let mut watcher = Watcher::subscribe(&server, &["exact"], None).await.unwrap();
+    let snapshot = watcher.next_data().await.unwrap();
+    assert_eq!(entry_value(&snapshot).to_string(), text);
+    let sdk = Client::builder().endpoint(&server.url).namespace("exact").build().unwrap();
+    sdk.wait_synced(DEADLINE).await.unwrap();
+    assert_eq!(sdk.get_json("exact", "k").unwrap().to_string(), text);
+}
+
+/// Finding 9: a value of at most the limit, compact, was refused because the request
+/// spelled it with whitespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_value_limit_counts_the_compact_serialization() {
+    let server = TestServer::start_with(&["--max-value-bytes", "1000"]);
+    let api = Api::new(&server);
+    let json_body = [("content-type", "application/json")];
+    // 100 items of "1," compact is 201 bytes; spelled with 20 spaces each it is 2 KiB.
+    let spaced: Vec<String> = (0..100).map(|_| format!("1{}", " ".repeat(20))).collect();
+    let body = format!(r#"{{"value": [{}]}}"#, spaced.join(","));
+    assert!(body.len() > 2000);
+    let (status, _, answer) =
+        api.raw(Method::PUT, "/v1/configs/size/k", &json_body, Some(&body)).await;
+    assert_eq!(status, 201, "{answer}");
+    let big = format!(r#"{{"value": "{}"}}"#, "x".repeat(1001));
+    let (status, _, answer) =
+        api.raw(Method::PUT, "/v1/configs/size/k", &json_body, Some(&big)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("payload_too_large")));
+}
+
+/// Finding 9: 405, a `GET /v1/watch` without an upgrade and empty name segments answered
+/// without the JSON error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_answer_has_the_json_error_body() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    for (method, path, status, code) in [
+        (Method::POST, "/v1/namespaces", 405, "method_not_allowed"),
+        (Method::DELETE, "/v1/configs/a/b/history", 405, "method_not_allowed"),
+        (Method::PATCH, "/v1/configs/a/b", 405, "method_not_allowed"),
+        (Method::POST, "/healthz", 405, "method_not_allowed"),
+        (Method::GET, "/v1/watch", 400, "bad_request"),
+        (Method::GET, "/v1/configs//k", 400, "invalid_name"),
+        (Method::GET, "/v1/configs/", 400, "invalid_name"),
+        (Method::PUT, "/v1/configs/ns/", 400, "invalid_name"),
+        (Method::GET, "/v1/release//k", 400, "invalid_name"),
+        (Method::GET, "/v1/nothing-here", 404, "not_found"),
+        (Method::GET, "/v1/configs/a/b/history?limit=x", 400, "bad_request"),
+    ] {
+        let (got, headers, body) = api.raw(method.clone(), path, &[], None).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if status == 405 {
+            assert!(headers.get("allow").is_some(), "{method} {path} names the allowed methods");
+        }
+    }
+}
+
+/// Finding 4: any web page in the operator's browser could read and change configs: the
+/// upgrade took any `Origin`, any `Host` was served (DNS rebinding), and a cross-site
+/// `text/plain` POST was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_other_sites_cannot_change_configuration_or_subscribe() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let revision = api.put_ok("app", "k", json!(1)).await;
+    let own = server.url.clone();
+    let json_body = ("content-type", "application/json");
+    let rollback = "/v1/configs/app/k/rollback";
+    let body = format!(r#"{{"to_revision": {revision}}}"#);
+    for (headers, status) in [
+        (vec![("origin", "https://evil.example"), json_body], 403),
+        (vec![("origin", "null"), json_body], 403),
+        (vec![("sec-fetch-site", "cross-site"), json_body], 403),
+        (vec![("origin", "https://evil.example"), ("content-type", "text/plain")], 403),
+        (vec![("content-type", "text/plain")], 415),
+        (vec![("content-type", "application/x-www-form-urlencoded")], 415),
+        (vec![("host", "attacker.example")], 403),
+        (vec![("origin", own.as_str()), json_body], 200),
+        (vec![("origin", own.as_str()), ("sec-fetch-site", "same-origin"), json_body], 200),
+        (vec![], 200),
+    ] {
+        let (got, _, answer) = api.raw(Method::POST, rollback, &headers, Some(&body)).await;
+        assert_eq!(got, status, "{headers:?}: {answer}");
+    }
+    for path in ["/v1/configs/app/k/gray/promote", "/v1/configs/app/k"] {
+        let method = if path.ends_with("promote") { Method::POST } else { Method::DELETE };
+        let (got, _, answer) =
+            api.raw(method, path, &[("origin", "https://evil.example")], None).await;
+        assert_eq!(got, 403, "{path}: {answer}");
+    }
+    // DNS rebinding: reads by another name are refused too.
+    let (got, _, _) =
+        api.raw(Method::GET, "/v1/configs/app/k", &[("host", "attacker.example:80")], None).await;
+    assert_eq!(got, 403);
+
+    // The WebSocket upgrade from another site's page.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = server.watch_url().into_client_request().unwrap();
+    request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("a cross-site upgrade must be refused, got {other:?}"),
+    }
+    let mut request = server.watch_url().into_client_request().unwrap();
+    request.headers_mut().insert("origin", own.parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_ok(), "same origin subscribes");
+
+    // The server's own console, and listed origins, may write.
+    let other = TestServer::start_with(&["--allowed-origins", "https://console.example.com"]);
+    let api = Api::new(&other);
+    let (got, _, answer) = api
+        .raw(
+            Method::PUT,
+            "/v1/configs/app/k",
+            &[("origin", "https://console.example.com"), json_body],
+            Some(r#"{"value": 2}"#),
+        )
+        .await;
+    assert_eq!(got, 201, "{answer}");
+}
+
+/// Finding 8: request bodies never timed out (1 byte a second held a worker 40 s+).
+#[test]
+fn a_request_body_that_never_arrives_times_out() {
+    let server = TestServer::start_with(&["--body-timeout-ms", "300"]);
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = StdTcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let started = Instant::now();
+    write!(
+        stream,
+        "PUT /v1/configs/slow/k HTTP/1.1\r\nHost: {address}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"value\""
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let api = Api::new(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = rt.block_on(api.get("/v1/configs/slow/k")).unwrap();
+    assert_eq!(status, 404, "nothing was written");
+}
