@@ -7,7 +7,7 @@
 //! [[token]]
 //! name = "deploy-bot"
 //! secret_sha256 = "<hex sha256 of the secret>"
-//! role = "write"                       # admin | write | read
+//! role = "write"                       # admin | write | report | read
 //! namespaces = ["payments*", "search"] # admin ignores them
 //! ```
 //!
@@ -35,14 +35,19 @@ pub enum Role {
     Admin,
     /// Read and change entries and gray releases of its namespaces.
     Write,
-    /// Read, subscribe, evaluate and report outcomes in its namespaces.
+    /// Read, subscribe and evaluate in its namespaces.
     Read,
+    /// What `read` may, and report outcomes for gray releases' guards: the role for the
+    /// services whose reports can abort a release.
+    Report,
 }
 
 /// What a request needs on a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
+    /// Report outcomes to a gray release's guard (roles `report`, `write`, `admin`).
+    Report,
     Write,
 }
 
@@ -59,7 +64,7 @@ impl Principal {
     pub fn can(&self, access: Access, namespace: &str) -> bool {
         match (self.role, access) {
             (Role::Admin, _) => true,
-            (Role::Read, Access::Write) => false,
+            (Role::Read, Access::Write | Access::Report) | (Role::Report, Access::Write) => false,
             _ => self.patterns.iter().any(|p| glob_match(p, namespace)),
         }
     }
@@ -198,7 +203,11 @@ pub fn check(
     if !allowed {
         let what =
             namespace.map_or("server-wide resources".to_owned(), |n| format!("namespace {n:?}"));
-        let verb = if access == Access::Write { "change" } else { "read" };
+        let verb = match access {
+            Access::Write => "change",
+            Access::Report => "report outcomes in",
+            Access::Read => "read",
+        };
         return Err(ApiError::Forbidden(format!(
             "token {:?} may not {verb} {what}",
             principal.name
@@ -234,10 +243,17 @@ name = "reader"
 secret_sha256 = "{}"
 role = "read"
 namespaces = ["*"]
+
+[[token]]
+name = "canary-svc"
+secret_sha256 = "{}"
+role = "report"
+namespaces = ["payments"]
 "#,
             sha("s3cret-admin"),
             sha("s3cret-deploy"),
-            sha("s3cret-read")
+            sha("s3cret-read"),
+            sha("s3cret-report")
         ))
         .expect("valid token file")
     }
@@ -276,6 +292,17 @@ namespaces = ["*"]
             Err(ApiError::Forbidden(_))
         ));
         assert!(check(t, Some("s3cret-read"), Access::Read, Some("search")).is_ok());
+        assert!(matches!(
+            check(t, Some("s3cret-read"), Access::Report, Some("search")),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(check(t, Some("s3cret-report"), Access::Report, Some("payments")).is_ok());
+        assert!(check(t, Some("s3cret-report"), Access::Read, Some("payments")).is_ok());
+        assert!(matches!(
+            check(t, Some("s3cret-report"), Access::Write, Some("payments")),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(check(t, Some("s3cret-deploy"), Access::Report, Some("payments")).is_ok());
         assert!(matches!(
             check(t, Some("s3cret-read"), Access::Read, None),
             Err(ApiError::Forbidden(_))

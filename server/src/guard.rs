@@ -17,13 +17,59 @@ use crate::store::{Mutation, Precondition, Store, StoreError, WriteRequest};
 /// Recorded as `updated_by` of the aborts the guard makes.
 pub const GUARD_ACTOR: &str = "guard";
 
-/// Most outcomes one report may carry.
-pub const MAX_REPORT_OUTCOMES: u64 = 1_000_000;
+/// Most outcomes one report may carry: enough for a service's minute of traffic, too few
+/// for one report to decide a release alone when `min_samples` is set sensibly.
+pub const MAX_REPORT_OUTCOMES: u64 = 10_000;
+
+/// Most reporter names the guard remembers per release (for the abort's note).
+const MAX_REPORTERS: usize = 16;
 
 struct Tally {
     started_at: DateTime<Utc>,
-    counts: Mutex<GuardCounts>,
+    counts: Mutex<Counts>,
     aborting: AtomicBool,
+}
+
+/// The outcome counts of a release, and who reported its gray errors.
+#[derive(Default)]
+struct Counts {
+    outcomes: GuardCounts,
+    /// Names of the tokens (or `anonymous`) whose reports counted gray errors, each with
+    /// the errors it reported; the first [`MAX_REPORTERS`] of them.
+    reporters: Vec<(String, u64)>,
+    /// Gray errors reported by callers beyond the first [`MAX_REPORTERS`].
+    others: u64,
+}
+
+impl Counts {
+    fn note_reporter(&mut self, name: &str, errors: u64) {
+        if errors == 0 {
+            return;
+        }
+        if let Some((_, count)) = self.reporters.iter_mut().find(|(n, _)| n == name) {
+            *count = count.saturating_add(errors);
+        } else if self.reporters.len() < MAX_REPORTERS {
+            self.reporters.push((name.to_owned(), errors));
+        } else {
+            self.others = self.others.saturating_add(errors);
+        }
+    }
+
+    /// `"a (12 errors), b (3 errors)"`, the reporters of gray errors, most errors first.
+    fn reporters(&self) -> String {
+        let mut list = self.reporters.clone();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut names: Vec<String> =
+            list.iter().map(|(name, errors)| format!("{name} ({errors} errors)")).collect();
+        if self.others > 0 {
+            names.push(format!("others ({} errors)", self.others));
+        }
+        if names.is_empty() {
+            "nobody".into()
+        } else {
+            names.join(", ")
+        }
+    }
 }
 
 /// Outcome counts of the running releases.
@@ -46,12 +92,18 @@ impl Guards {
         self.tallies
             .get(&(entry.namespace.clone(), entry.key.clone()))
             .filter(|t| t.started_at == gray.started_at)
-            .map(|t| *t.counts.lock().unwrap_or_else(PoisonError::into_inner))
+            .map(|t| t.counts.lock().unwrap_or_else(PoisonError::into_inner).outcomes)
             .unwrap_or_default()
     }
 
-    /// Adds outcomes for the release running on `entry`; decides whether to abort it.
-    pub fn report(&self, entry: &Entry, report: &ReportRequest) -> Option<Reported> {
+    /// Adds outcomes reported by `reporter` for the release running on `entry`; decides
+    /// whether to abort it.
+    pub fn report(
+        &self,
+        entry: &Entry,
+        report: &ReportRequest,
+        reporter: &str,
+    ) -> Option<Reported> {
         let ReportRequest { variant, ok, errors, release } = *report;
         let gray = entry.gray.as_ref()?;
         if release.is_some_and(|r| r != gray.started_at) {
@@ -67,15 +119,18 @@ impl Guards {
             }
             tally.clone()
         };
-        let counts = {
+        let (counts, reporters) = {
             let mut counts = tally.counts.lock().unwrap_or_else(PoisonError::into_inner);
             let side: &mut OutcomeCounts = match variant {
-                Variant::Stable => &mut counts.stable,
-                Variant::Gray => &mut counts.gray,
+                Variant::Stable => &mut counts.outcomes.stable,
+                Variant::Gray => &mut counts.outcomes.gray,
             };
             side.ok = side.ok.saturating_add(ok);
             side.errors = side.errors.saturating_add(errors);
-            *counts
+            if variant == Variant::Gray {
+                counts.note_reporter(reporter, errors);
+            }
+            (counts.outcomes, counts.reporters())
         };
         let tripped = gray.guard.as_ref().is_some_and(|guard| {
             counts.gray.total() >= guard.min_samples
@@ -89,7 +144,7 @@ impl Guards {
                 mutation: Mutation::Abort {
                     started_at: Some(gray.started_at),
                     note: Some(format!(
-                        "guard: gray error rate {:.4} over {} outcomes exceeds {limit}; stable error rate {:.4} over {}",
+                        "guard: gray error rate {:.4} over {} outcomes exceeds {limit}; stable error rate {:.4} over {}; gray errors reported by {reporters}; tripped by a report of {reporter}",
                         counts.gray.error_rate(),
                         counts.gray.total(),
                         counts.stable.error_rate(),
@@ -108,23 +163,24 @@ impl Tally {
     fn new(started_at: DateTime<Utc>) -> Tally {
         Tally {
             started_at,
-            counts: Mutex::new(GuardCounts::default()),
+            counts: Mutex::new(Counts::default()),
             aborting: AtomicBool::new(false),
         }
     }
 }
 
-/// Records a report against the current state of a key and carries out an abort it trips.
-/// `Ok(None)`: no gray release runs on the key.
+/// Records a report by `reporter` against the current state of a key and carries out an
+/// abort it trips. `Ok(None)`: no gray release runs on the key.
 pub async fn report(
     store: &Store,
     guards: &Guards,
     namespace: &str,
     key: &str,
     report: &ReportRequest,
+    reporter: &str,
 ) -> Result<Option<GuardCounts>, StoreError> {
     let Some(entry) = store.get(namespace, key) else { return Ok(None) };
-    let Some(reported) = guards.report(&entry, report) else { return Ok(None) };
+    let Some(reported) = guards.report(&entry, report, reporter) else { return Ok(None) };
     if let Some(abort) = reported.abort {
         tracing::warn!(namespace, key, "guard aborts the gray release");
         match store.write(abort).await {

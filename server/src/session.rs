@@ -264,9 +264,13 @@ impl Session {
                     ));
                     return Err(self.refuse(CloseCode::Policy, err).await);
                 }
-                if let Err(err) = self.may_read(std::slice::from_ref(&namespace)) {
+                if let Err(err) = self.may_report(&namespace) {
                     return Err(self.refuse(CloseCode::Policy, err).await);
                 }
+                let reporter = self
+                    .principal
+                    .as_ref()
+                    .map_or_else(|| crate::app::ANONYMOUS.to_owned(), |p| p.name.clone());
                 // The guard may write an abort; the session goes on pushing meanwhile.
                 let (store, guards) = (self.state.store.clone(), self.state.guards.clone());
                 actix_web::rt::spawn(async move {
@@ -276,6 +280,7 @@ impl Session {
                         &namespace,
                         &key,
                         &ReportRequest { variant, ok, errors, release },
+                        &reporter,
                     )
                     .await;
                     if let Err(err) = reported {
@@ -408,6 +413,21 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Whether the caller may report outcomes in a namespace (roles `report`, `write` and
+    /// `admin`). On an open server everyone may.
+    fn may_report(&self, namespace: &str) -> Result<(), ApiError> {
+        let Some(_) = &self.state.tokens else { return Ok(()) };
+        match &self.principal {
+            None => Err(ApiError::Unauthorized("reports need an access token".into())),
+            Some(p) if p.can(Access::Report, namespace) => Ok(()),
+            Some(p) => Err(ApiError::Forbidden(format!(
+                "token {:?} may not report outcomes in namespace {namespace:?}; reports need \
+                 the report, write or admin role",
+                p.name
+            ))),
+        }
     }
 
     fn namespaces(&self) -> Vec<String> {

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 const ADMIN: &str = "admin-secret-1";
 const WRITER: &str = "p@ss+w/rd&x=1#z";
 const READER: &str = "reader-secret-3";
+const REPORTER: &str = "reporter-secret-4";
 
 /// SHA-256 of a secret, as the token file holds it, computed by `sha256sum`.
 fn sha256(secret: &str) -> String {
@@ -28,10 +29,12 @@ fn token_file(dir: &std::path::Path) -> std::path::PathBuf {
     let text = format!(
         "[[token]]\nname = \"root\"\nsecret_sha256 = \"{}\"\nrole = \"admin\"\n\n\
          [[token]]\nname = \"deploy-bot\"\nsecret_sha256 = \"{}\"\nrole = \"write\"\nnamespaces = [\"payments*\"]\n\n\
-         [[token]]\nname = \"dashboard\"\nsecret_sha256 = \"{}\"\nrole = \"read\"\nnamespaces = [\"payments\"]\n",
+         [[token]]\nname = \"dashboard\"\nsecret_sha256 = \"{}\"\nrole = \"read\"\nnamespaces = [\"payments\"]\n\n\
+         [[token]]\nname = \"checkout-canary\"\nsecret_sha256 = \"{}\"\nrole = \"report\"\nnamespaces = [\"payments\"]\n",
         sha256(ADMIN),
         sha256(WRITER),
-        sha256(READER)
+        sha256(READER),
+        sha256(REPORTER)
     );
     std::fs::write(&path, text).expect("token file");
     path
@@ -125,22 +128,37 @@ async fn roles_and_namespace_patterns_guard_every_route() {
     )
     .await;
     assert_eq!(status, 200);
+    // Finding 7 of issue 8: a read token could abort a release (or hide its errors) with
+    // reports. Reports need the report, write or admin role.
+    let report = |token| {
+        call(
+            &server,
+            Method::POST,
+            "/v1/configs/payments/k/gray/report",
+            Some(token),
+            Some(json!({"variant": "gray", "ok": 1})),
+        )
+    };
+    let (status, body) = report(READER).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "readers may not report");
+    assert_eq!(report(REPORTER).await.0, 200, "reporters report");
+    assert_eq!(report(WRITER).await.0, 200, "writers report");
     let (status, _) = call(
         &server,
-        Method::POST,
-        "/v1/configs/payments/k/gray/report",
-        Some(READER),
-        Some(json!({"variant": "gray", "ok": 1})),
+        Method::PUT,
+        "/v1/configs/payments/k",
+        Some(REPORTER),
+        Some(json!({"value": 3})),
     )
     .await;
-    assert_eq!(status, 200, "readers report outcomes");
+    assert_eq!(status, 403, "reporters may not write");
     for public in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/"] {
         let response = reqwest::get(format!("{}{public}", server.url)).await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "{public} is public");
     }
     // Secrets never reach the log.
     let log = server.log_text();
-    for secret in [ADMIN, WRITER, READER] {
+    for secret in [ADMIN, WRITER, READER, REPORTER] {
         assert!(!log.contains(secret), "a secret is in the log");
     }
 }
@@ -236,4 +254,69 @@ fn with_tokens_the_server_may_bind_beyond_loopback_and_a_bad_token_file_stops_it
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("64 hex digits"));
+}
+
+/// Finding 7 of issue 8: one report of 1,000,000 outcomes could abort a release, and the
+/// abort said only `guard`. Reports carry at most 10,000 outcomes, and the abort's note
+/// names the tokens whose reports tripped it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_aborts_name_the_reporters_and_reports_are_bounded() {
+    use reqwest::Method;
+    let (server, _dir) = start();
+    let (status, _) = call(
+        &server,
+        Method::PUT,
+        "/v1/configs/payments/g",
+        Some(WRITER),
+        Some(json!({"value": 1})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        &server,
+        Method::PUT,
+        "/v1/configs/payments/g/gray",
+        Some(WRITER),
+        Some(json!({"value": 2, "percent": 50, "guard": {"max_error_rate": 0.1, "min_samples": 2500}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let path = "/v1/configs/payments/g/gray/report";
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        path,
+        Some(REPORTER),
+        Some(json!({"variant": "gray", "errors": 10_001})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (422, "invalid_value"), "{body}");
+    let (status, _) =
+        call(&server, Method::GET, "/v1/configs/payments/g/gray", Some(READER), None).await;
+    assert_eq!(status, 200, "the refused report aborted nothing");
+    for (token, errors) in [(WRITER, 300), (REPORTER, 1000), (REPORTER, 10)] {
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            path,
+            Some(token),
+            Some(json!({"variant": "gray", "ok": 1000 - errors.min(1000), "errors": errors})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, history) =
+        call(&server, Method::GET, "/v1/configs/payments/g/history", Some(READER), None).await;
+    assert_eq!(status, 200);
+    let abort = &history["items"][0];
+    assert_eq!(
+        (abort["op"].as_str(), abort["updated_by"].as_str()),
+        (Some("abort"), Some("guard"))
+    );
+    let note = abort["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("checkout-canary (1010 errors), deploy-bot (300 errors)")
+            && note.contains("tripped by a report of checkout-canary"),
+        "{note}"
+    );
 }

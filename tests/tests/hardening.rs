@@ -163,9 +163,7 @@ async fn a_data_dir_holding_values_the_old_limit_accepted_still_opens() {
         assert!(response.text().await.unwrap().contains(&deep), "{path}");
     }
     let api = Api::new(&server);
-    let (status, _, _) = api
-        .raw(Method::DELETE, "/v1/configs/old/k/gray", &[], None)
-        .await;
+    let (status, _, _) = api.raw(Method::DELETE, "/v1/configs/old/k/gray", &[], None).await;
     assert_eq!(status, 200, "the old release can be aborted");
     assert!(api.put_ok("old", "k", json!(2)).await > 3, "and the key takes writes");
 }

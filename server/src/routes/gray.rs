@@ -160,10 +160,10 @@ pub async fn report(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let KeyPath { namespace, key } = path;
-    authorize(&state, &req, Access::Read, Some(&namespace))?;
+    let reporter = authorize(&state, &req, Access::Report, Some(&namespace))?;
     let body: ReportRequest = read_json(&req, payload, &state).await?;
     check_report(body.ok, body.errors)?;
-    let counts = guard::report(&state.store, &state.guards, &namespace, &key, &body)
+    let counts = guard::report(&state.store, &state.guards, &namespace, &key, &body, &reporter)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
