@@ -5,7 +5,15 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use actix_codec::Framed;
+use actix_http::{h1, HttpService, Request};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
+use actix_web::{web, App, HttpRequest, HttpResponse};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::auth::{self, Access, Tokens};
@@ -37,6 +45,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Which hosts and origins browsers may reach the server from.
     pub origin_policy: Arc<OriginPolicy>,
+    /// Most WebSocket connections served at once.
+    pub subscriber_limit: usize,
 }
 
 /// Checks that a request may have `access` to `namespace` (server-wide resources when
@@ -47,7 +57,8 @@ pub fn authorize(
     access: Access,
     namespace: Option<&str>,
 ) -> Result<String, ApiError> {
-    let principal = auth::check(state.tokens.as_deref(), auth::bearer(req), access, namespace)?;
+    let principal =
+        auth::check(state.tokens.as_deref(), auth::bearer(req.headers()), access, namespace)?;
     Ok(principal.map_or_else(|| ANONYMOUS.to_owned(), |p| p.name.clone()))
 }
 
@@ -85,6 +96,20 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     )))
 }
 
+/// Raises the soft limit on open files to the hard limit and returns it: every subscriber
+/// holds a socket.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    limit.current.unwrap_or(1_048_576)
+}
+
 /// Serves on `listener` until `shutdown` resolves, then stops gracefully: subscribers
 /// get a close frame, in-flight requests finish, and the writer commits what it was
 /// given before this returns.
@@ -97,7 +122,8 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let (store, feed) = Store::open(&config, metrics.clone()).map_err(io::Error::other)?;
     let store = Arc::new(store);
-    let hub = Hub::new(store.revision(), config.subscriber_queue as usize, metrics.clone());
+    let retain = usize::try_from(config.changelog_retain).unwrap_or(usize::MAX);
+    let hub = Hub::new(store.revision(), retain, metrics.clone());
     let feed_thread = hub.spawn_feed(feed)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let origin_policy = Arc::new(OriginPolicy::new(
@@ -111,7 +137,11 @@ pub async fn run(
         config.workers
     };
     tracing::info!(store = ?config.store, revision = store.revision(), "store opened");
+    let fd_limit = raise_fd_limit();
+    let subscriber_limit = config.subscriber_limit(fd_limit);
+    tracing::info!(subscriber_limit, fd_limit, "connection limits");
     let state = AppState {
+        subscriber_limit,
         config: Arc::new(config),
         store: store.clone(),
         hub,
@@ -121,12 +151,49 @@ pub async fn run(
         shutdown: stop_rx.clone(),
         origin_policy,
     };
-    actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx));
-    let server = HttpServer::new(move || build_app(state.clone()))
+    actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx.clone()));
+    let local = listener.local_addr()?;
+    let stopping = stop_rx.clone();
+    let server = actix_server::Server::build()
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(10)
-        .listen(listener)?
+        .listen("graycast", listener, move || {
+            let upgrade_state = state.clone();
+            // WebSocket upgrades get the connection itself (see `routes::watch`); every
+            // other request goes through the actix-web app.
+            let upgrade = actix_service::fn_service(
+                move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                    let state = upgrade_state.clone();
+                    async move {
+                        routes::watch::upgrade(state, req, framed).await;
+                        Ok::<(), Infallible>(())
+                    }
+                },
+            );
+            let app = build_app(state.clone())
+                .into_factory()
+                .map_err(|err| err.error_response());
+            let stopping = stopping.clone();
+            HttpService::build()
+                .local_addr(local)
+                // As actix-web's `HttpServer`: 5 s for a request's head, and 1 s for a
+                // client to finish sending a body the server refused before answering.
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // Idle keep-alive connections close as the server stops, rather than
+                // holding the shutdown until their keep-alive runs out (actix-web's
+                // `HttpServer` wires the same signal).
+                .graceful_shutdown_signal(move || {
+                    let mut stopping = stopping.clone();
+                    async move {
+                        let _ = stopping.wait_for(|stop| *stop).await;
+                    }
+                })
+                .upgrade(upgrade)
+                .finish(actix_service::map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?
         .run();
     let handle = server.handle();
     actix_web::rt::spawn(async move {

@@ -20,8 +20,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::http::header::{self, HeaderMap};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -172,8 +171,8 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 /// The bearer secret of a request, if it carries one.
-pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, secret) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }

@@ -20,10 +20,10 @@ pub const DEFAULT_CHANGELOG_RETAIN: u64 = 100_000;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
 /// Default silence after which a WebSocket peer is dropped.
 pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 45_000;
-/// Default number of pushed messages buffered per subscriber before it is resynced.
-pub const DEFAULT_SUBSCRIBER_QUEUE: u64 = 4096;
-/// Default cap on concurrent WebSocket subscribers.
-pub const DEFAULT_MAX_SUBSCRIBERS: usize = 20_000;
+/// Default bytes of changes queued per subscriber before it is resynced with a snapshot.
+pub const DEFAULT_SUBSCRIBER_BUDGET_BYTES: usize = 4 * 1024 * 1024;
+/// Default time a new WebSocket connection has to subscribe (and authenticate).
+pub const DEFAULT_SUBSCRIBE_TIMEOUT_MS: u64 = 10_000;
 /// Default largest number of writes committed in one transaction.
 pub const DEFAULT_MAX_BATCH: u64 = 1024;
 /// Default time a client has to send a whole request body.
@@ -73,14 +73,21 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub client_timeout_ms: u64,
 
-    /// Pushed messages buffered per subscriber; one that falls further behind is resynced.
-    #[arg(long, env = "GRAYCAST_SUBSCRIBER_QUEUE", default_value_t = DEFAULT_SUBSCRIBER_QUEUE,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub subscriber_queue: u64,
+    /// Bytes of changes queued for a subscriber that does not keep up; beyond them its
+    /// queued changes are dropped and it is resynced with a snapshot.
+    #[arg(long, env = "GRAYCAST_SUBSCRIBER_BUDGET_BYTES",
+          default_value_t = DEFAULT_SUBSCRIBER_BUDGET_BYTES)]
+    pub subscriber_budget_bytes: usize,
 
-    /// Largest number of concurrent WebSocket subscribers.
-    #[arg(long, env = "GRAYCAST_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
-    pub max_subscribers: usize,
+    /// Time a new WebSocket connection has to subscribe, in milliseconds.
+    #[arg(long, env = "GRAYCAST_SUBSCRIBE_TIMEOUT_MS", default_value_t = DEFAULT_SUBSCRIBE_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub subscribe_timeout_ms: u64,
+
+    /// Largest number of concurrent WebSocket subscribers. By default, what the process's
+    /// file descriptor limit allows with room left for REST clients and the store.
+    #[arg(long, env = "GRAYCAST_MAX_SUBSCRIBERS")]
+    pub max_subscribers: Option<usize>,
 
     /// Largest number of writes committed together in one transaction.
     #[arg(long, env = "GRAYCAST_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH,
@@ -128,6 +135,20 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+
+    pub fn subscribe_timeout(&self) -> Duration {
+        Duration::from_millis(self.subscribe_timeout_ms)
+    }
+
+    /// The subscriber limit: the flag's, or derived from the file descriptor limit.
+    pub fn subscriber_limit(&self, fd_limit: u64) -> usize {
+        self.max_subscribers.unwrap_or_else(|| {
+            // A subscriber holds one descriptor; keep an eighth (64 to 4096) for REST
+            // clients, the store and the rest, so that subscribers never starve them.
+            let spare = (fd_limit / 8).clamp(64, 4096);
+            usize::try_from(fd_limit.saturating_sub(spare)).unwrap_or(usize::MAX).max(16)
+        })
     }
 
     pub fn client_timeout(&self) -> Duration {

@@ -1,33 +1,48 @@
 //! Fan-out of committed changes to subscribers, and the registry of connected clients.
 //!
 //! The hub is fed by the store's stream of committed changes (not by the handler that
-//! made a write), on a thread of its own. Each change is serialized **once** into a
-//! shared frame; every subscriber of the change's namespace gets a pointer to it in its
-//! bounded queue. A queue that is full is never waited on: its subscriber is marked
-//! lagged, gets nothing more from the hub, and its session resyncs it with a snapshot.
+//! made a write), on a thread of its own. Each change is serialized and framed **once**
+//! into a shared buffer; every subscriber of the change's namespace gets it appended to
+//! its connection's [`Outbound`] queue, which never waits: a subscriber whose queue is
+//! over its byte budget is marked lagged and its session resyncs it with a snapshot.
+//!
+//! The hub also keeps the most recent changes' frames (bounded in bytes), so that clients
+//! resuming after a disconnect are replayed from memory with the frames already built,
+//! and the last snapshot of each subscription, so that clients subscribing at the same
+//! revision share one.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use bytestring::ByteString;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use graycast_protocol::rest::ClientSummary;
 use graycast_protocol::ws::ALL_NAMESPACES;
 use graycast_protocol::{Entry, Op, Revision};
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
 
+use crate::frame;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::store::{Change, FeedReceiver};
 
-/// A serialized message ready to send, shared by every subscriber it goes to.
+/// Most bytes of recent change frames kept for replays from memory.
+const RECENT_BYTES: usize = 64 * 1024 * 1024;
+/// Most recent changes kept for replays from memory (never more than the change log).
+const RECENT_CHANGES: usize = 100_000;
+/// Most subscriptions whose last snapshot is kept for sharing.
+const SNAPSHOT_CACHE: usize = 64;
+
+/// A committed change, serialized and framed once, shared by every subscriber it goes to.
 #[derive(Debug)]
 pub struct Pushed {
     pub revision: Revision,
-    pub text: ByteString,
+    pub namespace: String,
+    /// The `change` message as a WebSocket text frame.
+    pub frame: Bytes,
 }
 
 /// The wire form of a `change` message, borrowing the change instead of copying it.
@@ -43,7 +58,7 @@ struct ChangeFrame<'a> {
 }
 
 /// Serializes a change as the `change` message of the push protocol.
-pub fn change_frame(change: &Change) -> ByteString {
+pub fn change_message(change: &Change) -> Vec<u8> {
     let frame = ChangeFrame {
         kind: "change",
         revision: change.revision,
@@ -53,39 +68,55 @@ pub fn change_frame(change: &Change) -> ByteString {
         entry: change.entry.as_deref(),
     };
     // Serializing plain data with string keys cannot fail.
-    ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
+    serde_json::to_vec(&frame).unwrap_or_default()
 }
 
-/// One subscriber's end of the fan-out.
-struct Slot {
-    tx: mpsc::Sender<Arc<Pushed>>,
-    lagged: AtomicBool,
-    /// Wakes the session when it is marked lagged, since no message will come to wake it.
-    lag_signal: Notify,
+/// A change as the hub pushes it: the `change` message in a text frame.
+pub fn pushed(change: &Change) -> Arc<Pushed> {
+    Arc::new(Pushed {
+        revision: change.revision,
+        namespace: change.namespace.clone(),
+        frame: frame::text(&change_message(change)),
+    })
+}
+
+/// The frames of the most recent changes: every change after `floor`, in order.
+struct Recent {
+    changes: VecDeque<Arc<Pushed>>,
+    bytes: usize,
+    /// Every change after this revision is in `changes`.
+    floor: Revision,
 }
 
 /// The hub: subscribers by namespace, connected clients, and what has been published.
 pub struct Hub {
-    by_namespace: RwLock<HashMap<String, HashMap<u64, Arc<Slot>>>>,
+    by_namespace: RwLock<HashMap<String, HashMap<u64, Arc<Outbound>>>>,
     clients: DashMap<u64, Arc<ClientState>>,
-    /// Every change up to this revision is in the queue of each subscriber it concerns.
+    /// Every change up to this revision is queued to each subscriber it concerns.
     published: AtomicU64,
     next_id: AtomicU64,
     connections: AtomicUsize,
-    queue: usize,
+    recent: Mutex<Recent>,
+    /// Most changes `recent` keeps.
+    recent_limit: usize,
+    /// The last snapshot frame of each subscription (sorted namespaces), with its revision.
+    snapshots: Mutex<HashMap<Vec<String>, (Revision, Bytes)>>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// A hub whose subscribers buffer up to `queue` messages each.
-    pub fn new(revision: Revision, queue: usize, metrics: Arc<Metrics>) -> Arc<Hub> {
+    /// A hub that has published everything up to `revision` and keeps at most `retain`
+    /// recent changes in memory for replays.
+    pub fn new(revision: Revision, retain: usize, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             by_namespace: RwLock::new(HashMap::new()),
             clients: DashMap::new(),
             published: AtomicU64::new(revision),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
-            queue: queue.max(1),
+            recent: Mutex::new(Recent { changes: VecDeque::new(), bytes: 0, floor: revision }),
+            recent_limit: retain.min(RECENT_CHANGES),
+            snapshots: Mutex::new(HashMap::new()),
             metrics,
         })
     }
@@ -103,26 +134,28 @@ impl Hub {
     }
 
     fn publish(&self, change: &Change) {
-        let pushed = Arc::new(Pushed { revision: change.revision, text: change_frame(change) });
+        let pushed = pushed(change);
+        // Recorded before the fan-out: a session that registers after this change went out
+        // finds it here.
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent.bytes += pushed.frame.len();
+            recent.changes.push_back(pushed.clone());
+            while recent.bytes > RECENT_BYTES || recent.changes.len() > self.recent_limit {
+                let Some(old) = recent.changes.pop_front() else { break };
+                recent.bytes -= old.frame.len();
+                recent.floor = old.revision;
+            }
+        }
         let mut sent = 0;
         {
             let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
             let named = by_namespace.get(&change.namespace);
             let everything = by_namespace.get(ALL_NAMESPACES);
-            for slots in named.into_iter().chain(everything) {
-                for slot in slots.values() {
-                    if slot.lagged.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    match slot.tx.try_send(pushed.clone()) {
-                        Ok(()) => sent += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            slot.lagged.store(true, Ordering::Release);
-                            slot.lag_signal.notify_one();
-                        }
-                        // The session is ending; its subscription is about to be dropped.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+            for subscribers in named.into_iter().chain(everything) {
+                for outbound in subscribers.values() {
+                    outbound.push_change(&pushed);
+                    sent += 1;
                 }
             }
         }
@@ -135,11 +168,56 @@ impl Hub {
         self.published.load(Ordering::Acquire)
     }
 
-    /// Registers a subscriber of some namespaces. Changes published from now on reach it.
-    pub fn subscribe(self: &Arc<Self>, namespaces: &[String]) -> Subscription {
+    /// The recent changes after `since` in `namespaces` (sorted; `*` for all), and the
+    /// revision up to which they cover everything; `None` when memory no longer reaches
+    /// back to `since`.
+    pub fn recent_after(
+        &self,
+        since: Revision,
+        namespaces: &[String],
+    ) -> Option<(Vec<Arc<Pushed>>, Revision)> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if since < recent.floor {
+            return None;
+        }
+        let everything = namespaces.iter().any(|n| n == ALL_NAMESPACES);
+        let start = recent.changes.partition_point(|p| p.revision <= since);
+        let changes = recent
+            .changes
+            .iter()
+            .skip(start)
+            .filter(|p| everything || namespaces.binary_search(&p.namespace).is_ok())
+            .cloned()
+            .collect();
+        let top = recent.changes.back().map_or(recent.floor, |p| p.revision).max(since);
+        Some((changes, top))
+    }
+
+    /// A shared snapshot frame of `namespaces` at `revision`, if one was built.
+    pub fn cached_snapshot(&self, namespaces: &[String], revision: Revision) -> Option<Bytes> {
+        let cache = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(namespaces).filter(|(at, _)| *at == revision).map(|(_, frame)| frame.clone())
+    }
+
+    /// Keeps a snapshot frame for the next subscribers of the same namespaces.
+    pub fn cache_snapshot(&self, namespaces: &[String], revision: Revision, frame: Bytes) {
+        let mut cache = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
+        // Older snapshots are of no use to anyone: a new subscriber needs the latest.
+        cache.retain(|_, (at, _)| *at >= revision);
+        if cache.len() >= SNAPSHOT_CACHE {
+            cache.clear();
+        }
+        cache.insert(namespaces.to_vec(), (revision, frame));
+    }
+
+    /// Registers a subscriber of some namespaces: changes published from now on are
+    /// appended to `outbound` (which waits with them until the session goes live).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        namespaces: &[String],
+        outbound: Arc<Outbound>,
+    ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue);
-        let slot = Arc::new(Slot { tx, lagged: AtomicBool::new(false), lag_signal: Notify::new() });
         let mut names = namespaces.to_vec();
         names.sort();
         names.dedup();
@@ -147,18 +225,18 @@ impl Hub {
             let mut by_namespace =
                 self.by_namespace.write().unwrap_or_else(PoisonError::into_inner);
             for name in &names {
-                by_namespace.entry(name.clone()).or_default().insert(id, slot.clone());
+                by_namespace.entry(name.clone()).or_default().insert(id, outbound.clone());
             }
         }
-        Subscription { hub: self.clone(), id, namespaces: names, slot, rx }
+        Subscription { hub: self.clone(), id, namespaces: names }
     }
 
     fn unsubscribe(&self, id: u64, namespaces: &[String]) {
         let mut by_namespace = self.by_namespace.write().unwrap_or_else(PoisonError::into_inner);
         for name in namespaces {
-            if let Some(slots) = by_namespace.get_mut(name) {
-                slots.remove(&id);
-                if slots.is_empty() {
+            if let Some(subscribers) = by_namespace.get_mut(name) {
+                subscribers.remove(&id);
+                if subscribers.is_empty() {
                     by_namespace.remove(name);
                 }
             }
@@ -201,49 +279,15 @@ impl Hub {
     }
 }
 
-/// A registered subscriber: receives the changes of its namespaces until dropped.
+/// A registered subscriber: its outbound queue receives the changes of its namespaces
+/// until this is dropped.
 pub struct Subscription {
     hub: Arc<Hub>,
     id: u64,
     namespaces: Vec<String>,
-    slot: Arc<Slot>,
-    rx: mpsc::Receiver<Arc<Pushed>>,
-}
-
-/// What a subscription yields next.
-pub enum Next {
-    /// A change to send.
-    Pushed(Arc<Pushed>),
-    /// The hub gave up on this subscriber: it needs a fresh snapshot.
-    Lagged,
 }
 
 impl Subscription {
-    /// The next queued change, or word that the subscriber lagged.
-    pub async fn next(&mut self) -> Next {
-        if self.lagged() {
-            return Next::Lagged;
-        }
-        tokio::select! {
-            pushed = self.rx.recv() => match pushed {
-                Some(pushed) => Next::Pushed(pushed),
-                // The subscription owns a sender, so the channel never closes under it.
-                None => Next::Lagged,
-            },
-            _ = self.slot.lag_signal.notified() => Next::Lagged,
-        }
-    }
-
-    /// The next queued change, if one is queued already.
-    pub fn try_recv(&mut self) -> Option<Arc<Pushed>> {
-        self.rx.try_recv().ok()
-    }
-
-    /// Whether the hub gave up on this subscriber because its queue was full.
-    pub fn lagged(&self) -> bool {
-        self.slot.lagged.load(Ordering::Acquire)
-    }
-
     /// The namespaces, sorted and without repeats.
     pub fn namespaces(&self) -> &[String] {
         &self.namespaces
@@ -340,9 +384,9 @@ mod tests {
     }
 
     #[test]
-    fn change_frame_is_a_change_message() {
+    fn change_message_is_a_change_message() {
         let c = change(5, "ns");
-        let parsed: ServerMessage = serde_json::from_str(&change_frame(&c)).expect("parses");
+        let parsed: ServerMessage = serde_json::from_slice(&change_message(&c)).expect("parses");
         assert_eq!(
             parsed,
             ServerMessage::Change {
@@ -355,30 +399,26 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn fan_out_reaches_only_the_namespace_and_marks_a_full_queue_lagged() {
-        let hub = Hub::new(0, 2, Arc::new(Metrics::default()));
-        let mut a = hub.subscribe(&["a".to_owned()]);
-        let mut b = hub.subscribe(&["b".to_owned()]);
+    #[test]
+    fn fan_out_reaches_only_the_namespace_and_recent_changes_replay_from_memory() {
+        let hub = Hub::new(0, 1000, Arc::new(Metrics::default()));
+        let a = Outbound::new(1 << 20);
+        let b = Outbound::new(1 << 20);
+        a.go_live(0);
+        b.go_live(0);
+        let _sa = hub.subscribe(&["a".to_owned()], a.clone());
+        let _sb = hub.subscribe(&["b".to_owned()], b.clone());
         hub.publish(&change(1, "a"));
         hub.publish(&change(2, "b"));
-        let revision = |next: Next| match next {
-            Next::Pushed(p) => p.revision,
-            Next::Lagged => 0,
-        };
-        assert_eq!(revision(a.next().await), 1);
-        assert_eq!(revision(b.next().await), 2);
-        assert!(a.try_recv().is_none() && b.try_recv().is_none());
-        assert_eq!(hub.published(), 2);
-
-        for revision in 3..=5 {
-            hub.publish(&change(revision, "a"));
-        }
-        assert!(a.lagged(), "a third message into a queue of two marks the subscriber lagged");
-        assert!(!b.lagged());
-        assert!(matches!(a.next().await, Next::Lagged));
-
-        drop(a);
+        hub.publish(&change(3, "a"));
+        assert_eq!((a.sent(), b.sent()), (3, 2));
+        assert_eq!(hub.published(), 3);
+        let (replay, top) = hub.recent_after(1, &["a".to_owned()]).expect("in memory");
+        assert_eq!(replay.iter().map(|p| p.revision).collect::<Vec<_>>(), [3]);
+        assert_eq!(top, 3);
+        let (all, _) = hub.recent_after(0, &["*".to_owned()]).expect("in memory");
+        assert_eq!(all.len(), 3);
+        drop(_sa);
         assert!(hub.by_namespace.read().expect("lock").get("a").is_none());
     }
 }

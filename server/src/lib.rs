@@ -7,6 +7,8 @@
 //!   writer and the live cache.
 //! - [`hub`]: fan-out of committed changes to subscribers; registry of clients.
 //! - [`session`]: one WebSocket subscriber's loop.
+//! - [`outbound`]: a subscriber connection's output queue, bounded in bytes.
+//! - [`frame`]: WebSocket frames, read with their size checked from the header.
 //! - [`scheduler`]: moves gray release ramps on when their step is due.
 //! - [`guard`]: outcome counts of gray releases and the automatic abort.
 //! - [`routes`]: REST handlers, one module per resource.
@@ -23,10 +25,12 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod frame;
 pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod openapi;
+pub mod outbound;
 pub mod protect;
 pub mod routes;
 pub mod scheduler;

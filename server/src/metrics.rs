@@ -40,7 +40,7 @@ impl Metrics {
     }
 
     /// Renders every counter, with the gauges the caller reads from live state.
-    pub fn render(&self, revision: u64, subscribers: usize) -> String {
+    pub fn render(&self, revision: u64, subscribers: usize, subscriber_limit: usize) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, value: u64| {
@@ -96,6 +96,10 @@ impl Metrics {
             out,
             "# HELP graycast_subscribers Connected WebSocket subscribers.\n# TYPE graycast_subscribers gauge\ngraycast_subscribers {subscribers}"
         );
+        let _ = writeln!(
+            out,
+            "# HELP graycast_subscriber_limit Most WebSocket subscribers served at once.\n# TYPE graycast_subscriber_limit gauge\ngraycast_subscriber_limit {subscriber_limit}"
+        );
         out
     }
 }
@@ -110,7 +114,7 @@ mod tests {
         m.record_commit(1);
         m.record_commit(3);
         m.record_commit(2000);
-        let text = m.render(7, 2);
+        let text = m.render(7, 2, 10);
         assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("graycast_commit_batch_size_bucket{le=\"4\"} 2\n"));
         assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1024\"} 2\n"));

@@ -15,9 +15,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, ResponseError};
+use actix_web::{web, ResponseError};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -29,7 +30,7 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let refused = req
         .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.origin_policy.check(req.request()).err());
+        .and_then(|state| state.origin_policy.check(req.method(), req.headers()).err());
     if let Some(err) = refused {
         return Ok(req.into_response(err.error_response()));
     }
@@ -56,8 +57,8 @@ impl OriginPolicy {
     }
 
     /// Refuses a request a browser may have been tricked into making (403).
-    pub fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         if let Some(host) = host {
             if !self.host_allowed(host) {
                 return Err(ApiError::Forbidden(format!(
@@ -65,20 +66,19 @@ impl OriginPolicy {
                 )));
             }
         }
-        let upgrade = req
-            .headers()
+        let upgrade = headers
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         if safe && !upgrade {
             return Ok(());
         }
-        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         if origin.is_some_and(|o| self.origins.iter().any(|allowed| allowed == o)) {
             return Ok(());
         }
-        let fetch_site = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         let refused = match fetch_site {
             // The browser's own word: only same-origin requests and ones the user typed.
             Some(site) => !matches!(site, "same-origin" | "none"),
@@ -159,7 +159,8 @@ mod tests {
         for (name, value) in headers {
             req = req.insert_header((*name, *value));
         }
-        policy().check(&req.to_http_request()).is_ok()
+        let req = req.to_http_request();
+        policy().check(req.method(), req.headers()).is_ok()
     }
 
     #[test]

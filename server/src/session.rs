@@ -1,34 +1,43 @@
-//! One WebSocket subscriber: subscribe, snapshot or replay, live changes, heartbeat.
+//! One subscriber connection, after the WebSocket handshake: subscribe, catch up
+//! (snapshot or replay), live changes, heartbeat, and the writing of its output.
 //!
-//! A session is one `select!` loop over inbound frames, queued changes from the hub,
-//! the heartbeat tick and shutdown. It keeps `sent`, the revision up to which the client
-//! has been told everything about its namespaces, and never sends anything older, so
-//! the client sees one gap-free, strictly ordered sequence whatever path it came by
-//! (snapshot, replay, live push, resync after lag).
+//! A session is one task and one `select!` loop over the socket's inbound bytes, the
+//! writing of its [`Outbound`] queue, the hub's wake-ups, the catch-up work, the heartbeat
+//! tick and shutdown. The hub appends live changes to the queue itself; the session
+//! appends its replies, snapshots, replays and control frames, and drains the queue with
+//! vectored writes, so a burst of changes costs fewer writes than deliveries.
+//!
+//! Time limits: a client must subscribe within `--subscribe-timeout-ms`; a peer that sends
+//! nothing (not even a pong) for `--client-timeout-ms` is closed; a peer that takes none
+//! of its output for as long is cut off at once (its socket is reset, so neither the
+//! kernel nor the server keeps its buffers).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream};
-use bytestring::ByteString;
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
+use graycast_protocol::gray::ReportRequest;
 use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage, ALL_NAMESPACES};
 use graycast_protocol::{validate_name, Entry, Revision};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
 
 use crate::app::AppState;
 use crate::auth::{Access, Principal, Role};
 use crate::error::ApiError;
+use crate::frame::{self, close, FrameError, Inbound};
 use crate::guard;
-use crate::hub::{change_frame, ClientRegistration, ClientState, Next, Subscription};
+use crate::hub::{self, ClientRegistration, ClientState, Pushed, Subscription};
+use crate::outbound::Outbound;
 use crate::routes::check_names;
 use crate::store::{ChangePage, StoreError};
-use graycast_protocol::gray::ReportRequest;
 
-/// Largest inbound frame, and largest inbound message after joining continuations.
+/// Largest inbound message (joined fragments included).
 pub const MAX_INBOUND_MESSAGE: usize = 64 * 1024;
 /// Most namespaces in one subscription.
 pub const MAX_NAMESPACES: usize = 256;
@@ -36,7 +45,23 @@ pub const MAX_NAMESPACES: usize = 256;
 pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_LEN: usize = 256;
 /// Changes read from the change log per page during a replay.
-const REPLAY_PAGE: usize = 1000;
+const REPLAY_PAGE: usize = 256;
+/// Time a closing connection has to take its last frames before it is reset.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// An idle connection's read buffer is given back above this size.
+const IDLE_READ_BUFFER: usize = 4096;
+
+/// A connection's socket: a byte stream that can be reset.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// Makes the coming close a reset, so nothing unsent lingers in the kernel.
+    fn reset_on_close(&self);
+}
+
+impl Socket for tokio::net::TcpStream {
+    fn reset_on_close(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
 
 /// The wire form of a `snapshot` message, borrowing the cached entries.
 #[derive(Serialize)]
@@ -48,168 +73,231 @@ struct SnapshotFrame<'a> {
     entries: Vec<&'a Entry>,
 }
 
-/// Why a session ends.
-enum End {
-    /// The peer closed, vanished or stopped answering.
-    Gone,
-    /// We close with this code after telling the peer why.
-    Close(CloseCode, String),
-}
-
-impl From<actix_ws::Closed> for End {
-    fn from(_: actix_ws::Closed) -> Self {
-        End::Gone
-    }
-}
-
 /// An active subscription of a session.
 struct Active {
-    sub: Subscription,
+    _sub: Subscription,
+    namespaces: Vec<String>,
     client: ClientRegistration,
+}
+
+/// How the session brings its client up to date after subscribing or lagging.
+enum CatchUp {
+    /// Up to date: the hub appends changes as they commit.
+    Live,
+    /// Changes from the hub's memory still to queue; then live at `upto`.
+    Memory { frames: VecDeque<Arc<Pushed>>, upto: Revision },
+    /// Changes from the store's log, after `after` and up to `cap`; `fetch` reads a page.
+    Log {
+        after: Revision,
+        cap: Revision,
+        fetch: Option<JoinHandle<Result<ChangePage, StoreError>>>,
+    },
+    /// A snapshot frame being built on a blocking thread.
+    Snapshot(JoinHandle<(Revision, Bytes)>),
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Close frame queued; finish writing, then close.
+    Closing,
+    /// The peer left, or broke the connection: nothing more can be said.
+    Gone,
+    /// The peer takes no output: reset the connection.
+    Stalled,
 }
 
 struct Session {
     state: AppState,
-    ws: actix_ws::Session,
+    out: Arc<Outbound>,
+    reader: frame::Reader,
     remote: String,
-    /// Everything up to this revision in the client's namespaces has been sent.
-    sent: Revision,
-    last_inbound: Instant,
-    last_outbound: Instant,
-    active: Option<Active>,
-    /// The caller, once it presented a valid token (always `None` on an open server).
     principal: Option<Arc<Principal>>,
+    active: Option<Active>,
+    catch_up: CatchUp,
+    started: Instant,
+    last_inbound: Instant,
+    /// `out.sent()` at the last heartbeat, to tell an idle subscriber.
+    sent_at_tick: Revision,
 }
 
 /// Runs a session until the peer leaves, misbehaves, goes silent, or the server stops.
-pub async fn run(
+/// `inbound` holds bytes the client sent right behind its handshake.
+pub async fn run<S: Socket>(
     state: AppState,
-    ws: actix_ws::Session,
-    stream: MessageStream,
+    socket: S,
+    inbound: BytesMut,
     remote: String,
     principal: Option<Arc<Principal>>,
-    mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut stream = stream
-        .max_frame_size(MAX_INBOUND_MESSAGE)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_INBOUND_MESSAGE);
-    let heartbeat_every = state.config.heartbeat();
+    let budget = state.config.subscriber_budget_bytes;
+    let mut session = Session {
+        out: Outbound::new(budget),
+        reader: frame::Reader::new(MAX_INBOUND_MESSAGE),
+        remote,
+        principal,
+        active: None,
+        catch_up: CatchUp::Live,
+        started: Instant::now(),
+        last_inbound: Instant::now(),
+        sent_at_tick: 0,
+        state,
+    };
+    let mut shutdown = session.state.shutdown.clone();
+    let heartbeat_every = session.state.config.heartbeat();
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let now = Instant::now();
-    let mut session = Session {
-        state,
-        ws,
-        remote,
-        sent: 0,
-        last_inbound: now,
-        last_outbound: now,
-        active: None,
-        principal,
-    };
+    let (mut reader, mut writer) = tokio::io::split(socket);
+    let mut inbound = inbound;
+    let mut ended: Option<End> = session.on_bytes(&mut inbound).err();
+    let mut deadline = tokio::time::Instant::now() + CLOSE_GRACE;
 
     let end = loop {
+        match ended {
+            Some(End::Closing) if !session.out.has_output() => break End::Closing,
+            Some(End::Gone | End::Stalled) => break ended.unwrap_or(End::Gone),
+            _ => {}
+        }
+        if ended.is_none() {
+            session.feed_catch_up();
+        }
+        let writing = session.out.has_output();
         let step = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => {
-                Err(End::Close(CloseCode::Away, "server is shutting down".into()))
+            _ = shutdown.wait_for(|stop| *stop), if ended.is_none() => {
+                Err(session.close(close::GOING_AWAY, "server is shutting down"))
             }
-            inbound = stream.recv() => match inbound {
-                None => Err(End::Gone),
-                Some(Ok(message)) => session.on_inbound(message).await,
-                Some(Err(err)) => Err(session.protocol_error(&err).await),
+            written = write_some(&mut writer, &session.out), if writing => match written {
+                Ok(()) => Ok(()),
+                Err(_) => Err(End::Gone),
             },
-            next = next_pushed(&mut session.active) => session.on_pushed(next).await,
-
-            _ = heartbeat.tick() => session.on_heartbeat().await,
+            read = reader.read_buf(&mut inbound), if ended.is_none() => match read {
+                Ok(0) | Err(_) => Err(End::Gone),
+                Ok(_) => {
+                    session.last_inbound = Instant::now();
+                    session.on_bytes(&mut inbound)
+                }
+            },
+            _ = session.out.changed(), if !writing && ended.is_none() => session.on_wake(),
+            done = catch_up_task(&mut session.catch_up), if ended.is_none() => session.on_catch_up(done),
+            _ = heartbeat.tick(), if ended.is_none() => session.on_heartbeat(),
+            _ = tokio::time::sleep_until(deadline), if ended == Some(End::Closing) => Err(End::Stalled),
         };
         if let Err(end) = step {
-            break end;
+            if ended.is_none() && end == End::Closing {
+                deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+            }
+            ended = Some(end);
+        }
+        if inbound.is_empty() && inbound.capacity() > IDLE_READ_BUFFER {
+            inbound = BytesMut::new();
         }
     };
-    if let End::Close(code, description) = end {
-        let reason = CloseReason { code, description: Some(description) };
-        let _ = tokio::time::timeout(Duration::from_secs(1), session.ws.close(Some(reason))).await;
+    session.out.close();
+    drop(session);
+    let socket = reader.unsplit(writer);
+    match end {
+        End::Closing => {
+            let mut socket = socket;
+            let _ = tokio::time::timeout(CLOSE_GRACE, socket.shutdown()).await;
+        }
+        End::Stalled => socket.reset_on_close(),
+        End::Gone => {}
     }
 }
 
-/// Waits for what an active subscription yields next; never ready without one.
-async fn next_pushed(active: &mut Option<Active>) -> Next {
-    match active {
-        Some(active) => active.sub.next().await,
-        None => std::future::pending().await,
+/// Writes what the queue holds (one vectored write) and drops what went out.
+async fn write_some<W: AsyncWrite + Unpin>(writer: &mut W, out: &Outbound) -> std::io::Result<()> {
+    let chunk = out.next_write();
+    let slices: Vec<IoSlice<'_>> = chunk.iter().map(|b| IoSlice::new(b)).collect();
+    let written = writer.write_vectored(&slices).await?;
+    if written == 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    out.advance(written);
+    Ok(())
+}
+
+/// Waits for the catch-up work in flight; never ready without any.
+async fn catch_up_task(catch_up: &mut CatchUp) -> CatchUpDone {
+    match catch_up {
+        CatchUp::Log { fetch: Some(handle), .. } => CatchUpDone::Page(
+            handle
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("change log read panicked".into()))),
+        ),
+        CatchUp::Snapshot(handle) => CatchUpDone::Snapshot(handle.await.ok()),
+        _ => std::future::pending().await,
     }
 }
 
-/// Bounds a send to a peer: one that does not read is dropped rather than waited on
-/// forever (the outbound channel of a connection holds only a few frames).
-async fn bounded<T>(
-    limit: Duration,
-    send: impl std::future::Future<Output = Result<T, actix_ws::Closed>>,
-) -> Result<T, End> {
-    match tokio::time::timeout(limit, send).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(End::Gone),
-    }
+enum CatchUpDone {
+    Page(Result<ChangePage, StoreError>),
+    Snapshot(Option<(Revision, Bytes)>),
 }
 
 impl Session {
-    async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), End> {
-        bounded(self.state.config.client_timeout(), self.ws.text(text)).await?;
-        self.last_outbound = Instant::now();
-        Ok(())
+    /// Queues a JSON message.
+    fn send(&self, message: &ServerMessage) {
+        let text = serde_json::to_vec(message).unwrap_or_default();
+        self.out.push(frame::text(&text), false);
     }
 
-    async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
-        let text = serde_json::to_string(message).unwrap_or_default();
-        self.send(text).await
+    /// Queues a close frame; the session ends once it is written.
+    fn close(&mut self, code: u16, reason: &str) -> End {
+        self.out.push(frame::close_frame(code, reason), false);
+        self.out.close();
+        self.active = None;
+        End::Closing
     }
 
-    /// Tells the peer what went wrong; the caller closes with `code`.
-    async fn refuse(&mut self, code: CloseCode, err: ApiError) -> End {
-        let message =
-            ServerMessage::Error { code: err.code().to_owned(), message: err.to_string() };
-        if self.send_message(&message).await.is_err() {
-            return End::Gone;
-        }
-        End::Close(code, err.to_string())
+    /// Tells the peer what went wrong, then closes with `code`.
+    fn refuse(&mut self, code: u16, err: ApiError) -> End {
+        self.send(&ServerMessage::Error { code: err.code().to_owned(), message: err.to_string() });
+        self.close(code, &err.to_string())
     }
 
-    async fn protocol_error(&mut self, err: &actix_ws::ProtocolError) -> End {
-        match err {
-            actix_ws::ProtocolError::Overflow => {
-                let err = ApiError::PayloadTooLarge(format!(
-                    "message exceeds the limit of {MAX_INBOUND_MESSAGE} bytes"
-                ));
-                self.refuse(CloseCode::Size, err).await
+    /// Handles the whole frames among the received bytes.
+    fn on_bytes(&mut self, inbound: &mut BytesMut) -> Result<(), End> {
+        loop {
+            match self.reader.next(inbound) {
+                Ok(None) => return Ok(()),
+                Ok(Some(message)) => self.on_inbound(message)?,
+                Err(err) => {
+                    let code = err.close_code();
+                    let api = match err {
+                        FrameError::TooBig { .. } => ApiError::PayloadTooLarge(format!(
+                            "{err}; the largest message is {MAX_INBOUND_MESSAGE} bytes"
+                        )),
+                        other => ApiError::BadRequest(other.to_string()),
+                    };
+                    return Err(self.refuse(code, api));
+                }
             }
-            other => {
-                self.refuse(CloseCode::Protocol, ApiError::BadRequest(other.to_string())).await
-            }
         }
     }
 
-    async fn on_inbound(&mut self, message: AggregatedMessage) -> Result<(), End> {
-        self.last_inbound = Instant::now();
+    fn on_inbound(&mut self, message: Inbound) -> Result<(), End> {
         match message {
-            AggregatedMessage::Text(text) => self.on_text(&text).await,
-            AggregatedMessage::Binary(_) => Err(self
-                .refuse(
-                    CloseCode::Unsupported,
-                    ApiError::BadRequest("binary frames are not supported; send JSON text".into()),
-                )
-                .await),
-            AggregatedMessage::Ping(bytes) => {
-                bounded(self.state.config.client_timeout(), self.ws.pong(&bytes)).await
+            Inbound::Text(text) => self.on_text(&text),
+            Inbound::Binary => Err(self.refuse(
+                close::UNSUPPORTED,
+                ApiError::BadRequest("binary frames are not supported; send JSON text".into()),
+            )),
+            Inbound::Ping(payload) => {
+                self.out.push(frame::pong(&payload), false);
+                Ok(())
             }
-            AggregatedMessage::Pong(_) => Ok(()),
-            AggregatedMessage::Close(_) => Err(End::Close(CloseCode::Normal, "goodbye".into())),
+            Inbound::Pong => Ok(()),
+            Inbound::Close(code) => {
+                let code = code.filter(|c| (1000..5000).contains(c)).unwrap_or(close::NORMAL);
+                Err(self.close(code, "goodbye"))
+            }
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+    fn on_text(&mut self, text: &str) -> Result<(), End> {
         let message: ClientMessage = match serde_json::from_str(text) {
             Ok(message) => message,
             Err(err) => {
@@ -218,7 +306,7 @@ impl Session {
                 } else {
                     ApiError::InvalidJson(format!("malformed JSON: {err}"))
                 };
-                return Err(self.refuse(CloseCode::Policy, err).await);
+                return Err(self.refuse(close::POLICY, err));
             }
         };
         match message {
@@ -228,21 +316,22 @@ impl Session {
                         "already subscribed; open a new connection to change the subscription"
                             .into(),
                     );
-                    return Err(self.refuse(CloseCode::Policy, err).await);
+                    return Err(self.refuse(close::POLICY, err));
                 }
                 let client = client.unwrap_or_default();
                 let checked = check_subscription(&namespaces, &client)
                     .and_then(|()| self.may_read(&namespaces));
                 if let Err(err) = checked {
-                    return Err(self.refuse(CloseCode::Policy, err).await);
+                    return Err(self.refuse(close::POLICY, err));
                 }
-                self.subscribe(namespaces, since, client).await
+                self.subscribe(namespaces, since, client);
+                Ok(())
             }
             ClientMessage::Auth { token } => {
                 let Some(tokens) = self.state.tokens.clone() else { return Ok(()) };
                 if self.active.is_some() {
                     let err = ApiError::BadRequest("auth comes before subscribe".into());
-                    return Err(self.refuse(CloseCode::Policy, err).await);
+                    return Err(self.refuse(close::POLICY, err));
                 }
                 match tokens.authenticate(&token) {
                     Some(principal) => {
@@ -251,7 +340,7 @@ impl Session {
                     }
                     None => {
                         let err = ApiError::Unauthorized("the access token is not valid".into());
-                        Err(self.refuse(CloseCode::Policy, err).await)
+                        Err(self.refuse(close::POLICY, err))
                     }
                 }
             }
@@ -262,10 +351,10 @@ impl Session {
                     let err = ApiError::BadRequest(format!(
                         "report for {namespace:?}/{key:?} with {ok} ok and {errors} errors is not valid"
                     ));
-                    return Err(self.refuse(CloseCode::Policy, err).await);
+                    return Err(self.refuse(close::POLICY, err));
                 }
                 if let Err(err) = self.may_report(&namespace) {
-                    return Err(self.refuse(CloseCode::Policy, err).await);
+                    return Err(self.refuse(close::POLICY, err));
                 }
                 let reporter = self
                     .principal
@@ -274,15 +363,9 @@ impl Session {
                 // The guard may write an abort; the session goes on pushing meanwhile.
                 let (store, guards) = (self.state.store.clone(), self.state.guards.clone());
                 actix_web::rt::spawn(async move {
-                    let reported = guard::report(
-                        &store,
-                        &guards,
-                        &namespace,
-                        &key,
-                        &ReportRequest { variant, ok, errors, release },
-                        &reporter,
-                    )
-                    .await;
+                    let report = ReportRequest { variant, ok, errors, release };
+                    let reported =
+                        guard::report(&store, &guards, &namespace, &key, &report, &reporter).await;
                     if let Err(err) = reported {
                         tracing::warn!(namespace, key, error = %err, "cannot record a report");
                     }
@@ -292,101 +375,218 @@ impl Session {
             ClientMessage::Ack { revision } => {
                 if let Some(active) = &self.active {
                     // A client cannot have applied what it was not sent.
-                    active.client.ack(revision.min(self.sent));
+                    active.client.ack(revision.min(self.out.sent()));
                 }
                 Ok(())
             }
         }
     }
 
-    async fn subscribe(
-        &mut self,
-        namespaces: Vec<String>,
-        since: Option<Revision>,
-        client: ClientHello,
-    ) -> Result<(), End> {
-        // Register first: whatever commits after this point reaches the queue, so the
-        // snapshot or replay below, plus the queue, cover every revision.
-        let sub = self.state.hub.subscribe(&namespaces);
+    fn subscribe(&mut self, namespaces: Vec<String>, since: Option<Revision>, client: ClientHello) {
+        // Register first: whatever commits after this point reaches the queue (waiting
+        // until the catch-up below is queued), so together they cover every revision.
+        let sub = self.state.hub.subscribe(&namespaces, self.out.clone());
+        let namespaces = sub.namespaces().to_vec();
         let registration = self.state.hub.register_client(ClientState {
             id: client.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            namespaces: sub.namespaces().to_vec(),
+            namespaces: namespaces.clone(),
             labels: client.labels,
             remote: self.remote.clone(),
             connected_at: Utc::now(),
             applied: AtomicU64::new(0),
         });
-        self.active = Some(Active { sub, client: registration });
+        self.active = Some(Active { _sub: sub, namespaces, client: registration });
         match since {
-            Some(since) if since <= self.state.store.revision() => {
-                if !self.replay(since).await? {
-                    self.send_snapshot().await?;
+            Some(since) if since <= self.state.store.revision() => self.start_replay(since),
+            // No position, or a position this store never reached: start from a snapshot.
+            _ => self.start_snapshot(),
+        }
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        self.active.as_ref().map(|a| a.namespaces.clone()).unwrap_or_default()
+    }
+
+    /// Replays every change after `since` in the subscribed namespaces: from the hub's
+    /// memory when it reaches back that far, else from the store's change log.
+    fn start_replay(&mut self, since: Revision) {
+        self.state.metrics.replays.fetch_add(1, Ordering::Relaxed);
+        match self.state.hub.recent_after(since, &self.namespaces()) {
+            Some((frames, upto)) => self.catch_up = CatchUp::Memory { frames: frames.into(), upto },
+            None => {
+                // The log on disk can be ahead of the cache for a moment; what lies beyond
+                // the cache's revision reaches the queue through the hub, so the replay
+                // stops there, and a later snapshot never goes back behind it.
+                let cap = self.state.store.revision();
+                self.catch_up = CatchUp::Log { after: since, cap, fetch: None };
+            }
+        }
+    }
+
+    /// Starts a snapshot of the subscribed namespaces: a shared one when subscribers of
+    /// the same namespaces took one at the current revision, else built on a blocking
+    /// thread (a namespace can hold hundreds of megabytes).
+    fn start_snapshot(&mut self) {
+        let namespaces = self.namespaces();
+        let store = self.state.store.clone();
+        let hub = self.state.hub.clone();
+        let current = store.revision();
+        if let Some(frame) = hub.cached_snapshot(&namespaces, current) {
+            self.catch_up = CatchUp::Live;
+            self.snapshot_ready(current, frame);
+            return;
+        }
+        self.catch_up = CatchUp::Snapshot(tokio::task::spawn_blocking(move || {
+            let (revision, entries) = store.snapshot(&namespaces);
+            let message = SnapshotFrame {
+                kind: "snapshot",
+                revision,
+                namespaces: &namespaces,
+                entries: entries.iter().map(|e| e.as_ref()).collect(),
+            };
+            let frame = frame::text(&serde_json::to_vec(&message).unwrap_or_default());
+            hub.cache_snapshot(&namespaces, revision, frame.clone());
+            (revision, frame)
+        }));
+    }
+
+    fn snapshot_ready(&mut self, revision: Revision, frame: Bytes) {
+        self.out.push(frame, true);
+        self.out.go_live(revision);
+        self.sent_at_tick = self.out.sent();
+        self.state.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queues catch-up frames while the queue has room; never waits.
+    fn feed_catch_up(&mut self) {
+        let room = |out: &Outbound| out.counted() < out.budget();
+        match &mut self.catch_up {
+            CatchUp::Memory { frames, upto } => {
+                while room(&self.out) {
+                    let Some(pushed) = frames.pop_front() else { break };
+                    self.out.push_covering(pushed.frame.clone(), false, pushed.revision);
+                }
+                if frames.is_empty() {
+                    let upto = *upto;
+                    self.finish_replay(upto);
                 }
             }
-            // No position, or a position this store never reached: start from a snapshot.
-            _ => self.send_snapshot().await?,
+            CatchUp::Log { after, cap, fetch } if fetch.is_none() && room(&self.out) => {
+                if after >= cap {
+                    let cap = *cap;
+                    self.finish_replay(cap);
+                    return;
+                }
+                let backend = self.state.store.backend();
+                let after = *after;
+                *fetch = Some(tokio::task::spawn_blocking(move || {
+                    backend.changes_after(after, REPLAY_PAGE)
+                }));
+            }
+            _ => {}
+        }
+    }
+
+    /// The replay is queued: the client has everything up to `upto`; go live and say so.
+    fn finish_replay(&mut self, upto: Revision) {
+        self.catch_up = CatchUp::Live;
+        self.out.go_live(upto);
+        let revision = self.out.sent();
+        self.send(&ServerMessage::Progress { revision });
+        self.sent_at_tick = self.out.sent();
+    }
+
+    fn on_catch_up(&mut self, done: CatchUpDone) -> Result<(), End> {
+        match done {
+            CatchUpDone::Snapshot(Some((revision, frame))) => {
+                self.catch_up = CatchUp::Live;
+                self.snapshot_ready(revision, frame);
+                Ok(())
+            }
+            CatchUpDone::Snapshot(None) => Err(self.refuse(
+                close::INTERNAL,
+                ApiError::Internal("the snapshot could not be built".into()),
+            )),
+            CatchUpDone::Page(Ok(ChangePage::Compacted)) => {
+                // The log no longer reaches back to the client's revision.
+                self.start_snapshot();
+                Ok(())
+            }
+            CatchUpDone::Page(Ok(ChangePage::Changes(changes))) => {
+                let namespaces = self.namespaces();
+                let everything = namespaces.iter().any(|n| n == ALL_NAMESPACES);
+                let CatchUp::Log { after, cap, fetch } = &mut self.catch_up else { return Ok(()) };
+                *fetch = None;
+                let full = changes.len() == REPLAY_PAGE;
+                for change in changes.iter().take_while(|c| c.revision <= *cap) {
+                    if everything || namespaces.binary_search(&change.namespace).is_ok() {
+                        let frame = frame::text(&hub::change_message(change));
+                        self.out.push_covering(frame, false, change.revision);
+                    }
+                    *after = change.revision;
+                }
+                if !full || *after >= *cap {
+                    let cap = *cap;
+                    self.finish_replay(cap);
+                }
+                Ok(())
+            }
+            CatchUpDone::Page(Err(err)) => {
+                let err = ApiError::Unavailable(format!("cannot read the change log: {err}"));
+                Err(self.refuse(close::INTERNAL, err))
+            }
+        }
+    }
+
+    /// The hub queued output or gave up on this subscriber.
+    fn on_wake(&mut self) -> Result<(), End> {
+        if self.active.is_some() && self.out.lagged() {
+            // Register anew and snapshot: nothing is missed, and the changes the client
+            // could not take are dropped rather than held.
+            self.state.metrics.lag_resyncs.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(remote = %self.remote, "subscriber fell behind; resyncing with a snapshot");
+            match std::mem::replace(&mut self.catch_up, CatchUp::Live) {
+                CatchUp::Snapshot(handle) => handle.abort(),
+                CatchUp::Log { fetch: Some(handle), .. } => handle.abort(),
+                _ => {}
+            }
+            self.out.begin_resync();
+            self.start_snapshot();
         }
         Ok(())
     }
 
-    /// Sends every change after `since` in the subscribed namespaces from the change log.
-    /// Returns false when the log no longer reaches back to `since`.
-    async fn replay(&mut self, since: Revision) -> Result<bool, End> {
-        self.sent = since;
-        let namespaces = self.namespaces();
-        let everything = namespaces.iter().any(|n| n == ALL_NAMESPACES);
-        let mut after = since;
-        loop {
-            // The log on disk can be ahead of the cache for a moment; what lies beyond the
-            // cache's revision will reach our queue, so the replay stops there. A later
-            // snapshot (after lag) then never goes back behind what was replayed.
-            let cap = self.state.store.revision();
-            let backend = self.state.store.backend();
-            let page = actix_web::rt::task::spawn_blocking(move || {
-                backend.changes_after(after, REPLAY_PAGE)
-            })
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Backend("change log read panicked".into())));
-            let changes = match page {
-                Ok(ChangePage::Changes(changes)) => changes,
-                Ok(ChangePage::Compacted) => return Ok(false),
-                Err(err) => {
-                    let err = ApiError::Unavailable(format!("cannot read the change log: {err}"));
-                    return Err(self.refuse(CloseCode::Error, err).await);
-                }
-            };
-            let full_page = changes.len() == REPLAY_PAGE;
-            for change in changes.iter().take_while(|c| c.revision <= cap) {
-                if everything || namespaces.binary_search(&change.namespace).is_ok() {
-                    self.send(change_frame(change)).await?;
-                }
-                self.sent = change.revision;
-            }
-            after = self.sent;
-            if !full_page || after >= cap {
-                break;
+    fn on_heartbeat(&mut self) -> Result<(), End> {
+        let config = &self.state.config;
+        if let Some(since) = self.out.stalled_since() {
+            if since.elapsed() >= config.client_timeout() {
+                tracing::debug!(remote = %self.remote, "resetting a connection that takes no output");
+                return Err(End::Stalled);
             }
         }
-        self.state.metrics.replays.fetch_add(1, Ordering::Relaxed);
-        // Tell the client how far it is now known to be current.
-        self.send_message(&ServerMessage::Progress { revision: self.sent }).await?;
-        Ok(true)
-    }
-
-    async fn send_snapshot(&mut self) -> Result<(), End> {
-        let namespaces = self.namespaces();
-        let (revision, entries) = self.state.store.snapshot(&namespaces);
-        let frame = SnapshotFrame {
-            kind: "snapshot",
-            revision,
-            namespaces: &namespaces,
-            entries: entries.iter().map(|e| e.as_ref()).collect(),
-        };
-        let text = serde_json::to_string(&frame).unwrap_or_default();
-        drop(frame);
-        self.sent = revision;
-        self.state.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
-        self.send(text).await
+        if self.last_inbound.elapsed() >= config.client_timeout() {
+            tracing::debug!(remote = %self.remote, "closing a silent peer");
+            return Err(self.close(close::POLICY, "no frame received within the client timeout"));
+        }
+        if self.active.is_none() && self.started.elapsed() >= config.subscribe_timeout() {
+            let err = ApiError::RequestTimeout(format!(
+                "no subscribe within {} ms of connecting",
+                config.subscribe_timeout().as_millis()
+            ));
+            return Err(self.refuse(close::POLICY, err));
+        }
+        self.out.push(frame::ping(), false);
+        if self.active.is_some() && matches!(self.catch_up, CatchUp::Live) {
+            // Idle since the last tick: say how far the client is current. Every change up
+            // to `published` is queued already, so nothing at or below it is still to come.
+            let published = self.state.hub.published();
+            self.out.push_progress_if_idle(self.sent_at_tick, published, |revision| {
+                let message = ServerMessage::Progress { revision };
+                frame::text(&serde_json::to_vec(&message).unwrap_or_default())
+            });
+            self.sent_at_tick = self.out.sent();
+        }
+        Ok(())
     }
 
     /// Whether the caller may read these namespaces (`*`: admins only). On an open
@@ -428,63 +628,6 @@ impl Session {
                 p.name
             ))),
         }
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        self.active.as_ref().map(|a| a.sub.namespaces().to_vec()).unwrap_or_default()
-    }
-
-    /// Replaces a subscription the hub gave up on with a fresh one and a snapshot.
-    async fn resync(&mut self) -> Result<(), End> {
-        let namespaces = self.namespaces();
-        if let Some(active) = &mut self.active {
-            // Register the new queue before the old one goes, then snapshot: nothing is missed.
-            active.sub = self.state.hub.subscribe(&namespaces);
-        }
-        self.state.metrics.lag_resyncs.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(remote = %self.remote, "subscriber fell behind; resyncing with a snapshot");
-        self.send_snapshot().await
-    }
-
-    async fn on_pushed(&mut self, next: Next) -> Result<(), End> {
-        let lagged = self.active.as_ref().is_some_and(|a| a.sub.lagged());
-        match next {
-            Next::Lagged => self.resync().await,
-            _ if lagged => self.resync().await,
-            Next::Pushed(pushed) if pushed.revision > self.sent => {
-                self.send(pushed.text.clone()).await?;
-                self.sent = pushed.revision;
-                Ok(())
-            }
-            // Already covered by the snapshot or replay this session sent.
-            Next::Pushed(_) => Ok(()),
-        }
-    }
-
-    async fn on_heartbeat(&mut self) -> Result<(), End> {
-        if self.last_inbound.elapsed() >= self.state.config.client_timeout() {
-            tracing::debug!(remote = %self.remote, "dropping a silent peer");
-            return Err(End::Close(
-                CloseCode::Policy,
-                "no frame received within the client timeout".into(),
-            ));
-        }
-        bounded(self.state.config.client_timeout(), self.ws.ping(b"")).await?;
-        if self.active.is_none() || self.last_outbound.elapsed() < self.state.config.heartbeat() {
-            return Ok(());
-        }
-        // Idle: say how far the client is current. Everything up to `published` is in our
-        // queue, so once the queue is drained nothing at or below it is still to come.
-        let published = self.state.hub.published();
-        while let Some(pushed) = self.active.as_mut().and_then(|a| a.sub.try_recv()) {
-            self.on_pushed(Next::Pushed(pushed)).await?;
-        }
-        if self.active.as_ref().is_some_and(|a| a.sub.lagged()) {
-            return self.resync().await;
-        }
-        self.sent = self.sent.max(published);
-        let revision = self.sent;
-        self.send_message(&ServerMessage::Progress { revision }).await
     }
 }
 

@@ -49,6 +49,8 @@ pub struct TestServer {
     pub url: String,
     dir: TempDir,
     args: Vec<String>,
+    /// A command the server runs under (such as `prlimit --nofile=512`), if any.
+    wrapper: Vec<String>,
     log: PathBuf,
     starts: u32,
 }
@@ -64,8 +66,17 @@ impl TestServer {
         TestServer::start_prepared(args, |_| {})
     }
 
+    /// Starts a server with extra flags under a wrapper command (`prlimit ...`).
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> TestServer {
+        TestServer::start_full(wrapper, args, |_| {})
+    }
+
     /// Starts a server with extra flags on a data dir that `prepare` fills first.
     pub fn start_prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> TestServer {
+        TestServer::start_full(&[], args, prepare)
+    }
+
+    fn start_full(wrapper: &[&str], args: &[&str], prepare: impl FnOnce(&Path)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
@@ -76,6 +87,7 @@ impl TestServer {
             url: String::new(),
             dir,
             args: args.iter().map(|a| a.to_string()).collect(),
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
             log,
             starts: 0,
         };
@@ -91,7 +103,15 @@ impl TestServer {
     fn spawn(&mut self, listen: &str) -> Result<()> {
         self.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut child = Command::new(server_binary())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(server_binary());
+                command
+            }
+            None => Command::new(server_binary()),
+        };
+        let mut child = command
             .arg("--listen")
             .arg(listen)
             .arg("--data-dir")
@@ -177,6 +197,17 @@ impl TestServer {
             self.kill9();
             self.spawn("127.0.0.1:0").expect("server restarts");
         }
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A gauge or counter of `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
     }
 
     /// Whether the process is still running.

@@ -371,3 +371,170 @@ fn a_request_body_that_never_arrives_times_out() {
     let (status, _) = rt.block_on(api.get("/v1/configs/slow/k")).unwrap();
     assert_eq!(status, 404, "nothing was written");
 }
+
+/// A frame header (masked, as clients send them) announcing `len` bytes of text.
+fn text_frame_header(len: u64) -> Vec<u8> {
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    header
+}
+
+/// Finding 2: WebSocket frames were buffered whole before the size check (one 256 MiB
+/// frame from a client without a token grew the server by 250 MiB). The header alone
+/// now gets the error and close 1009.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused_from_its_header() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\nname = \"root\"\nsecret_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nrole = \"admin\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(&["--tokens", tokens.to_str().unwrap()]);
+    let watcher = Watcher::connect(&server).await.unwrap();
+    let mut ws = watcher.into_inner();
+    // The header of a 256 MiB frame and a first kilobyte of it: nothing more is sent.
+    let raw = match ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(stream) => stream,
+        _ => unreachable!("plain TCP"),
+    };
+    raw.write_all(&text_frame_header(256 * 1024 * 1024)).await.unwrap();
+    raw.write_all(&[b'x'; 1024]).await.unwrap();
+    let mut error = None;
+    let close = loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Text(text))) => error = Some(text.to_string()),
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("expected an error and a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1009));
+    let error = error.expect("an error message before the close frame");
+    assert!(error.contains("payload_too_large") && error.contains("268435456"), "{error}");
+}
+
+/// Finding 3: a subscriber that never reads held ~110 MiB (a copy of every queued
+/// message), and once dropped its TCP connection stayed until the peer closed it. Its
+/// queue is now bounded in bytes, and a peer that takes no output is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(&[
+        "--subscriber-budget-bytes",
+        "262144",
+        "--client-timeout-ms",
+        "1500",
+        "--heartbeat-ms",
+        "200",
+    ]);
+    let api = Api::new(&server);
+    // A raw client: handshake and subscribe, then read nothing at all.
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stuck = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stuck
+        .write_all(
+            format!(
+                "GET /v1/watch HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let subscribe = br#"{"type":"subscribe","namespaces":["big"]}"#;
+    let mut frame = vec![0x81, 0x80 | subscribe.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(subscribe);
+    stuck.write_all(&frame).await.unwrap();
+    // A reader that keeps up, to see the writes go through.
+    let mut reader = Watcher::subscribe(&server, &["big"], None).await.unwrap();
+    reader.next_data().await.unwrap();
+    let blob = "x".repeat(256 * 1024);
+    for i in 0..40 {
+        let last = api.put_ok("big", &format!("k{}", i % 4), json!({"i": i, "blob": blob})).await;
+        // The reader keeps up (resyncs included) while the other peer reads nothing.
+        while reader.next_data().await.unwrap().revision() < Some(last) {}
+    }
+    // Within the client timeout, the server gives up on the stuck peer: it disappears
+    // from the clients and its connection ends (reading now drains the buffered bytes,
+    // then finds the end or a reset).
+    let deadline = Instant::now() + DEADLINE;
+    let mut buf = vec![0u8; 1 << 20];
+    let ended = loop {
+        match tokio::time::timeout_at(deadline.into(), stuck.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(_)) => continue,
+        }
+    };
+    assert!(ended, "the server kept the connection of a peer that takes nothing");
+    let (_, clients) = api.get("/v1/clients").await.unwrap();
+    assert_eq!(clients["clients"].as_array().map(Vec::len), Some(1), "{clients}");
+}
+
+/// Finding 5: unauthenticated WebSockets held their slots forever; now a connection must
+/// subscribe within the subscribe timeout, and the default subscriber limit follows the
+/// file descriptor limit, leaving room for REST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_subscribe_are_closed_and_free_their_slot() {
+    let server =
+        TestServer::start_with(&["--subscribe-timeout-ms", "300", "--max-subscribers", "2"]);
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(Watcher::connect(&server).await.unwrap());
+    }
+    // The limit holds...
+    let refused = tokio_tungstenite::connect_async(server.watch_url()).await;
+    assert!(refused.is_err(), "a third connection is refused while two are open");
+    // ...until the idle connections are closed for not subscribing.
+    for watcher in &mut idle {
+        match watcher.next().await.unwrap() {
+            ServerMessage::Error { code, .. } => assert_eq!(code, "request_timeout"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert_eq!(watcher.expect_close().await.unwrap(), Some(1008));
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(mut watcher) = Watcher::subscribe(&server, &["ns"], None).await {
+            if watcher.next_data().await.is_ok() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the freed slots were never taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let limited = TestServer::start_under(&["prlimit", "--nofile=512:512", "--"], &[]);
+    assert_eq!(limited.metric("graycast_subscriber_limit").await, Some(448.0));
+}
+
+/// Finding 9: idle `progress` came every one or two heartbeats; SPEC §5 says every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscriber_gets_progress_at_every_heartbeat() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start_with(&["--heartbeat-ms", "150"]);
+    let watcher = Watcher::subscribe(&server, &["quiet"], None).await.unwrap();
+    let mut ws = watcher.into_inner();
+    let mut kinds = Vec::new();
+    while kinds.len() < 12 {
+        let frame = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap().unwrap().unwrap();
+        match frame {
+            Message::Ping(_) => kinds.push("ping"),
+            Message::Text(text) if text.contains("\"progress\"") => kinds.push("progress"),
+            Message::Text(text) if text.contains("\"snapshot\"") => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Each heartbeat sends a ping and, the subscriber being idle, a progress.
+    assert_eq!(
+        kinds.chunks(2).filter(|pair| pair == &["ping", "progress"]).count(),
+        6,
+        "{kinds:?}"
+    );
+}

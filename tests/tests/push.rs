@@ -253,7 +253,7 @@ async fn idle_subscribers_get_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_resynced_while_others_keep_receiving() {
-    let server = TestServer::start_with(&["--subscriber-queue", "4"]);
+    let server = TestServer::start_with(&["--subscriber-budget-bytes", "2097152"]);
     let api = Api::new(&server);
     let mut reader = Watcher::subscribe(&server, &["big"], None).await.unwrap();
     let mut stalled = Watcher::subscribe(&server, &["big"], None).await.unwrap();

@@ -52,11 +52,11 @@ pub async fn namespaces(
     // With tokens, a caller sees the namespaces it may read.
     let principal = match state.tokens.as_deref() {
         None => None,
-        Some(tokens) => {
-            Some(auth::bearer(&req).and_then(|secret| tokens.authenticate(secret)).ok_or_else(
+        Some(tokens) => Some(
+            auth::bearer(req.headers()).and_then(|secret| tokens.authenticate(secret)).ok_or_else(
                 || ApiError::Unauthorized("this server requires a valid access token".into()),
-            )?)
-        }
+            )?,
+        ),
     };
     let (revision, list) = state.store.namespaces();
     let namespaces = list

@@ -36,9 +36,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// Prometheus text exposition of the server's counters.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(state.store.revision(), state.hub.connections()))
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render(
+        state.store.revision(),
+        state.hub.connections(),
+        state.subscriber_limit,
+    ))
 }
 
 /// This API as an OpenAPI 3 document, generated from the handlers and wire types.

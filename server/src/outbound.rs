@@ -1,0 +1,366 @@
+//! The outbound side of one subscriber connection: encoded frames that the hub and the
+//! session append and the connection's writer drains, in order, bounded in bytes.
+//!
+//! This is the one hop of a delivery: the hub thread appends a change's frame (encoded
+//! once, shared by every connection) and wakes the connection's task, which writes
+//! whatever has queued up in one vectored write. Nothing else sits between a commit and
+//! the socket.
+//!
+//! Ordering: while the session brings a client up to date (snapshot or replay), the hub's
+//! changes wait aside (`pending`); going live moves those the snapshot or replay did not
+//! cover behind it. `sent` is the revision up to which the client has everything, and no
+//! change at or below it is queued again, so whatever path a client came by it sees one
+//! gap-free, strictly ordered sequence.
+//!
+//! Bounds: changes queued (or pending) beyond the byte budget mark the subscriber
+//! lagged; the session then drops the changes not yet begun and resyncs the client with
+//! a snapshot. Snapshots are shared frames, not counted against the budget: they cost a
+//! connection nothing of its own.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+use graycast_protocol::Revision;
+use tokio::sync::Notify;
+
+use crate::hub::Pushed;
+
+/// Most frames handed to one vectored write.
+const MAX_SLICES: usize = 64;
+/// Most bytes handed to one write; a larger frame is written in pieces.
+const MAX_WRITE: usize = 256 * 1024;
+
+/// One queued piece of output.
+struct Piece {
+    bytes: Bytes,
+    /// Whether the piece counts against the budget (not shared snapshots).
+    counted: bool,
+}
+
+struct State {
+    queue: VecDeque<Piece>,
+    /// Bytes of counted pieces in `queue` and in `pending`.
+    counted: usize,
+    /// Changes from the hub waiting while the session brings the client up to date;
+    /// `None` once live.
+    pending: Option<VecDeque<Arc<Pushed>>>,
+    /// Everything up to this revision in the client's namespaces is queued (or sent).
+    sent: Revision,
+    lagged: bool,
+    /// No more output: the connection is closing.
+    closed: bool,
+    /// Part of the front piece was written already.
+    front_started: bool,
+    /// When the writer last got bytes out, or the queue last became non-empty.
+    progress_at: Instant,
+}
+
+/// A connection's output queue; shared by the hub (which appends changes) and the
+/// connection's task (which appends everything else and writes).
+pub struct Outbound {
+    state: Mutex<State>,
+    /// Wakes the connection's task: output to write, or a lag to handle.
+    wake: Notify,
+    budget: usize,
+}
+
+impl Outbound {
+    /// An empty queue holding at most `budget` bytes of changes, not live yet.
+    pub fn new(budget: usize) -> Arc<Outbound> {
+        Arc::new(Outbound {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                counted: 0,
+                pending: Some(VecDeque::new()),
+                sent: 0,
+                lagged: false,
+                closed: false,
+                front_started: false,
+                progress_at: Instant::now(),
+            }),
+            wake: Notify::new(),
+            budget,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a committed change (from the hub). Never waits: over the budget, the
+    /// subscriber is marked lagged instead.
+    pub fn push_change(&self, pushed: &Arc<Pushed>) {
+        let mut state = self.state();
+        if state.closed || state.lagged || pushed.revision <= state.sent {
+            return;
+        }
+        let size = pushed.frame.len();
+        if state.counted + size > self.budget {
+            state.lagged = true;
+            state.pending = None;
+            drop(state);
+            self.wake.notify_one();
+            return;
+        }
+        state.counted += size;
+        if let Some(pending) = &mut state.pending {
+            pending.push_back(pushed.clone());
+            return;
+        }
+        state.sent = pushed.revision;
+        let was_empty = state.queue.is_empty();
+        state.queue.push_back(Piece { bytes: pushed.frame.clone(), counted: true });
+        if was_empty {
+            state.progress_at = Instant::now();
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Appends a frame of the session's own: a reply, a replayed change, a progress or
+    /// control frame. `shared` frames (snapshots) are not counted against the budget.
+    pub fn push(&self, frame: Bytes, shared: bool) {
+        let mut state = self.state();
+        if state.closed {
+            return;
+        }
+        if !shared {
+            state.counted += frame.len();
+        }
+        if state.queue.is_empty() {
+            state.progress_at = Instant::now();
+        }
+        state.queue.push_back(Piece { bytes: frame, counted: !shared });
+    }
+
+    /// Appends a replayed or snapshot change of revision `revision` and notes that the
+    /// client has everything up to it.
+    pub fn push_covering(&self, frame: Bytes, shared: bool, revision: Revision) {
+        self.push(frame, shared);
+        let mut state = self.state();
+        state.sent = state.sent.max(revision);
+    }
+
+    /// Appends a `progress` frame built from the revision the client is current at, if
+    /// nothing was queued since `since` (the idle check of the heartbeat). `published`
+    /// is the hub's: every change up to it is queued or pending already.
+    pub fn push_progress_if_idle(
+        &self,
+        since: Revision,
+        published: Revision,
+        frame: impl FnOnce(Revision) -> Bytes,
+    ) -> bool {
+        let mut state = self.state();
+        if state.closed || state.pending.is_some() || state.lagged || state.sent != since {
+            return false;
+        }
+        state.sent = state.sent.max(published);
+        let bytes = frame(state.sent);
+        state.counted += bytes.len();
+        if state.queue.is_empty() {
+            state.progress_at = Instant::now();
+        }
+        state.queue.push_back(Piece { bytes, counted: true });
+        true
+    }
+
+    /// Ends the catch-up: the client has everything up to `covered`; the hub's changes
+    /// that waited and lie beyond it are queued behind, and later ones go straight in.
+    pub fn go_live(&self, covered: Revision) {
+        let mut state = self.state();
+        state.sent = state.sent.max(covered);
+        let Some(pending) = state.pending.take() else { return };
+        for pushed in pending {
+            let size = pushed.frame.len();
+            if pushed.revision <= state.sent {
+                // Covered by the snapshot or replay: it was counted, and is dropped.
+                state.counted -= size;
+                continue;
+            }
+            state.sent = pushed.revision;
+            state.queue.push_back(Piece { bytes: pushed.frame.clone(), counted: true });
+        }
+    }
+
+    /// Starts a resync after a lag: the changes not begun are dropped (the snapshot to
+    /// come covers them) and the hub's changes wait again until [`Outbound::go_live`].
+    pub fn begin_resync(&self) {
+        let mut state = self.state();
+        let keep_front = state.front_started;
+        let mut kept = VecDeque::new();
+        let mut counted = 0;
+        for (i, piece) in state.queue.drain(..).enumerate() {
+            if (i == 0 && keep_front) || !piece.counted {
+                counted += if piece.counted { piece.bytes.len() } else { 0 };
+                kept.push_back(piece);
+            }
+        }
+        state.queue = kept;
+        state.counted = counted;
+        state.lagged = false;
+        state.pending = Some(VecDeque::new());
+    }
+
+    /// Whether the hub gave up on this subscriber (see [`Outbound::begin_resync`]).
+    pub fn lagged(&self) -> bool {
+        self.state().lagged
+    }
+
+    /// The revision up to which the client has been given everything.
+    pub fn sent(&self) -> Revision {
+        self.state().sent
+    }
+
+    /// Bytes of changes queued or pending (for flow control of replays).
+    pub fn counted(&self) -> usize {
+        self.state().counted
+    }
+
+    /// The budget in bytes.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Refuses further output (the close frame has been queued).
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.pending = None;
+    }
+
+    /// Whether anything waits to be written.
+    pub fn has_output(&self) -> bool {
+        !self.state().queue.is_empty()
+    }
+
+    /// How long output has waited without the writer getting any of it out.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        let state = self.state();
+        (!state.queue.is_empty()).then_some(state.progress_at)
+    }
+
+    /// Resolves when the hub queued output or marked the subscriber lagged.
+    pub async fn changed(&self) {
+        self.wake.notified().await
+    }
+
+    /// The next bytes to write, at most [`MAX_SLICES`] pieces and about [`MAX_WRITE`]
+    /// bytes; cheap clones of the queued pieces.
+    pub fn next_write(&self) -> Vec<Bytes> {
+        let state = self.state();
+        let mut out = Vec::new();
+        let mut total = 0;
+        for piece in state.queue.iter().take(MAX_SLICES) {
+            if total >= MAX_WRITE {
+                break;
+            }
+            let take = piece.bytes.len().min(MAX_WRITE - total);
+            out.push(piece.bytes.slice(..take));
+            total += take;
+        }
+        out
+    }
+
+    /// Drops `written` bytes from the front of the queue, once the writer got them out.
+    pub fn advance(&self, mut written: usize) {
+        let mut state = self.state();
+        if written > 0 {
+            state.progress_at = Instant::now();
+        }
+        while written > 0 {
+            let Some(front) = state.queue.front_mut() else { break };
+            if written < front.bytes.len() {
+                let _ = front.bytes.split_to(written);
+                if front.counted {
+                    state.counted -= written;
+                }
+                state.front_started = true;
+                return;
+            }
+            written -= front.bytes.len();
+            if let Some(piece) = state.queue.pop_front() {
+                if piece.counted {
+                    state.counted -= piece.bytes.len();
+                }
+            }
+            state.front_started = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(revision: Revision, size: usize) -> Arc<Pushed> {
+        Arc::new(Pushed {
+            revision,
+            namespace: "ns".into(),
+            frame: Bytes::from(format!("{revision:0>width$}", width = size)),
+        })
+    }
+
+    fn drain(out: &Outbound) -> Vec<String> {
+        let mut all = Vec::new();
+        loop {
+            let chunk = out.next_write();
+            if chunk.is_empty() {
+                return all;
+            }
+            let n: usize = chunk.iter().map(Bytes::len).sum();
+            all.extend(
+                chunk.iter().map(|b| String::from_utf8_lossy(b).trim_start_matches('0').to_owned()),
+            );
+            out.advance(n);
+        }
+    }
+
+    #[test]
+    fn changes_that_wait_during_a_catch_up_follow_it_without_repeats() {
+        let out = Outbound::new(1000);
+        out.push_change(&change(4, 10));
+        out.push_change(&change(5, 10));
+        out.push(Bytes::from_static(b"snapshot@4"), true);
+        out.go_live(4);
+        out.push_change(&change(5, 10));
+        out.push_change(&change(6, 10));
+        assert_eq!(drain(&out), ["snapshot@4", "5", "6"]);
+        assert_eq!(out.sent(), 6);
+        assert_eq!(out.counted(), 0);
+    }
+
+    #[test]
+    fn over_the_budget_a_subscriber_lags_and_resyncs_keeping_the_frame_begun() {
+        let out = Outbound::new(25);
+        out.go_live(0);
+        out.push_change(&change(1, 10));
+        out.push_change(&change(2, 10));
+        let first = out.next_write();
+        out.advance(3); // part of change 1 is on the wire
+        assert!(!first.is_empty());
+        out.push_change(&change(3, 10));
+        assert!(out.lagged(), "30 bytes over a budget of 25");
+        out.begin_resync();
+        assert_eq!(out.counted(), 7, "the rest of change 1 stays; change 2 is dropped");
+        out.push_change(&change(4, 10)); // waits aside during the resync
+        out.push(Bytes::from_static(b"snapshot@4"), true);
+        out.go_live(4);
+        let rest: Vec<String> = drain(&out);
+        assert_eq!(rest, ["1", "snapshot@4"]);
+        assert!(!out.lagged());
+    }
+
+    #[test]
+    fn progress_is_queued_only_when_idle() {
+        let out = Outbound::new(1000);
+        out.go_live(3);
+        let frame = |r: Revision| Bytes::from(format!("progress@{r}"));
+        assert!(out.push_progress_if_idle(3, 7, frame));
+        assert_eq!(out.sent(), 7);
+        out.push_change(&change(8, 10));
+        assert!(!out.push_progress_if_idle(7, 8, frame), "a change went out since");
+        assert_eq!(drain(&out), ["progress@7", "8"]);
+    }
+}
