@@ -179,7 +179,17 @@ impl Client {
     /// Reads a whole namespace from the server.
     pub async fn fetch_namespace(&self, namespace: &str) -> Result<ConfigList, Error> {
         check_names(namespace, None)?;
-        self.call_ok(Method::GET, &format!("/v1/configs/{namespace}"), |r| r).await
+        let path = format!("/v1/configs/{namespace}");
+        let mut list: ConfigList = self.call_ok(Method::GET, &path, |r| r).await?;
+        // The server answers in pages; the whole namespace is their concatenation.
+        while let Some(after) = list.next.take() {
+            let page: ConfigList =
+                self.call_ok(Method::GET, &path, |r| r.query(&[("after", after.as_str())])).await?;
+            list.revision = list.revision.max(page.revision);
+            list.entries.extend(page.entries);
+            list.next = page.next;
+        }
+        Ok(list)
     }
 
     /// Lists the server's namespaces.

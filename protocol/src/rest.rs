@@ -45,18 +45,25 @@ pub struct NamespaceList {
     pub namespaces: Vec<NamespaceSummary>,
 }
 
-/// Answer of `GET /v1/configs/{ns}`.
+/// Answer of `GET /v1/configs/{ns}`: one page of a namespace's entries, by key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConfigList {
     pub namespace: String,
+    /// The revision this page is consistent at (pages may be of different revisions).
     pub revision: Revision,
     pub entries: Vec<Entry>,
+    /// The `after` cursor of the next page; `null` on the last page.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
-/// Answer of `GET /v1/configs/{ns}/{key}/history`.
+/// Answer of `GET /v1/configs/{ns}/{key}/history`: one page, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HistoryList {
     pub items: Vec<HistoryItem>,
+    /// The `before` of the next (older) page; `null` when there is none.
+    #[serde(default)]
+    pub next: Option<Revision>,
 }
 
 /// One connected subscriber in `GET /v1/clients`.

@@ -171,9 +171,7 @@ pub async fn run(
                     }
                 },
             );
-            let app = build_app(state.clone())
-                .into_factory()
-                .map_err(|err| err.error_response());
+            let app = build_app(state.clone()).into_factory().map_err(|err| err.error_response());
             let stopping = stopping.clone();
             HttpService::build()
                 .local_addr(local)

@@ -22,6 +22,10 @@ use crate::store::{Mutation, StoreError, WriteRequest};
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// Most history items returned by one request.
 pub const MAX_HISTORY_LIMIT: usize = 1000;
+/// Most entries of a namespace returned by one request.
+pub const MAX_PAGE_ENTRIES: usize = 1000;
+/// Bytes at which a page of entries or history items stops (it holds at least one).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/v1/namespaces").route(web::get().to(namespaces)))
@@ -67,21 +71,67 @@ pub async fn namespaces(
     Ok(HttpResponse::Ok().json(NamespaceList { revision, namespaces }))
 }
 
-/// Lists the entries of a namespace (empty when it has none).
+/// Query of a namespace listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Most entries to return (1 to 1000, default 1000); a page also stops at 4 MiB.
+    limit: Option<usize>,
+    /// Only keys after this one: the `next` of the previous page.
+    after: Option<String>,
+}
+
+/// Lists one page of the entries of a namespace, in key order (empty when it has none).
 #[utoipa::path(get, path = "/v1/configs/{ns}", tag = "configs",
-    params(("ns" = String, Path, description = "namespace")),
-    responses((status = 200, body = ConfigList), (status = 400, body = ErrorBody)))]
+    params(("ns" = String, Path, description = "namespace", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ListQuery),
+    responses((status = 200, body = ConfigList), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let namespace = path.into_inner();
     check_names(&namespace, None)?;
     authorize(&state, &req, Access::Read, Some(&namespace))?;
-    let (revision, entries) = state.store.snapshot(std::slice::from_ref(&namespace));
-    let entries = entries.iter().map(|e| Entry::clone(e)).collect();
-    Ok(HttpResponse::Ok().json(ConfigList { namespace, revision, entries }))
+    let limit = query.limit.unwrap_or(MAX_PAGE_ENTRIES);
+    if limit == 0 || limit > MAX_PAGE_ENTRIES {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is outside 1..={MAX_PAGE_ENTRIES}"
+        )));
+    }
+    if let Some(after) = &query.after {
+        check_names(&namespace, Some(after))?;
+    }
+    let (revision, entries, more) = state.store.page(&namespace, query.after.as_deref(), limit);
+    // Entries are serialized one by one so that the page stops at its byte bound.
+    let mut body: Vec<u8> = Vec::new();
+    body.extend_from_slice(b"{\"namespace\":");
+    json_into(&mut body, &namespace);
+    body.extend_from_slice(format!(",\"revision\":{revision},\"entries\":[").as_bytes());
+    let mut next = more.then(|| entries.last().map(|e| e.key.clone())).flatten();
+    for (i, entry) in entries.iter().enumerate() {
+        let item = serde_json::to_vec(entry.as_ref()).unwrap_or_default();
+        if i > 0 && body.len() + item.len() > MAX_PAGE_BYTES {
+            next = Some(entries[i - 1].key.clone());
+            break;
+        }
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&item);
+    }
+    body.extend_from_slice(b"],\"next\":");
+    json_into(&mut body, &next);
+    body.push(b'}');
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
+}
+
+fn json_into<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
+    // Plain strings and options of them always serialize.
+    let _ = serde_json::to_writer(out, value);
 }
 
 /// Reads one entry. `If-None-Match` with its current ETag answers 304.
@@ -197,13 +247,14 @@ pub async fn history(
     let before = query.before;
     let backend = state.store.backend();
     let (ns, k) = (namespace.clone(), key.clone());
-    let items = web::block(move || backend.history(&ns, &k, before, limit))
+    let page = web::block(move || backend.history(&ns, &k, before, limit, MAX_PAGE_BYTES))
         .await
         .map_err(|e| ApiError::Internal(format!("history read failed: {e}")))??;
-    if items.is_empty() && state.store.get(&namespace, &key).is_none() && before.is_none() {
+    if page.items.is_empty() && state.store.get(&namespace, &key).is_none() && before.is_none() {
         return Err(StoreError::NotFound { what: format!("key {namespace}/{key}") }.into());
     }
-    Ok(HttpResponse::Ok().json(HistoryList { items }))
+    let next = if page.more { page.items.last().map(|i| i.revision) } else { None };
+    Ok(HttpResponse::Ok().json(HistoryList { items: page.items, next }))
 }
 
 /// Makes the value of an earlier revision current again, as a new revision.

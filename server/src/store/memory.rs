@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use graycast_protocol::{HistoryItem, Revision};
 
-use super::{Backend, Change, ChangePage, Loaded, StoreError};
+use super::{Backend, Change, ChangePage, HistoryPage, Loaded, StoreError};
 
 #[derive(Default)]
 struct State {
@@ -78,13 +78,25 @@ impl Backend for MemoryBackend {
         key: &str,
         before: Option<Revision>,
         limit: usize,
-    ) -> Result<Vec<HistoryItem>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<HistoryPage, StoreError> {
         let state = self.state();
         let Some(items) = state.history.get(&slot(namespace, key)) else {
-            return Ok(Vec::new());
+            return Ok(HistoryPage::default());
         };
         let before = before.unwrap_or(Revision::MAX);
-        Ok(items.range(..before).rev().take(limit).map(|(_, item)| item.clone()).collect())
+        let mut page = HistoryPage::default();
+        let mut bytes = 0;
+        for (_, item) in items.range(..before).rev() {
+            let size = graycast_protocol::value::compact_size(&item.value);
+            if page.items.len() == limit || (!page.items.is_empty() && bytes + size > max_bytes) {
+                page.more = true;
+                break;
+            }
+            bytes += size;
+            page.items.push(item.clone());
+        }
+        Ok(page)
     }
 
     fn history_at(

@@ -146,6 +146,14 @@ pub struct Loaded {
     pub entries: Vec<Entry>,
 }
 
+/// A page of a key's history, newest first.
+#[derive(Debug, Default)]
+pub struct HistoryPage {
+    pub items: Vec<HistoryItem>,
+    /// Older items exist beyond this page.
+    pub more: bool,
+}
+
 /// A page of the change log.
 #[derive(Debug)]
 pub enum ChangePage {
@@ -174,14 +182,16 @@ pub trait Backend: Send + Sync + 'static {
     fn persist(&self, changes: &[Change]) -> Result<(), StoreError>;
     /// Up to `limit` changes with a revision greater than `after`, oldest first.
     fn changes_after(&self, after: Revision, limit: usize) -> Result<ChangePage, StoreError>;
-    /// Up to `limit` history items of a key with a revision below `before`, newest first.
+    /// Up to `limit` history items of a key with a revision below `before`, newest first,
+    /// stopping once they hold `max_bytes` (at least one is returned).
     fn history(
         &self,
         namespace: &str,
         key: &str,
         before: Option<Revision>,
         limit: usize,
-    ) -> Result<Vec<HistoryItem>, StoreError>;
+        max_bytes: usize,
+    ) -> Result<HistoryPage, StoreError>;
     /// The history item of a key at exactly `revision`, if that revision changed the key.
     fn history_at(
         &self,
@@ -362,6 +372,27 @@ impl Store {
             }
         }
         (revision, entries)
+    }
+
+    /// Up to `limit` entries of a namespace with keys after `after`, in key order, as of
+    /// the returned revision, and whether more follow.
+    pub fn page(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Revision, Vec<Arc<Entry>>, bool) {
+        use std::ops::Bound;
+        let _gate = self.shared.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let revision = self.revision();
+        let Some(ns) = self.shared.cache.get(namespace) else {
+            return (revision, Vec::new(), false);
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = ns.range::<str, _>((start, Bound::Unbounded));
+        let entries: Vec<Arc<Entry>> = range.by_ref().take(limit).map(|(_, e)| e.clone()).collect();
+        let more = range.next().is_some();
+        (revision, entries, more)
     }
 
     /// Checks that the store can take writes and its backend answers (readiness).
@@ -758,8 +789,9 @@ mod tests {
             key: &str,
             before: Option<Revision>,
             limit: usize,
-        ) -> Result<Vec<HistoryItem>, StoreError> {
-            self.inner.history(ns, key, before, limit)
+            max_bytes: usize,
+        ) -> Result<HistoryPage, StoreError> {
+            self.inner.history(ns, key, before, limit, max_bytes)
         }
         fn history_at(
             &self,

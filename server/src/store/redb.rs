@@ -14,7 +14,7 @@ use std::sync::Arc;
 use graycast_protocol::{Entry, HistoryItem, Revision};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Backend, Change, ChangePage, Loaded, StoreError};
+use super::{Backend, Change, ChangePage, HistoryPage, Loaded, StoreError};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -171,21 +171,29 @@ impl Backend for RedbBackend {
         key: &str,
         before: Option<Revision>,
         limit: usize,
-    ) -> Result<Vec<HistoryItem>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<HistoryPage, StoreError> {
         let slot = slot(namespace, key);
         let txn = self.db.begin_read().map_err(backend_err)?;
         let table = txn.open_table(HISTORY).map_err(backend_err)?;
         let before = before.unwrap_or(Revision::MAX);
         let range =
             table.range((slot.as_str(), 0)..(slot.as_str(), before)).map_err(backend_err)?;
-        let mut items = Vec::new();
-        for row in range.rev().take(limit) {
+        let mut page = HistoryPage::default();
+        let mut bytes = 0;
+        for row in range.rev() {
             let (k, v) = row.map_err(backend_err)?;
+            let size = v.value().len();
+            if page.items.len() == limit || (!page.items.is_empty() && bytes + size > max_bytes) {
+                page.more = true;
+                break;
+            }
+            bytes += size;
             let item: HistoryItem = decode(v.value())
                 .map_err(|e| corrupt(&format!("history of {slot} at {}", k.value().1), e))?;
-            items.push(item);
+            page.items.push(item);
         }
-        Ok(items)
+        Ok(page)
     }
 
     fn history_at(
@@ -262,17 +270,23 @@ mod tests {
             loaded.entries.into_iter().map(|e| (e.key, e.value)).collect();
         assert_eq!(live, [("a".to_owned(), json!(5))]);
 
-        let history: Vec<Revision> =
-            db.history("ns", "a", None, 10).expect("history").iter().map(|h| h.revision).collect();
+        let history: Vec<Revision> = db
+            .history("ns", "a", None, 10, 1 << 20)
+            .expect("history")
+            .items
+            .iter()
+            .map(|h| h.revision)
+            .collect();
         assert_eq!(history, [5, 3, 1]);
         let paged: Vec<Revision> = db
-            .history("ns", "a", Some(5), 1)
+            .history("ns", "a", Some(5), 1, 1 << 20)
             .expect("history")
+            .items
             .iter()
             .map(|h| h.revision)
             .collect();
         assert_eq!(paged, [3]);
-        assert!(db.history("ns", "nope", None, 10).expect("history").is_empty());
+        assert!(db.history("ns", "nope", None, 10, 1 << 20).expect("history").items.is_empty());
         assert_eq!(db.history_at("ns", "b", 4).expect("read").map(|h| h.op), Some(Op::Delete));
         assert!(db.history_at("ns", "a", 4).expect("read").is_none());
 
