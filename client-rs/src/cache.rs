@@ -47,6 +47,7 @@ impl CacheState {
                         key: key.clone(),
                         entry: Some(entry.clone()),
                         previous,
+                        comment: None,
                     });
                 }
             }
@@ -61,6 +62,7 @@ impl CacheState {
                         key: key.clone(),
                         entry: None,
                         previous: Some(entry.clone()),
+                        comment: None,
                     });
                 }
             }
@@ -79,6 +81,7 @@ impl CacheState {
         namespace: String,
         key: String,
         entry: Option<Entry>,
+        comment: Option<String>,
     ) -> Option<ChangeEvent> {
         if revision <= self.revision {
             return None;
@@ -100,7 +103,7 @@ impl CacheState {
                 previous
             }
         };
-        Some(ChangeEvent { revision, op, namespace, key, entry, previous })
+        Some(ChangeEvent { revision, op, namespace, key, entry, previous, comment })
     }
 
     /// Records that nothing changed up to `revision`.
@@ -215,11 +218,12 @@ mod tests {
             state.apply_snapshot(5, vec![entry("a", 3, json!(1)), entry("b", 5, json!(2))]);
         assert_eq!(events.len(), 2);
         assert!(state
-            .apply_change(4, Op::Put, "ns".into(), "a".into(), Some(entry("a", 4, json!(9))))
+            .apply_change(4, Op::Put, "ns".into(), "a".into(), Some(entry("a", 4, json!(9))), None)
             .is_none());
         assert_eq!(state.get("ns", "a").map(|e| e.value.clone()), Some(json!(1)));
-        let event =
-            state.apply_change(6, Op::Delete, "ns".into(), "b".into(), None).expect("applies");
+        let event = state
+            .apply_change(6, Op::Delete, "ns".into(), "b".into(), None, None)
+            .expect("applies");
         assert_eq!(event.previous.map(|e| e.value.clone()), Some(json!(2)));
         assert!(!state.apply_progress(6));
         assert!(state.apply_progress(8));

@@ -16,6 +16,9 @@ pub struct ChangeEvent {
     pub entry: Option<Arc<Entry>>,
     /// The entry before the change, as the client had it.
     pub previous: Option<Arc<Entry>>,
+    /// The author's comment, when the change was pushed with one (not for differences
+    /// found in a snapshot).
+    pub comment: Option<String>,
 }
 
 impl ChangeEvent {
@@ -27,6 +30,7 @@ impl ChangeEvent {
             namespace: self.namespace.clone(),
             key: self.key.clone(),
             entry: self.entry.as_deref().cloned().map(Box::new),
+            comment: self.comment.clone(),
         }
     }
 }

@@ -166,8 +166,15 @@ async fn session(
                     }
                     (cache.apply_snapshot(revision, entries), revision, true)
                 }
-                ServerMessage::Change { revision, op, namespace, key, entry } => {
-                    let event = cache.apply_change(revision, op, namespace, key, entry.map(|e| *e));
+                ServerMessage::Change { revision, op, namespace, key, entry, comment } => {
+                    let event = cache.apply_change(
+                        revision,
+                        op,
+                        namespace,
+                        key,
+                        entry.map(|e| *e),
+                        comment,
+                    );
                     (event.into_iter().collect(), cache.revision, synced)
                 }
                 ServerMessage::Progress { revision } => {

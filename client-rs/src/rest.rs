@@ -104,7 +104,7 @@ impl Client {
             key: key.to_owned(),
             message: e.to_string(),
         })?;
-        let body = PutRequest { value };
+        let body = PutRequest { value, comment: None };
         self.call_ok(Method::PUT, &format!("/v1/configs/{namespace}/{key}"), |r| {
             with_expect(r.json(&body), expect)
         })
@@ -135,7 +135,7 @@ impl Client {
         to_revision: Revision,
     ) -> Result<Entry, Error> {
         check_names(namespace, Some(key))?;
-        let body = RollbackRequest { to_revision };
+        let body = RollbackRequest { to_revision, comment: None };
         self.call_ok(Method::POST, &format!("/v1/configs/{namespace}/{key}/rollback"), |r| {
             r.json(&body)
         })

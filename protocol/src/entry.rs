@@ -163,4 +163,7 @@ pub struct HistoryItem {
     /// Why the change was made, when a ramp step or the guard made it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The comment its author gave with the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }

@@ -68,6 +68,9 @@ pub struct GrayRequest {
     /// Start paused: the ramp does not move until resumed.
     #[serde(default)]
     pub paused: bool,
+    /// Why, in the author's words (at most 1 KiB); kept in history and the audit feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// Body of `PATCH /v1/configs/{ns}/{key}/gray`: changes a running release.
@@ -85,6 +88,9 @@ pub struct GrayPatch {
     /// Pausing stops the ramp; resuming starts the current step's hold again.
     #[serde(default)]
     pub paused: Option<bool>,
+    /// Why, in the author's words (at most 1 KiB); kept in history and the audit feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// Body of `POST /v1/configs/{ns}/{key}/gray/report`: outcomes seen by a client.
@@ -325,7 +331,7 @@ impl GrayRequest {
 impl GrayPatch {
     /// Validates the patch and applies it to a running release at `now`.
     pub fn apply(self, gray: &Gray, now: DateTime<Utc>) -> Result<Gray, GrayError> {
-        if self == GrayPatch::default() {
+        if (GrayPatch { comment: None, ..self.clone() }) == GrayPatch::default() {
             return fail(
                 "the patch changes nothing; give percent, allow, deny, rules or paused".into(),
             );

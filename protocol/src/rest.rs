@@ -15,6 +15,9 @@ use crate::{Entry, HistoryItem, Revision};
 pub struct PutRequest {
     /// The new value: any JSON value, `null` included. The field is required.
     pub value: Value,
+    /// Why, in the author's words (at most 1 KiB); kept in history and the audit feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// Body of `POST /v1/configs/{ns}/{key}/rollback`.
@@ -22,6 +25,9 @@ pub struct PutRequest {
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     pub to_revision: Revision,
+    /// Why, in the author's words (at most 1 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// Answer of `DELETE /v1/configs/{ns}/{key}`.

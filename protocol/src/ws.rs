@@ -64,7 +64,16 @@ pub enum ServerMessage {
     /// The full state of the subscribed namespaces as of `revision`.
     Snapshot { revision: Revision, namespaces: Vec<String>, entries: Vec<Entry> },
     /// One change; `entry` is the entry after the change, `null` after a delete.
-    Change { revision: Revision, op: Op, namespace: String, key: String, entry: Option<Box<Entry>> },
+    Change {
+        revision: Revision,
+        op: Op,
+        namespace: String,
+        key: String,
+        entry: Option<Box<Entry>>,
+        /// The author's comment, when one was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
     /// Nothing in the subscribed namespaces changed up to `revision`.
     Progress { revision: Revision },
     /// The server refuses something; a close frame follows.
@@ -85,6 +94,7 @@ struct Envelope {
     entry: Option<Box<Entry>>,
     code: Option<String>,
     message: Option<String>,
+    comment: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for ServerMessage {
@@ -107,6 +117,7 @@ impl<'de> Deserialize<'de> for ServerMessage {
                 key: e.key.ok_or_else(|| missing("key"))?,
                 // `null` after a delete.
                 entry: e.entry,
+                comment: e.comment,
             },
             "progress" => {
                 ServerMessage::Progress { revision: e.revision.ok_or_else(|| missing("revision"))? }
@@ -193,6 +204,7 @@ mod tests {
             namespace: "ns".into(),
             key: "k".into(),
             entry: None,
+            comment: None,
         };
         let v = serde_json::to_value(&m).expect("serializes");
         assert_eq!(

@@ -120,7 +120,8 @@ pub async fn run(
 ) -> io::Result<()> {
     let tokens = config.load_tokens().map_err(io::Error::other)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
-    let (store, feed) = Store::open(&config, metrics.clone()).map_err(io::Error::other)?;
+    let (store, feed) =
+        Store::open(config.store_options(), metrics.clone()).await.map_err(io::Error::other)?;
     let store = Arc::new(store);
     let retain = usize::try_from(config.changelog_retain).unwrap_or(usize::MAX);
     let hub = Hub::new(store.revision(), retain, metrics.clone());

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::auth::Tokens;
+use crate::store::{Backing, StoreOptions};
 
 /// Default address to serve on: loopback only, as no tokens are configured by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -26,6 +27,10 @@ pub const DEFAULT_SUBSCRIBER_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_SUBSCRIBE_TIMEOUT_MS: u64 = 10_000;
 /// Default largest number of writes committed in one transaction.
 pub const DEFAULT_MAX_BATCH: u64 = 1024;
+/// Default history items kept per key (0 keeps them all).
+pub const DEFAULT_HISTORY_RETAIN: u64 = 1000;
+/// Default bytes the store may hold: 2 GiB, etcd's default quota.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Default time a client has to send a whole request body.
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 
@@ -62,6 +67,16 @@ pub struct Config {
     #[arg(long, env = "GRAYCAST_CHANGELOG_RETAIN", default_value_t = DEFAULT_CHANGELOG_RETAIN,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub changelog_retain: u64,
+
+    /// History items kept per key; the oldest go first (the current state always stays).
+    /// 0 keeps every item forever.
+    #[arg(long, env = "GRAYCAST_HISTORY_RETAIN", default_value_t = DEFAULT_HISTORY_RETAIN)]
+    pub history_retain: u64,
+
+    /// Bytes the store may hold (entries, history and change log); a write beyond them is
+    /// refused with 507 quota_exceeded, deletes still pass.
+    #[arg(long, env = "GRAYCAST_QUOTA_BYTES", default_value_t = DEFAULT_QUOTA_BYTES)]
+    pub quota_bytes: u64,
 
     /// Interval between pings and idle `progress` messages, in milliseconds.
     #[arg(long, env = "GRAYCAST_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS,
@@ -160,6 +175,21 @@ impl Config {
     /// carries up to 2 x 10,000 subjects of 256 bytes.
     pub fn max_body_bytes(&self) -> usize {
         self.max_value_bytes.saturating_mul(4).saturating_add(8 * 1024 * 1024)
+    }
+
+    /// What the store needs of this configuration.
+    pub fn store_options(&self) -> StoreOptions {
+        let backing = match self.store {
+            StoreKind::Redb => Backing::Redb(self.data_dir.join("graycast.redb")),
+            StoreKind::Memory => Backing::Memory,
+        };
+        StoreOptions {
+            backing,
+            changelog_retain: self.changelog_retain,
+            history_retain: self.history_retain,
+            max_batch: self.max_batch as usize,
+            quota_bytes: self.quota_bytes,
+        }
     }
 
     /// Reads the token file, if one is configured.

@@ -104,6 +104,8 @@ impl From<StoreError> for ApiError {
             | StoreError::Missing { .. }
             | StoreError::Superseded(_) => ApiError::RevisionMismatch(err.to_string()),
             StoreError::Invalid(msg) => ApiError::InvalidValue(msg),
+            StoreError::QuotaExceeded(msg) => ApiError::QuotaExceeded(msg),
+            StoreError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Closed | StoreError::Backend(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),
         }

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use graycast_protocol::gray::{GuardCounts, OutcomeCounts, ReportRequest};
 use graycast_protocol::{Entry, Variant};
 
-use crate::store::{Mutation, Precondition, Store, StoreError, WriteRequest};
+use crate::store::{Mutation, Store, StoreError, WriteRequest};
 
 /// Recorded as `updated_by` of the aborts the guard makes.
 pub const GUARD_ACTOR: &str = "guard";
@@ -138,10 +138,10 @@ impl Guards {
         });
         let abort = (tripped && !tally.aborting.swap(true, Ordering::AcqRel)).then(|| {
             let limit = gray.guard.as_ref().map_or(0.0, |g| g.max_error_rate);
-            WriteRequest {
-                namespace: entry.namespace.clone(),
-                key: entry.key.clone(),
-                mutation: Mutation::Abort {
+            WriteRequest::new(
+                entry.namespace.clone(),
+                entry.key.clone(),
+                Mutation::Abort {
                     started_at: Some(gray.started_at),
                     note: Some(format!(
                         "guard: gray error rate {:.4} over {} outcomes exceeds {limit}; stable error rate {:.4} over {}; gray errors reported by {reporters}; tripped by a report of {reporter}",
@@ -151,9 +151,8 @@ impl Guards {
                         counts.stable.total(),
                     )),
                 },
-                precondition: Precondition::None,
-                actor: GUARD_ACTOR.to_owned(),
-            }
+                GUARD_ACTOR,
+            )
         });
         Some(Reported { counts, abort })
     }

@@ -55,6 +55,8 @@ struct ChangeFrame<'a> {
     namespace: &'a str,
     key: &'a str,
     entry: Option<&'a Entry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
 }
 
 /// Serializes a change as the `change` message of the push protocol.
@@ -66,6 +68,7 @@ pub fn change_message(change: &Change) -> Vec<u8> {
         namespace: &change.namespace,
         key: &change.key,
         entry: change.entry.as_deref(),
+        comment: change.comment.as_deref(),
     };
     // Serializing plain data with string keys cannot fail.
     serde_json::to_vec(&frame).unwrap_or_default()
@@ -380,6 +383,8 @@ mod tests {
             at: Utc::now(),
             by: "t".into(),
             note: None,
+            comment: None,
+            remote: None,
         }
     }
 
@@ -395,6 +400,7 @@ mod tests {
                 namespace: "ns".into(),
                 key: "k".into(),
                 entry: c.entry.as_deref().cloned().map(Box::new),
+                comment: None,
             }
         );
     }

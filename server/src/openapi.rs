@@ -1,4 +1,9 @@
 //! The OpenAPI 3 document of the REST API, generated from the handlers' annotations.
+//!
+//! What is true of every route is added in one place ([`Contract`]) rather than repeated
+//! on each handler: the name rule of `{ns}` and `{key}`, the error answers every API route
+//! may give (the JSON error body), what the server checks on request bodies, and the
+//! bearer token, which API routes take and operational ones do not.
 
 use graycast_protocol::gray::{
     GrayPatch, GrayRequest, GrayStatus, GuardCounts, OutcomeCounts, ReleaseDecision, ReportRequest,
@@ -11,6 +16,9 @@ use graycast_protocol::{
     Entry, ErrorBody, ErrorDetail, Gray, Guard, HistoryItem, Op, Reason, Rule, RuleOp, Step,
     Variant,
 };
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::OpenApi;
 
 use crate::routes::{clients, configs, gray, health, release, watch};
@@ -18,7 +26,7 @@ use crate::routes::{clients, configs, gray, health, release, watch};
 /// The API document served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&BearerToken),
+    modifiers(&Contract),
     info(title = "graycast", description = "Real-time configuration center with gray releases."),
     paths(
         configs::namespaces,
@@ -75,18 +83,106 @@ use crate::routes::{clients, configs, gray, health, release, watch};
 )]
 pub struct ApiDoc;
 
-/// Declares the bearer token of SPEC §7 as the API's security scheme. Servers started
-/// without a token file accept requests without it.
-struct BearerToken;
+/// The rule every namespace and key name follows (SPEC §2).
+const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
 
-impl utoipa::Modify for BearerToken {
+/// Adds what every route shares to the generated document.
+struct Contract;
+
+impl utoipa::Modify for Contract {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{
-            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
-        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components
             .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-        openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let api = path.starts_with("/v1/");
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
+            ];
+            for (operation, writes) in operations {
+                let Some(operation) = operation.as_mut() else { continue };
+                if api {
+                    describe_api_operation(path, operation, writes);
+                } else {
+                    // Liveness, readiness, metrics and this document need no token.
+                    operation.security = Some(vec![SecurityRequirement::default()]);
+                }
+            }
+        }
     }
+}
+
+fn describe_api_operation(path: &str, operation: &mut Operation, writes: bool) {
+    // A token when the server has a token file; none on an open (loopback) server.
+    operation.security = Some(vec![
+        SecurityRequirement::new("bearer", Vec::<String>::new()),
+        SecurityRequirement::default(),
+    ]);
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    for parameter in parameters.iter_mut() {
+        if parameter.parameter_in == ParameterIn::Path && matches!(parameter.name.as_str(), "ns" | "key")
+        {
+            parameter.schema = Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(NAME_PATTERN))
+                    .min_length(Some(1))
+                    .max_length(Some(128))
+                    .into(),
+            );
+        }
+    }
+    let bodiless_write = writes && operation.request_body.is_none() && path != "/v1/watch";
+    if bodiless_write {
+        parameters.push(query("comment", "why, in the author's words (at most 1 KiB)"));
+    }
+    let mut errors = vec![
+        (400, "a malformed request: a bad name, query or header"),
+        (401, "a token is needed, or the one given is not valid"),
+        (403, "the token may not do this, or a cross-origin request was refused"),
+        (405, "the method is not served on this path"),
+        (503, "the store cannot take the request now"),
+    ];
+    if path.contains("{key}") || path.contains("{ns}") {
+        errors.push((404, "no such key, revision or gray release"));
+    }
+    if writes {
+        errors.extend([
+            (408, "the request body did not arrive in time"),
+            (412, "the key is not at the expected revision (If-Match, If-None-Match)"),
+            (413, "the body or the value is over its size limit"),
+            (415, "the body is not declared as JSON"),
+            (422, "the value or the release is not valid"),
+            (507, "the store is at its quota"),
+        ]);
+    }
+    for (status, description) in errors {
+        operation.responses.responses.entry(status.to_string()).or_insert_with(|| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))))
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+    }
+}
+
+fn query(name: &str, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(1024))))
+        .build()
 }

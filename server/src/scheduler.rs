@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use crate::store::{Mutation, Precondition, Store, StoreError, WriteRequest};
+use crate::store::{Mutation, Store, StoreError, WriteRequest};
 
 /// Recorded as `updated_by` of ramp moves.
 pub const SCHEDULER_ACTOR: &str = "scheduler";
@@ -39,13 +39,12 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
         }
         let mut failed = false;
         for (namespace, key, started_at, step) in due {
-            let request = WriteRequest {
+            let request = WriteRequest::new(
                 namespace,
                 key,
-                mutation: Mutation::GrayAdvance { started_at, step },
-                precondition: Precondition::None,
-                actor: SCHEDULER_ACTOR.to_owned(),
-            };
+                Mutation::GrayAdvance { started_at, step },
+                SCHEDULER_ACTOR,
+            );
             let what = format!("{}/{}", request.namespace, request.key);
             match store.write(request).await {
                 Ok(change) => {

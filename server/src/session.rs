@@ -115,7 +115,6 @@ struct Session {
     principal: Option<Arc<Principal>>,
     active: Option<Active>,
     catch_up: CatchUp,
-    started: Instant,
     last_inbound: Instant,
     /// `out.sent()` at the last heartbeat, to tell an idle subscriber.
     sent_at_tick: Revision,
@@ -138,7 +137,6 @@ pub async fn run<S: Socket>(
         principal,
         active: None,
         catch_up: CatchUp::Live,
-        started: Instant::now(),
         last_inbound: Instant::now(),
         sent_at_tick: 0,
         state,
@@ -152,6 +150,7 @@ pub async fn run<S: Socket>(
     let mut inbound = inbound;
     let mut ended: Option<End> = session.on_bytes(&mut inbound).err();
     let mut deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+    let subscribe_by = tokio::time::Instant::now() + session.state.config.subscribe_timeout();
 
     let end = loop {
         match ended {
@@ -182,6 +181,9 @@ pub async fn run<S: Socket>(
             _ = session.out.changed(), if !writing && ended.is_none() => session.on_wake(),
             done = catch_up_task(&mut session.catch_up), if ended.is_none() => session.on_catch_up(done),
             _ = heartbeat.tick(), if ended.is_none() => session.on_heartbeat(),
+            _ = tokio::time::sleep_until(subscribe_by), if ended.is_none() && session.active.is_none() => {
+                Err(session.subscribe_overdue())
+            }
             _ = tokio::time::sleep_until(deadline), if ended == Some(End::Closing) => Err(End::Stalled),
         };
         if let Err(end) = step {
@@ -477,10 +479,10 @@ impl Session {
                     self.finish_replay(cap);
                     return;
                 }
-                let backend = self.state.store.backend();
+                let store = self.state.store.clone();
                 let after = *after;
-                *fetch = Some(tokio::task::spawn_blocking(move || {
-                    backend.changes_after(after, REPLAY_PAGE)
+                *fetch = Some(actix_web::rt::spawn(async move {
+                    store.changes_after(after, REPLAY_PAGE).await
                 }));
             }
             _ => {}
@@ -568,13 +570,6 @@ impl Session {
             tracing::debug!(remote = %self.remote, "closing a silent peer");
             return Err(self.close(close::POLICY, "no frame received within the client timeout"));
         }
-        if self.active.is_none() && self.started.elapsed() >= config.subscribe_timeout() {
-            let err = ApiError::RequestTimeout(format!(
-                "no subscribe within {} ms of connecting",
-                config.subscribe_timeout().as_millis()
-            ));
-            return Err(self.refuse(close::POLICY, err));
-        }
         self.out.push(frame::ping(), false);
         if self.active.is_some() && matches!(self.catch_up, CatchUp::Live) {
             // Idle since the last tick: say how far the client is current. Every change up
@@ -587,6 +582,15 @@ impl Session {
             self.sent_at_tick = self.out.sent();
         }
         Ok(())
+    }
+
+    /// The client did not subscribe in time.
+    fn subscribe_overdue(&mut self) -> End {
+        let err = ApiError::RequestTimeout(format!(
+            "no subscribe within {} ms of connecting",
+            self.state.config.subscribe_timeout().as_millis()
+        ));
+        self.refuse(close::POLICY, err)
     }
 
     /// Whether the caller may read these namespaces (`*`: admins only). On an open

@@ -610,3 +610,119 @@ async fn reads_are_paged_by_count_and_bytes() {
     let sdk = Client::builder().endpoint(&server.url).build().unwrap();
     assert_eq!(sdk.fetch_namespace("many").await.unwrap().entries.len(), 2500);
 }
+
+/// Finding 6: the store had no quota. A write that would take it beyond `--quota-bytes`
+/// is refused (507) and changes nothing; deletes still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_the_quota_are_refused() {
+    let server = TestServer::start_with(&["--quota-bytes", "400000"]);
+    let api = Api::new(&server);
+    let blob = "x".repeat(50_000);
+    let mut accepted = 0;
+    let refused = loop {
+        let (status, body) = api.put("full", &format!("k{accepted}"), json!(blob)).await.unwrap();
+        if status != 201 {
+            break (status, body);
+        }
+        accepted += 1;
+        assert!(accepted < 20, "the quota never refused a write");
+    };
+    assert_eq!(refused.0, 507, "{}", refused.1);
+    assert_eq!(refused.1["error"]["code"], "quota_exceeded");
+    assert!(accepted >= 2);
+    let (_, namespaces) = api.get("/v1/namespaces").await.unwrap();
+    assert_eq!(namespaces["namespaces"][0]["keys"], accepted, "the refused write created nothing");
+    let (status, _) = api.delete("full", "k0").await.unwrap();
+    assert_eq!(status, 200, "deletes pass beyond the quota");
+}
+
+/// Finding 6: disk use was several times the data written (three JSON copies of every
+/// change: 4.25x for these 100 KB values). Each change is stored once now (2.12x: redb's own
+/// floor for one copy of values this size), and history is bounded per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_holds_one_copy_of_each_change_and_history_is_bounded() {
+    let server = TestServer::start_with(&["--history-retain", "5"]);
+    let api = Api::new(&server);
+    let blob = "y".repeat(100_000);
+    let mut written = 0;
+    for round in 0..5 {
+        let puts: Vec<_> = (0..40)
+            .map(|i| {
+                let api = api.clone();
+                let value = json!({"round": round, "blob": blob});
+                async move { api.put_ok("disk", &format!("k{i}"), value).await }
+            })
+            .collect();
+        futures_util::future::join_all(puts).await;
+        written += 40 * blob.len();
+    }
+    let file = server.data_dir().join("data").join("graycast.redb");
+    let size = std::fs::metadata(&file).unwrap().len() as usize;
+    let ratio = size as f64 / written as f64;
+    eprintln!("wrote {written} bytes of values; the store file holds {size} bytes ({ratio:.2}x)");
+    assert!(ratio < 2.5, "{ratio:.2}x the data written");
+
+    for _ in 0..10 {
+        api.put_ok("disk", "k0", json!("small")).await;
+    }
+    let (_, history) = api.get("/v1/configs/disk/k0/history").await.unwrap();
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(5), "{history}");
+}
+
+/// A data dir of the first on-disk format (a full copy of every change in the change log)
+/// is converted on open: entries, history, replays and new revisions carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_the_first_format_is_converted_and_replays() {
+    let at = "2026-11-25T12:00:00Z";
+    let entry = |value: u64, revision: u64, version: u64| {
+        format!(
+            r#"{{"namespace":"v1","key":"k","value":{value},"revision":{revision},"created_revision":1,"version":{version},"updated_at":"{at}","updated_by":"old","gray":null}}"#
+        )
+    };
+    let item = |value: &str, revision: u64, op: &str| {
+        format!(
+            r#"{{"revision":{revision},"op":"{op}","value":{value},"gray":null,"updated_at":"{at}","updated_by":"old"}}"#
+        )
+    };
+    let change = |revision: u64, op: &str, entry: &str| {
+        format!(
+            r#"{{"revision":{revision},"op":"{op}","namespace":"v1","key":"k","entry":{entry},"at":"{at}","by":"old"}}"#
+        )
+    };
+    let server = TestServer::start_prepared(&[], |data| {
+        let (e1, e2) = (entry(10, 1, 1), entry(20, 2, 2));
+        write_v1_data_dir(
+            &data.join("graycast.redb"),
+            3,
+            &[("v1/other", &entry(5, 3, 1).replace("\"k\"", "\"other\""))],
+            &[
+                (("v1/k", 1), item("10", 1, "put")),
+                (("v1/k", 2), item("20", 2, "put")),
+                (("v1/k", 3), item("null", 3, "delete")),
+            ],
+            &[
+                (1, change(1, "put", &e1)),
+                (2, change(2, "put", &e2)),
+                (3, change(3, "delete", "null")),
+            ],
+        );
+    });
+    let mut replay = Watcher::subscribe(&server, &["v1"], Some(0)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match replay.next_data().await.unwrap() {
+            ServerMessage::Change { revision, op, entry, .. } => {
+                seen.push((revision, op.as_str(), entry.map(|e| (e.value.clone(), e.version))))
+            }
+            other => panic!("expected a replayed change, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [(1, "put", Some((json!(10), 1))), (2, "put", Some((json!(20), 2))), (3, "delete", None)]
+    );
+    let api = Api::new(&server);
+    let (_, history) = api.get("/v1/configs/v1/k/history").await.unwrap();
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(3), "{history}");
+    assert_eq!(api.put_ok("v1", "k", json!(30)).await, 4, "revisions carry on");
+}

@@ -11,7 +11,7 @@ type Seen = (u64, String, String, Op);
 
 fn change(message: ServerMessage) -> Seen {
     match message {
-        ServerMessage::Change { revision, namespace, key, op, entry } => {
+        ServerMessage::Change { revision, namespace, key, op, entry, .. } => {
             if op == Op::Delete {
                 assert!(entry.is_none());
             } else {

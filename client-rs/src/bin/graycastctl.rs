@@ -383,6 +383,7 @@ async fn gray(client: Client, verb: GrayVerb, json: bool) -> Result<(), Failure>
                 auto_promote,
                 guard: guard.as_deref().map(parse_guard).transpose()?,
                 paused,
+                comment: None,
             };
             client.gray_start(&namespace, &key, &request).await?
         }
@@ -426,6 +427,7 @@ async fn gray(client: Client, verb: GrayVerb, json: bool) -> Result<(), Failure>
                 } else {
                     None
                 },
+                comment: None,
             };
             client.gray_patch(&namespace, &key, &patch).await?
         }

@@ -11,12 +11,13 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{
-    check_names, check_value, current_entry, etag, parse_etag, precondition, read_json, KeyPath,
+    check_names, check_value, current_entry, etag, parse_etag, precondition, read_json,
+    write_request, KeyPath,
 };
 use crate::app::{authorize, AppState};
 use crate::auth::{self, Access};
 use crate::error::ApiError;
-use crate::store::{Mutation, StoreError, WriteRequest};
+use crate::store::{Mutation, StoreError};
 
 /// History items returned when the request names no limit.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -73,6 +74,7 @@ pub async fn namespaces(
 
 /// Query of a namespace listing.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Most entries to return (1 to 1000, default 1000); a page also stops at 4 MiB.
@@ -83,10 +85,8 @@ pub struct ListQuery {
 
 /// Lists one page of the entries of a namespace, in key order (empty when it has none).
 #[utoipa::path(get, path = "/v1/configs/{ns}", tag = "configs",
-    params(("ns" = String, Path, description = "namespace", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ListQuery),
-    responses((status = 200, body = ConfigList), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])))]
+    params(("ns" = String, Path, description = "namespace"), ListQuery),
+    responses((status = 200, body = ConfigList)))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -173,21 +173,13 @@ pub async fn put(
     path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let KeyPath { namespace, key } = path;
-    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    let precondition = precondition(req.headers())?;
+    let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
+    precondition(req.headers())?;
     let body: PutRequest = read_json(&req, payload, &state).await?;
     check_value(&state, &body.value, "value")?;
-    let change = state
-        .store
-        .write(WriteRequest {
-            namespace,
-            key,
-            mutation: Mutation::Put { value: body.value },
-            precondition,
-            actor,
-        })
-        .await?;
+    let request =
+        write_request(&req, path, Mutation::Put { value: body.value }, actor, body.comment)?;
+    let change = state.store.write(request).await?;
     entry_response(&change.entry)
 }
 
@@ -201,23 +193,15 @@ pub async fn delete(
     state: web::Data<AppState>,
     path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let KeyPath { namespace, key } = path;
-    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    let change = state
-        .store
-        .write(WriteRequest {
-            namespace,
-            key,
-            mutation: Mutation::Delete,
-            precondition: precondition(req.headers())?,
-            actor,
-        })
-        .await?;
+    let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
+    let request = write_request(&req, path, Mutation::Delete, actor, None)?;
+    let change = state.store.write(request).await?;
     Ok(HttpResponse::Ok().json(DeleteResponse { revision: change.revision }))
 }
 
 /// Query of the history listing.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Most items to return (default 100, at most 1000).
@@ -245,11 +229,7 @@ pub async fn history(
         )));
     }
     let before = query.before;
-    let backend = state.store.backend();
-    let (ns, k) = (namespace.clone(), key.clone());
-    let page = web::block(move || backend.history(&ns, &k, before, limit, MAX_PAGE_BYTES))
-        .await
-        .map_err(|e| ApiError::Internal(format!("history read failed: {e}")))??;
+    let page = state.store.history(&namespace, &key, before, limit, MAX_PAGE_BYTES).await?;
     if page.items.is_empty() && state.store.get(&namespace, &key).is_none() && before.is_none() {
         return Err(StoreError::NotFound { what: format!("key {namespace}/{key}") }.into());
     }
@@ -269,20 +249,12 @@ pub async fn rollback(
     path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let KeyPath { namespace, key } = path;
-    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    let precondition = precondition(req.headers())?;
+    let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
+    precondition(req.headers())?;
     let body: RollbackRequest = read_json(&req, payload, &state).await?;
-    let change = state
-        .store
-        .write(WriteRequest {
-            namespace,
-            key,
-            mutation: Mutation::Rollback { to_revision: body.to_revision },
-            precondition,
-            actor,
-        })
-        .await?;
+    let mutation = Mutation::Rollback { to_revision: body.to_revision };
+    let request = write_request(&req, path, mutation, actor, body.comment)?;
+    let change = state.store.write(request).await?;
     entry_response(&change.entry)
 }
 

@@ -5,12 +5,12 @@ use chrono::Utc;
 use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReportRequest};
 use graycast_protocol::{Entry, ErrorBody};
 
-use super::{check_value, current_entry, precondition, read_json, KeyPath};
+use super::{check_value, current_entry, read_json, write_request, KeyPath};
 use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::guard::{self, MAX_REPORT_OUTCOMES};
-use crate::store::{Mutation, WriteRequest};
+use crate::store::Mutation;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -34,20 +34,12 @@ async fn write(
     req: &HttpRequest,
     state: &AppState,
     actor: String,
-    namespace: String,
-    key: String,
+    path: KeyPath,
     mutation: Mutation,
+    comment: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let change = state
-        .store
-        .write(WriteRequest {
-            namespace,
-            key,
-            mutation,
-            precondition: precondition(req.headers())?,
-            actor,
-        })
-        .await?;
+    let request = write_request(req, path, mutation, actor, comment)?;
+    let change = state.store.write(request).await?;
     let entry = change
         .entry
         .as_deref()
@@ -66,14 +58,15 @@ pub async fn start(
     path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let KeyPath { namespace, key } = path;
-    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    let body: GrayRequest = read_json(&req, payload, &state).await?;
+    let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
+    let mut body: GrayRequest = read_json(&req, payload, &state).await?;
     check_value(&state, &body.value, "gray value")?;
+    let comment = body.comment.take();
     let gray = body
-        .into_gray(&namespace, &key, Utc::now())
+        .into_gray(&path.namespace, &path.key, Utc::now())
         .map_err(|e| ApiError::InvalidValue(e.to_string()))?;
-    write(&req, &state, actor, namespace, key, Mutation::GrayStart { gray: Box::new(gray) }).await
+    let mutation = Mutation::GrayStart { gray: Box::new(gray) };
+    write(&req, &state, actor, path, mutation, comment).await
 }
 
 /// Changes the percent, allow or deny lists, rules, or pause state of the running release.
@@ -87,10 +80,10 @@ pub async fn patch(
     path: KeyPath,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let KeyPath { namespace, key } = path;
-    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    let body: GrayPatch = read_json(&req, payload, &state).await?;
-    write(&req, &state, actor, namespace, key, Mutation::GrayPatch(body)).await
+    let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
+    let mut body: GrayPatch = read_json(&req, payload, &state).await?;
+    let comment = body.comment.take();
+    write(&req, &state, actor, path, Mutation::GrayPatch(body), comment).await
 }
 
 /// Makes the gray value the stable value; the release ends.
@@ -102,9 +95,8 @@ pub async fn promote(
     state: web::Data<AppState>,
     path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let KeyPath { namespace, key } = path;
-    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    write(&req, &state, actor, namespace, key, Mutation::Promote).await
+    let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
+    write(&req, &state, actor, path, Mutation::Promote, None).await
 }
 
 /// Aborts the release: it ends and the stable value stays.
@@ -116,10 +108,9 @@ pub async fn abort(
     state: web::Data<AppState>,
     path: KeyPath,
 ) -> Result<HttpResponse, ApiError> {
-    let KeyPath { namespace, key } = path;
-    let actor = authorize(&state, &req, Access::Write, Some(&namespace))?;
-    write(&req, &state, actor, namespace, key, Mutation::Abort { started_at: None, note: None })
-        .await
+    let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
+    let mutation = Mutation::Abort { started_at: None, note: None };
+    write(&req, &state, actor, path, mutation, None).await
 }
 
 /// The running release with the guard's outcome counts.

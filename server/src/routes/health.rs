@@ -24,11 +24,11 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200), (status = 503, body = graycast_protocol::ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let store = state.store.clone();
-    web::block(move || store.check())
+    state
+        .store
+        .check()
         .await
-        .map_err(|e| ApiError::Unavailable(format!("readiness check failed: {e}")))?
-        .map_err(|e| ApiError::Unavailable(format!("store is not reachable: {e}")))?;
+        .map_err(|e| ApiError::Unavailable(format!("the store cannot take writes: {e}")))?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"status": "ready", "revision": state.store.revision()})))
 }

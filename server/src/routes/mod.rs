@@ -16,7 +16,48 @@ use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::Precondition;
+use crate::store::{Mutation, Precondition, WriteRequest};
+
+/// Most bytes of a change's comment.
+pub const MAX_COMMENT_BYTES: usize = 1024;
+
+/// The write of `mutation` to a key by `actor`, with the request's precondition
+/// (`If-Match`, `If-None-Match`), peer address and comment: the body's, or `?comment=` on
+/// calls without a body.
+pub(crate) fn write_request(
+    req: &HttpRequest,
+    path: KeyPath,
+    mutation: Mutation,
+    actor: String,
+    comment: Option<String>,
+) -> Result<WriteRequest, ApiError> {
+    let comment = match comment {
+        Some(comment) => Some(comment),
+        None => {
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
+                .into_inner()
+                .remove("comment")
+        }
+    };
+    if let Some(comment) = &comment {
+        if comment.len() > MAX_COMMENT_BYTES {
+            return Err(ApiError::InvalidValue(format!(
+                "the comment has {} bytes; the limit is {MAX_COMMENT_BYTES}",
+                comment.len()
+            )));
+        }
+    }
+    Ok(WriteRequest {
+        namespace: path.namespace,
+        key: path.key,
+        mutation,
+        precondition: precondition(req.headers())?,
+        actor,
+        comment: comment.filter(|c| !c.is_empty()),
+        remote: req.peer_addr().map(|a| a.to_string()),
+    })
+}
 
 /// Registers every route of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {

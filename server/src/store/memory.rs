@@ -1,34 +1,42 @@
 //! In-memory backend: the same contract as the durable one, minus durability.
 //!
-//! For tests and `--store memory`. Live entries are kept by the store's cache, so this
-//! backend keeps only what the cache does not: history and the change log.
+//! For tests and `--store memory`. It keeps what the redb backend keeps, the same way:
+//! history records per key (bounded by the history retention), a change log of the keys
+//! each revision changed, and the count of bytes held.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use graycast_protocol::{HistoryItem, Revision};
 
-use super::{Backend, Change, ChangePage, HistoryPage, Loaded, StoreError};
+use super::record::Record;
+use super::{Change, ChangePage, HistoryPage, Loaded, LocalBackend, StoreError, StoreOptions};
 
 #[derive(Default)]
 struct State {
-    /// History by key (`"{ns}/{key}"`), then by revision.
-    history: BTreeMap<String, BTreeMap<Revision, HistoryItem>>,
-    log: VecDeque<Arc<Change>>,
+    /// History records by key (`"{ns}/{key}"`), then by revision, with their size.
+    history: BTreeMap<String, BTreeMap<Revision, (Record, usize)>>,
+    /// Revision and key of the most recent changes.
+    log: VecDeque<(Revision, String)>,
     /// The revision of the last change dropped from the log.
     compacted: Revision,
+    bytes: u64,
 }
 
 /// A backend that forgets everything when the process ends.
 pub struct MemoryBackend {
     state: Mutex<State>,
-    retain: u64,
+    changelog_retain: u64,
+    history_retain: u64,
 }
 
 impl MemoryBackend {
-    /// A backend whose change log keeps the last `retain` changes.
-    pub fn new(retain: u64) -> MemoryBackend {
-        MemoryBackend { state: Mutex::new(State::default()), retain: retain.max(1) }
+    pub fn new(options: &StoreOptions) -> MemoryBackend {
+        MemoryBackend {
+            state: Mutex::new(State::default()),
+            changelog_retain: options.changelog_retain.max(1),
+            history_retain: options.history_retain,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -40,7 +48,7 @@ fn slot(namespace: &str, key: &str) -> String {
     format!("{namespace}/{key}")
 }
 
-impl Backend for MemoryBackend {
+impl LocalBackend for MemoryBackend {
     fn load(&self) -> Result<Loaded, StoreError> {
         Ok(Loaded::default())
     }
@@ -48,16 +56,23 @@ impl Backend for MemoryBackend {
     fn persist(&self, changes: &[Change]) -> Result<(), StoreError> {
         let mut state = self.state();
         for change in changes {
-            state
-                .history
-                .entry(slot(&change.namespace, &change.key))
-                .or_default()
-                .insert(change.revision, change.history_item());
-            state.log.push_back(Arc::new(change.clone()));
+            let slot = slot(&change.namespace, &change.key);
+            let record = Record::of(change);
+            let size = serde_json::to_vec(&record).map_or(0, |b| b.len());
+            let records = state.history.entry(slot.clone()).or_default();
+            records.insert(change.revision, (record, size));
+            let mut freed = 0;
+            while self.history_retain > 0 && records.len() as u64 > self.history_retain {
+                if let Some((_, (_, size))) = records.pop_first() {
+                    freed += size;
+                }
+            }
+            state.bytes = (state.bytes + size as u64).saturating_sub(freed as u64);
+            state.log.push_back((change.revision, slot));
         }
-        while state.log.len() as u64 > self.retain {
-            if let Some(dropped) = state.log.pop_front() {
-                state.compacted = dropped.revision;
+        while state.log.len() as u64 > self.changelog_retain {
+            if let Some((revision, _)) = state.log.pop_front() {
+                state.compacted = revision;
             }
         }
         Ok(())
@@ -68,8 +83,16 @@ impl Backend for MemoryBackend {
         if after < state.compacted {
             return Ok(ChangePage::Compacted);
         }
-        let start = state.log.partition_point(|c| c.revision <= after);
-        Ok(ChangePage::Changes(state.log.iter().skip(start).take(limit).cloned().collect()))
+        let start = state.log.partition_point(|(revision, _)| *revision <= after);
+        let mut changes = Vec::new();
+        for (revision, slot) in state.log.iter().skip(start).take(limit) {
+            let Some((record, _)) = state.history.get(slot).and_then(|r| r.get(revision)) else {
+                return Ok(ChangePage::Compacted);
+            };
+            let (namespace, key) = slot.split_once('/').unwrap_or((slot, ""));
+            changes.push(Arc::new(record.clone().into_change(namespace, key, *revision)));
+        }
+        Ok(ChangePage::Changes(changes))
     }
 
     fn history(
@@ -81,20 +104,19 @@ impl Backend for MemoryBackend {
         max_bytes: usize,
     ) -> Result<HistoryPage, StoreError> {
         let state = self.state();
-        let Some(items) = state.history.get(&slot(namespace, key)) else {
+        let Some(records) = state.history.get(&slot(namespace, key)) else {
             return Ok(HistoryPage::default());
         };
         let before = before.unwrap_or(Revision::MAX);
         let mut page = HistoryPage::default();
         let mut bytes = 0;
-        for (_, item) in items.range(..before).rev() {
-            let size = graycast_protocol::value::compact_size(&item.value);
+        for (revision, (record, size)) in records.range(..before).rev() {
             if page.items.len() == limit || (!page.items.is_empty() && bytes + size > max_bytes) {
                 page.more = true;
                 break;
             }
             bytes += size;
-            page.items.push(item.clone());
+            page.items.push(record.clone().into_item(*revision));
         }
         Ok(page)
     }
@@ -106,7 +128,12 @@ impl Backend for MemoryBackend {
         revision: Revision,
     ) -> Result<Option<HistoryItem>, StoreError> {
         let state = self.state();
-        Ok(state.history.get(&slot(namespace, key)).and_then(|items| items.get(&revision)).cloned())
+        let record = state.history.get(&slot(namespace, key)).and_then(|r| r.get(&revision));
+        Ok(record.map(|(record, _)| record.clone().into_item(revision)))
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        self.state().bytes
     }
 
     fn check(&self) -> Result<(), StoreError> {
