@@ -49,6 +49,8 @@ pub(crate) struct Settings {
     pub client_id: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub cache_file: Option<PathBuf>,
+    /// Certificates (PEM) trusted for `https://` endpoints besides the system's roots.
+    pub ca_file: Option<PathBuf>,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub timeout: Duration,
@@ -61,8 +63,9 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Adds a server base URL, such as `http://127.0.0.1:8080`. Several endpoints are
-    /// tried in turn, so a client fails over between the nodes of a cluster.
+    /// Adds a server base URL, such as `http://127.0.0.1:8080` or `https://config.example`
+    /// (a bare `host:port` means `http://`). Several endpoints are tried in turn, so a
+    /// client fails over between the nodes of a cluster.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.settings.endpoints.push(url.into().trim_end_matches('/').to_owned());
         self
@@ -105,6 +108,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the certificates of a PEM file for `https://` endpoints, besides the system's
+    /// roots (a private CA, or a server's self-signed certificate).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.ca_file = Some(path.into());
+        self
+    }
+
     /// Bounds of the jittered exponential wait between reconnection attempts.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.settings.backoff_min = min;
@@ -125,16 +135,21 @@ impl ClientBuilder {
         if settings.endpoints.is_empty() {
             return Err(Error::Config("no endpoint given".into()));
         }
-        for endpoint in &settings.endpoints {
-            // TLS is not built in yet: an https endpoint would fail forever, so refuse it now.
-            if endpoint.starts_with("https://") {
+        for endpoint in &mut settings.endpoints {
+            // `localhost:8080` means `http://localhost:8080`.
+            if !endpoint.contains("://") {
+                *endpoint = format!("http://{endpoint}");
+            }
+            let https = endpoint.starts_with("https://");
+            if https && !cfg!(feature = "tls") {
                 return Err(Error::Config(format!(
-                    "endpoint {endpoint:?}: https is not supported yet; terminate TLS in front of \
-                     the client or use http on a trusted network"
+                    "endpoint {endpoint:?}: https needs the SDK's `tls` feature"
                 )));
             }
-            if !endpoint.starts_with("http://") {
-                return Err(Error::Config(format!("endpoint {endpoint:?} is not an http:// URL")));
+            if !https && !endpoint.starts_with("http://") {
+                return Err(Error::Config(format!(
+                    "endpoint {endpoint:?} is not an http:// or https:// URL"
+                )));
             }
         }
         settings.namespaces.sort();
@@ -143,8 +158,12 @@ impl ClientBuilder {
             validate_name(namespace)
                 .map_err(|e| Error::Config(format!("namespace {namespace:?}: {e}")))?;
         }
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
+        #[cfg(feature = "tls")]
+        let tls = crate::tls::client_config(settings.ca_file.as_deref())?;
+        let http = reqwest::Client::builder().timeout(settings.timeout);
+        #[cfg(feature = "tls")]
+        let http = http.use_preconfigured_tls(rustls::ClientConfig::clone(&tls));
+        let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
 
@@ -165,7 +184,15 @@ impl ClientBuilder {
             last_error: None,
         });
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let inner = Arc::new(Inner { settings, http, cache: RwLock::new(state), status, events });
+        let inner = Arc::new(Inner {
+            settings,
+            http,
+            #[cfg(feature = "tls")]
+            tls,
+            cache: RwLock::new(state),
+            status,
+            events,
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         if !inner.settings.namespaces.is_empty() {
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -181,6 +208,9 @@ impl ClientBuilder {
 pub(crate) struct Inner {
     pub settings: Settings,
     pub http: reqwest::Client,
+    /// TLS for `wss://` push connections (the REST client has its own copy).
+    #[cfg(feature = "tls")]
+    pub tls: Arc<rustls::ClientConfig>,
     pub cache: RwLock<CacheState>,
     pub status: watch::Sender<Status>,
     pub events: broadcast::Sender<ChangeEvent>,
@@ -231,6 +261,7 @@ impl Client {
                 client_id: uuid::Uuid::new_v4().to_string(),
                 labels: Default::default(),
                 cache_file: None,
+                ca_file: None,
                 backoff_min: DEFAULT_BACKOFF_MIN,
                 backoff_max: DEFAULT_BACKOFF_MAX,
                 timeout: DEFAULT_TIMEOUT,

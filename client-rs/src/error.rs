@@ -28,6 +28,10 @@ pub enum Error {
     /// The server sent something that is not the graycast protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// The server's TLS certificate is not trusted (or TLS failed otherwise): retrying
+    /// will not help; trust its CA (`ca_file`) or fix the certificate.
+    #[error("TLS failed: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -39,7 +43,8 @@ impl Error {
             Error::Decode { .. }
             | Error::InvalidName { .. }
             | Error::Config(_)
-            | Error::Protocol(_) => false,
+            | Error::Protocol(_)
+            | Error::Tls(_) => false,
         }
     }
 
@@ -54,10 +59,52 @@ impl Error {
 
 impl From<reqwest::Error> for Error {
     fn from(err: reqwest::Error) -> Self {
+        let described = describe(&err);
         if err.is_decode() {
-            Error::Protocol(err.to_string())
+            Error::Protocol(described)
+        } else if is_tls_failure(&described) {
+            Error::Tls(described)
         } else {
-            Error::Transport(err.to_string())
+            Error::Transport(described)
         }
+    }
+}
+
+/// An error with its causes, `outer: inner: innermost`, so that "connection refused" or
+/// "invalid peer certificate" is not hidden behind "error sending request".
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a failure's description says TLS refused the connection.
+pub(crate) fn is_tls_failure(described: &str) -> bool {
+    described.contains("certificate") || described.contains("TLS") || described.contains("tls:")
+}
+
+/// The HTTP status an error code of the protocol stands for (for errors that arrive as a
+/// WebSocket `error` message rather than an HTTP answer).
+pub(crate) fn status_of(code: &str) -> u16 {
+    match code {
+        "invalid_name" | "invalid_json" | "bad_request" => 400,
+        "unauthorized" => 401,
+        "forbidden" => 403,
+        "not_found" => 404,
+        "request_timeout" => 408,
+        "revision_mismatch" => 412,
+        "payload_too_large" => 413,
+        "invalid_value" => 422,
+        "rate_limited" => 429,
+        "unavailable" => 503,
+        _ => 500,
     }
 }

@@ -73,6 +73,8 @@ mod gray;
 pub mod openfeature;
 mod push;
 mod rest;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use client::{
     Client, ClientBuilder, Status, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_TIMEOUT,

@@ -77,7 +77,10 @@ fn backoff(inner: &Inner, failures: u32) -> Duration {
 }
 
 fn watch_url(endpoint: &str) -> String {
-    format!("ws://{}/v1/watch", endpoint.trim_start_matches("http://"))
+    match endpoint.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}/v1/watch"),
+        None => format!("ws://{}/v1/watch", endpoint.trim_start_matches("http://")),
+    }
 }
 
 /// Percent-encodes everything but the unreserved characters of RFC 3986, so that a token
@@ -105,12 +108,19 @@ async fn session(
     if let Some(token) = &inner.settings.token {
         request = format!("{request}?token={}", percent_encode(token));
     }
-    let connected =
-        tokio::time::timeout(inner.settings.timeout, tokio_tungstenite::connect_async(&request))
-            .await;
+    #[cfg(feature = "tls")]
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        &request,
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(inner.tls.clone())),
+    );
+    #[cfg(not(feature = "tls"))]
+    let connect = tokio_tungstenite::connect_async(&request);
+    let connected = tokio::time::timeout(inner.settings.timeout, connect).await;
     let (ws, _) = match connected {
         Err(_) => return Err((false, Error::Timeout(inner.settings.timeout))),
-        Ok(Err(err)) => return Err((false, Error::Transport(err.to_string()))),
+        Ok(Err(err)) => return Err((false, connect_error(err))),
         Ok(Ok(ws)) => ws,
     };
     let (mut sink, mut stream) = ws.split();
@@ -182,7 +192,8 @@ async fn session(
                     (Vec::new(), cache.revision, true)
                 }
                 ServerMessage::Error { code, message } => {
-                    return Err((synced, Error::Server { status: 0, code, message }));
+                    let status = crate::error::status_of(&code);
+                    return Err((synced, Error::Server { status, code, message }));
                 }
             }
         };
@@ -203,6 +214,36 @@ async fn session(
         sink.send(Message::text(ack))
             .await
             .map_err(|e| (synced, Error::Transport(e.to_string())))?;
+    }
+}
+
+/// What a failed WebSocket handshake means: the server's refusal (its status and error
+/// body: a refused token is 401 or 403, and permanent), a TLS failure, or the network.
+fn connect_error(err: tokio_tungstenite::tungstenite::Error) -> Error {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match err {
+        WsError::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_deref().unwrap_or_default();
+            match serde_json::from_slice::<graycast_protocol::ErrorBody>(body) {
+                Ok(body) => {
+                    Error::Server { status, code: body.error.code, message: body.error.message }
+                }
+                Err(_) => Error::Server {
+                    status,
+                    code: "http".into(),
+                    message: format!("the upgrade was refused with HTTP {status}"),
+                },
+            }
+        }
+        other => {
+            let described = crate::error::describe(&other);
+            if crate::error::is_tls_failure(&described) {
+                Error::Tls(described)
+            } else {
+                Error::Transport(described)
+            }
+        }
     }
 }
 

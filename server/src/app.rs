@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix_codec::Framed;
 use actix_http::{h1, HttpService, Request};
 use actix_service::{IntoServiceFactory, ServiceFactoryExt};
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use tokio::net::TcpStream;
@@ -119,6 +120,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<()> {
     let tokens = config.load_tokens().map_err(io::Error::other)?.map(Arc::new);
+    let tls = config.tls().map_err(io::Error::other)?;
     let metrics = Arc::new(Metrics::default());
     let (store, feed) =
         Store::open(config.store_options(), metrics.clone()).await.map_err(io::Error::other)?;
@@ -155,16 +157,15 @@ pub async fn run(
     actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx.clone()));
     let local = listener.local_addr()?;
     let stopping = stop_rx.clone();
-    let server = actix_server::Server::build()
-        .workers(workers)
-        .disable_signals()
-        .shutdown_timeout(10)
-        .listen("graycast", listener, move || {
+    let builder =
+        actix_server::Server::build().workers(workers).disable_signals().shutdown_timeout(10);
+    // One HTTP service for either transport: WebSocket upgrades get the connection itself
+    // (see `routes::watch`); every other request goes through the actix-web app.
+    macro_rules! http_service {
+        ($socket:ty) => {{
             let upgrade_state = state.clone();
-            // WebSocket upgrades get the connection itself (see `routes::watch`); every
-            // other request goes through the actix-web app.
             let upgrade = actix_service::fn_service(
-                move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                move |(req, framed): (Request, Framed<$socket, h1::Codec>)| {
                     let state = upgrade_state.clone();
                     async move {
                         routes::watch::upgrade(state, req, framed).await;
@@ -191,9 +192,15 @@ pub async fn run(
                 })
                 .upgrade(upgrade)
                 .finish(actix_service::map_config(app, |_| AppConfig::default()))
-                .tcp()
-        })?
-        .run();
+        }};
+    }
+    let server = match tls {
+        None => builder.listen("graycast", listener, move || http_service!(TcpStream).tcp())?,
+        Some(tls) => builder.listen("graycast-tls", listener, move || {
+            http_service!(TlsStream<TcpStream>).rustls_0_23((*tls).clone())
+        })?,
+    }
+    .run();
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         shutdown.await;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -129,6 +130,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub body_timeout_ms: u64,
 
+    /// Certificate chain (PEM) to serve HTTPS and WSS with; needs `--tls-key`.
+    #[arg(long, env = "GRAYCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "GRAYCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Number of HTTP worker threads; 0 means one per core.
     #[arg(long, env = "GRAYCAST_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -190,6 +199,31 @@ impl Config {
             max_batch: self.max_batch as usize,
             quota_bytes: self.quota_bytes,
         }
+    }
+
+    /// The TLS configuration of `--tls-cert` and `--tls-key`, if given; the error names
+    /// the file and the problem.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| format!("cannot read the certificates of {}: {e}", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no PEM certificate", cert.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("cannot read the private key of {}: {e}", key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("the TLS certificate and key do not fit together: {e}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
     }
 
     /// Reads the token file, if one is configured.

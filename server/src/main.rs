@@ -16,7 +16,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(reason) = config.validate().and_then(|()| config.load_tokens().map(|_| ())) {
+    let checked = config
+        .validate()
+        .and_then(|()| config.load_tokens().map(|_| ()))
+        .and_then(|()| config.tls().map(|_| ()));
+    if let Err(reason) = checked {
         eprintln!("graycast: {reason}");
         return ExitCode::from(2);
     }
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
         }
     };
     let url = match listener.local_addr() {
+        Ok(addr) if config.tls_cert.is_some() => format!("https://{addr}"),
         Ok(addr) => format!("http://{addr}"),
         Err(err) => {
             eprintln!("graycast: cannot read the bound address: {err}");

@@ -124,7 +124,8 @@ fn describe_api_operation(path: &str, operation: &mut Operation, writes: bool) {
     ]);
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
     for parameter in parameters.iter_mut() {
-        if parameter.parameter_in == ParameterIn::Path && matches!(parameter.name.as_str(), "ns" | "key")
+        if parameter.parameter_in == ParameterIn::Path
+            && matches!(parameter.name.as_str(), "ns" | "key")
         {
             parameter.schema = Some(
                 ObjectBuilder::new()

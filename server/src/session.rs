@@ -63,6 +63,12 @@ impl Socket for tokio::net::TcpStream {
     }
 }
 
+impl Socket for actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close();
+    }
+}
+
 /// The wire form of a `snapshot` message, borrowing the cached entries.
 #[derive(Serialize)]
 struct SnapshotFrame<'a> {

@@ -37,6 +37,9 @@ struct Cli {
     /// Access token.
     #[arg(long, env = "GRAYCAST_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificates to trust for an https:// server, besides the system's roots.
+    #[arg(long, env = "GRAYCAST_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Print JSON instead of text (for `watch`: one change message per line).
     #[arg(long, global = true)]
     json: bool,
@@ -232,6 +235,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let mut builder = Client::builder().endpoint(&cli.server);
     if let Some(token) = &cli.token {
         builder = builder.token(token);
+    }
+    if let Some(ca_file) = &cli.ca_file {
+        builder = builder.ca_file(ca_file);
     }
     let json = cli.json;
     match cli.verb {

@@ -186,7 +186,8 @@ fn convert_from_format_1(txn: &WriteTransaction) -> Result<(), StoreError> {
         for row in entries.iter().map_err(backend_err)? {
             let (k, v) = row.map_err(backend_err)?;
             let slot = k.value();
-            let entry: Entry = decode(v.value()).map_err(|e| corrupt(&format!("entry {slot}"), e))?;
+            let entry: Entry =
+                decode(v.value()).map_err(|e| corrupt(&format!("entry {slot}"), e))?;
             let record = history
                 .get((slot, entry.revision))
                 .map_err(backend_err)?
@@ -294,8 +295,8 @@ impl LocalBackend for RedbBackend {
                 .get((slot, at))
                 .map_err(backend_err)?
                 .ok_or_else(|| StoreError::Corrupt(format!("no record of {slot} at {at}")))?;
-            let record: Record =
-                decode(record.value()).map_err(|e| corrupt(&format!("history of {slot} at {at}"), e))?;
+            let record: Record = decode(record.value())
+                .map_err(|e| corrupt(&format!("history of {slot} at {at}"), e))?;
             let (namespace, key) = slot.split_once('/').unwrap_or((slot, ""));
             if let Some(entry) = record.into_change(namespace, key, at).entry {
                 entries.push(Entry::clone(&entry));
