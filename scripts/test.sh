@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases) and
-# the web console in a real headless Chromium. Installs what the browser tests need when it
-# is missing: Debian's chromium (as root) and the pinned npm packages of web/tests.
+# The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases), the
+# REST API fuzzed from its OpenAPI document (schemathesis), and the web console in a real
+# headless Chromium. Installs what is missing: Debian's chromium (as root), schemathesis
+# (PyPI) and the pinned npm packages of web/tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
+  echo "== installing schemathesis (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
+fi
 if [ ! -d web/tests/node_modules/playwright-core ] || [ web/tests/package-lock.json -nt web/tests/node_modules ]; then
   echo "== installing the browser tests' npm packages"
   (cd web/tests && npm ci --no-audit --no-fund --loglevel=error)
@@ -23,8 +28,12 @@ fi
 echo "== cargo test --workspace"
 cargo test --workspace --locked
 
-echo "== web console tests (node --test, headless chromium)"
 cargo build -p graycast-server --locked --quiet
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+
+echo "== the API fuzzed from its OpenAPI document (schemathesis, every check)"
+scripts/schemathesis.sh "$target_dir/debug/graycast" 100
+
+echo "== web console tests (node --test, headless chromium)"
 (cd web/tests && GRAYCAST_BIN="$target_dir/debug/graycast" CHROMIUM="$(command -v chromium)" \
   node --test --test-concurrency=1 rollout.test.mjs console.test.mjs)

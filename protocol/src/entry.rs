@@ -138,7 +138,11 @@ pub enum RuleOp {
 pub struct Step {
     pub percent: f64,
     /// How long the ramp stays at this step; absent on the last step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::value::optional_integer"
+    )]
     pub hold_secs: Option<u64>,
 }
 
@@ -146,6 +150,7 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Guard {
     pub max_error_rate: f64,
+    #[serde(deserialize_with = "crate::value::integer")]
     pub min_samples: u64,
 }
 

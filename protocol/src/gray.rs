@@ -98,9 +98,9 @@ pub struct GrayPatch {
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     pub variant: crate::rollout::Variant,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::value::integer")]
     pub ok: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::value::integer")]
     pub errors: u64,
     /// The release the outcomes were seen with (its `started_at`). With it, outcomes of a
     /// release that has ended or been replaced are refused instead of counted for another.
@@ -200,6 +200,11 @@ fn check_rules(rules: &[Rule]) -> Result<(), GrayError> {
             return fail(format!(
                 "rule on {name:?} has {} values; it needs 1 to {MAX_RULE_VALUES}",
                 rule.values.len()
+            ));
+        }
+        if let Some(bad) = rule.values.iter().find(|v| v.is_empty() || v.len() > MAX_SUBJECT_LEN) {
+            return fail(format!(
+                "rule on {name:?}: value {bad:?} must be 1 to {MAX_SUBJECT_LEN} bytes"
             ));
         }
         let single = matches!(rule.op, RuleOp::Eq | RuleOp::SemverGte | RuleOp::SemverLt);

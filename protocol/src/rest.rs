@@ -24,6 +24,7 @@ pub struct PutRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
+    #[serde(deserialize_with = "crate::value::integer")]
     pub to_revision: Revision,
     /// Why, in the author's words (at most 1 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@
 //! any other client, so values are refused beyond [`MAX_VALUE_DEPTH`] levels: far below
 //! that limit, with room for every wrapper.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Deepest nesting of arrays and objects a value may have. A scalar has depth 0, `[]`
@@ -58,6 +59,31 @@ pub fn compact_size(value: &Value) -> usize {
     counter.0
 }
 
+/// Deserializes an unsigned integer written in any JSON form of an integer: `150`, and
+/// also `150.0` or `1.5e2`, which JSON Schema counts as integers too. Anything with a
+/// fraction, a sign or beyond `u64` is refused.
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    // Beyond 2^53 a float no longer tells integers apart, so only exact ones pass.
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_992.0 => Ok(f as u64),
+        _ => Err(D::Error::custom(format!("{number} is not an unsigned integer"))),
+    }
+}
+
+/// [`integer`] for an optional field.
+pub fn optional_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Integer(#[serde(deserialize_with = "integer")] u64);
+    Ok(Option::<Integer>::deserialize(deserializer)?.map(|Integer(n)| n))
+}
+
 /// A value of `levels` nested arrays around `1` (for tests and examples).
 pub fn nested(levels: usize) -> Value {
     (0..levels).fold(Value::from(1), |inner, _| Value::Array(vec![inner]))
@@ -89,6 +115,23 @@ mod tests {
         assert!(check_depth("value", &nested(MAX_VALUE_DEPTH)).is_ok());
         let err = check_depth("gray value", &nested(MAX_VALUE_DEPTH + 1)).unwrap_err();
         assert_eq!(err, "gray value is nested 65 levels deep; the limit is 64");
+    }
+
+    #[test]
+    fn integers_in_any_json_form() {
+        #[derive(serde::Deserialize)]
+        struct N(#[serde(deserialize_with = "integer")] u64);
+        for (text, expected) in [
+            ("150", Some(150)),
+            ("150.0", Some(150)),
+            ("1.5e2", Some(150)),
+            ("18446744073709551615", Some(u64::MAX)),
+        ] {
+            assert_eq!(serde_json::from_str::<N>(text).ok().map(|n| n.0), expected, "{text}");
+        }
+        for text in ["1.5", "-1", "18446744073709551616", "\"1\"", "1e300"] {
+            assert!(serde_json::from_str::<N>(text).is_err(), "{text}");
+        }
     }
 
     #[test]

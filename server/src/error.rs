@@ -102,7 +102,8 @@ impl From<StoreError> for ApiError {
             StoreError::RevisionMismatch { .. }
             | StoreError::AlreadyExists { .. }
             | StoreError::Missing { .. }
-            | StoreError::Superseded(_) => ApiError::RevisionMismatch(err.to_string()),
+            | StoreError::Superseded(_)
+            | StoreError::PreconditionFailed(_) => ApiError::RevisionMismatch(err.to_string()),
             StoreError::Invalid(msg) => ApiError::InvalidValue(msg),
             StoreError::QuotaExceeded(msg) => ApiError::QuotaExceeded(msg),
             StoreError::Unavailable(_) => ApiError::Unavailable(err.to_string()),

@@ -86,6 +86,11 @@ pub struct ApiDoc;
 /// The rule every namespace and key name follows (SPEC §2).
 const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
 
+/// `*`, or a comma-separated list of entity tags (RFC 9110 §8.8.3), empty elements allowed;
+/// a bare alphanumeric tag is read as if quoted.
+const ENTITY_TAGS: &str =
+    r#"^\s*(\*|(,\s*)*((W/)?"[!#-~]*"|[A-Za-z0-9]+)(\s*,\s*((W/)?"[!#-~]*"|[A-Za-z0-9]+)?)*)\s*$"#;
+
 /// Adds what every route shares to the generated document.
 struct Contract;
 
@@ -186,4 +191,124 @@ fn query(name: &str, description: &str) -> Parameter {
         .description(Some(description))
         .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(1024))))
         .build()
+}
+
+/// The served document: the generated one, with the constraints the server enforces on
+/// request fields written into their schemas (what serde and utoipa cannot say: ranges,
+/// lengths, item counts), so that the document is exact.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    refine(&mut doc);
+    doc
+}
+
+fn refine(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    unsigned_integers(doc);
+    let percent = json!({"minimum": 0, "maximum": 100, "multipleOf": 0.01});
+    let subjects =
+        json!({"maxItems": 10000, "items": {"type": "string", "minLength": 1, "maxLength": 256}});
+    let comment = json!({"maxLength": 1024});
+    let schemas = "/components/schemas";
+    let fields: [(&str, serde_json::Value); 19] = [
+        ("GrayRequest/properties/percent", percent.clone()),
+        ("GrayRequest/properties/salt", json!({"minLength": 1, "maxLength": 256})),
+        ("GrayRequest/properties/allow", subjects.clone()),
+        ("GrayRequest/properties/deny", subjects.clone()),
+        ("GrayRequest/properties/rules", json!({"maxItems": 32})),
+        ("GrayRequest/properties/steps", json!({"maxItems": 20})),
+        ("GrayRequest/properties/comment", comment.clone()),
+        ("GrayPatch/properties/percent", percent.clone()),
+        ("GrayPatch/properties/allow", subjects.clone()),
+        ("GrayPatch/properties/deny", subjects),
+        ("GrayPatch/properties/rules", json!({"maxItems": 32})),
+        ("GrayPatch/properties/comment", comment.clone()),
+        ("Step/properties/percent", percent),
+        ("Step/properties/hold_secs", json!({"minimum": 1, "maximum": 2_592_000})),
+        ("Guard/properties/max_error_rate", json!({"minimum": 0, "maximum": 1})),
+        ("Guard/properties/min_samples", json!({"minimum": 1})),
+        ("Rule/properties/attribute", json!({"minLength": 1, "maxLength": 256})),
+        (
+            "Rule/properties/values",
+            json!({"minItems": 1, "maxItems": 1000, "items": {"type": "string", "minLength": 1, "maxLength": 256}}),
+        ),
+        ("ReportRequest/properties/ok", json!({"maximum": 10000})),
+    ];
+    for (path, constraints) in fields {
+        merge(doc.pointer_mut(&format!("{schemas}/{path}")), constraints);
+    }
+    merge(
+        doc.pointer_mut(&format!("{schemas}/ReportRequest/properties/errors")),
+        json!({"maximum": 10000}),
+    );
+    for body in ["PutRequest", "RollbackRequest"] {
+        merge(doc.pointer_mut(&format!("{schemas}/{body}/properties/comment")), comment.clone());
+    }
+    // Query and header parameters.
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for operation in item.values_mut() {
+            let Some(parameters) = operation.get_mut("parameters").and_then(|p| p.as_array_mut())
+            else {
+                continue;
+            };
+            for parameter in parameters {
+                let name =
+                    parameter.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+                if parameter.get("in").and_then(|i| i.as_str()) == Some("header") {
+                    // An absent header is absent: never `null`.
+                    merge(parameter.get_mut("schema"), json!({"type": "string"}));
+                }
+                let constraints = match name.as_str() {
+                    "limit" => json!({"minimum": 1, "maximum": 1000}),
+                    "after" => json!({"pattern": NAME_PATTERN, "minLength": 1, "maxLength": 128}),
+                    "If-Match" | "If-None-Match" => json!({"pattern": ENTITY_TAGS}),
+                    _ => continue,
+                };
+                merge(parameter.get_mut("schema"), constraints);
+            }
+        }
+    }
+}
+
+/// Rust's unsigned integers (revisions, counts) as JSON Schema integers with their real
+/// range; utoipa names the revision alias `u64` as if it were a schema of its own.
+fn unsigned_integers(value: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    match value {
+        Value::Object(map) => {
+            if map.get("$ref").and_then(Value::as_str) == Some("#/components/schemas/u64") {
+                *value = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+                return;
+            }
+            let integer = map.get("type").is_some_and(|t| {
+                t == "integer" || t.as_array().is_some_and(|a| a.iter().any(|t| t == "integer"))
+            });
+            if integer && map.get("minimum") == Some(&json!(0)) {
+                let maximum = match map.get("format").and_then(Value::as_str) {
+                    Some("int32") => json!(u32::MAX),
+                    _ => json!(u64::MAX),
+                };
+                map.insert("maximum".into(), maximum);
+                map.remove("format");
+            }
+            for child in map.values_mut() {
+                unsigned_integers(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unsigned_integers),
+        _ => {}
+    }
+}
+
+fn merge(target: Option<&mut serde_json::Value>, constraints: serde_json::Value) {
+    let (Some(serde_json::Value::Object(target)), serde_json::Value::Object(constraints)) =
+        (target, constraints)
+    else {
+        return;
+    };
+    for (name, value) in constraints {
+        target.insert(name, value);
+    }
 }

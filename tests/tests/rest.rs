@@ -141,7 +141,7 @@ async fn conditional_writes() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let rev2 = response.json::<Value>().await.unwrap()["revision"].as_u64().unwrap();
+    let mut rev2 = response.json::<Value>().await.unwrap()["revision"].as_u64().unwrap();
 
     // A stale one is refused and changes nothing.
     let before = revision(&api).await;
@@ -193,16 +193,37 @@ async fn conditional_writes() {
     assert_eq!(response.status().as_u16(), 412);
     assert_eq!(api.get("/v1/configs/ns/missing").await.unwrap().0, 404);
 
-    // A garbled precondition is a bad request.
-    let response = api
-        .http
-        .put(&url)
-        .header("If-Match", "yesterday")
-        .json(&json!({"value": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 400);
+    // A garbled precondition is a bad request; a well-formed tag that names no revision
+    // matches nothing (RFC 9110), so the write does not happen.
+    for (tag, status) in [("last week", 400), ("\"yesterday\"", 412), ("yesterday", 412)] {
+        let response = api
+            .http
+            .put(&url)
+            .header("If-Match", tag)
+            .json(&json!({"value": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{tag}");
+    }
+    // Lists of tags, and both headers, are evaluated as HTTP does.
+    let conditional = |if_match: Option<String>, if_none_match: Option<String>| {
+        let mut request = api.http.put(&url).json(&json!({"value": 3}));
+        if let Some(tags) = if_match {
+            request = request.header("If-Match", tags);
+        }
+        if let Some(tags) = if_none_match {
+            request = request.header("If-None-Match", tags);
+        }
+        request.send()
+    };
+    let response = conditional(Some(format!("\"1\", W/\"{rev2}\"")), None).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "one tag of the list matches");
+    rev2 = response.json::<Value>().await.unwrap()["revision"].as_u64().unwrap();
+    let response = conditional(None, Some(format!("\"{rev2}\""))).await.unwrap();
+    assert_eq!(response.status().as_u16(), 412, "If-None-Match names the current revision");
+    let response = conditional(Some("*".into()), Some("*".into())).await.unwrap();
+    assert_eq!(response.status().as_u16(), 412, "both * can never hold");
 
     // Deleting at the right revision works.
     let response =

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{
-    check_names, check_value, current_entry, etag, parse_etag, precondition, read_json,
-    write_request, KeyPath,
+    check_names, check_value, current_entry, etag, parse_etag, read_json, write_request, KeyPath,
 };
 use crate::app::{authorize, AppState};
 use crate::auth::{self, Access};
@@ -174,7 +173,6 @@ pub async fn put(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
-    precondition(req.headers())?;
     let body: PutRequest = read_json(&req, payload, &state).await?;
     check_value(&state, &body.value, "value")?;
     let request =
@@ -250,7 +248,6 @@ pub async fn rollback(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = authorize(&state, &req, Access::Write, Some(&path.namespace))?;
-    precondition(req.headers())?;
     let body: RollbackRequest = read_json(&req, payload, &state).await?;
     let mutation = Mutation::Rollback { to_revision: body.to_revision };
     let request = write_request(&req, path, mutation, actor, body.comment)?;

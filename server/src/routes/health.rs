@@ -1,11 +1,9 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
 use actix_web::{web, HttpResponse};
-use utoipa::OpenApi;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
@@ -46,5 +44,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// This API as an OpenAPI 3 document, generated from the handlers and wire types.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200)))]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(crate::openapi::document())
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{Mutation, Precondition, WriteRequest};
+use crate::store::{Mutation, Precondition, Tags, WriteRequest};
 
 /// Most bytes of a change's comment.
 pub const MAX_COMMENT_BYTES: usize = 1024;
@@ -225,23 +225,77 @@ pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError
             })
             .transpose()
     };
-    match (text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?) {
-        (None, None) => Ok(Precondition::None),
-        (Some(_), Some(_)) => {
-            Err(ApiError::BadRequest("send If-Match or If-None-Match, not both".into()))
+    let parse = |name: header::HeaderName| -> Result<Option<Tags>, ApiError> {
+        text(name.clone())?
+            .map(|value| {
+                tags(&value).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "{name} {value:?} is neither * nor a list of entity tags such as \"42\""
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let if_match = parse(header::IF_MATCH)?;
+    let if_none_match = parse(header::IF_NONE_MATCH)?;
+    Ok(match (if_match, if_none_match) {
+        (None, None) => Precondition::None,
+        (Some(Tags::Any), None) => Precondition::Exists,
+        (None, Some(Tags::Any)) => Precondition::Absent,
+        (Some(Tags::Revisions(revisions)), None) if revisions.len() == 1 => {
+            Precondition::Revision(revisions[0])
         }
-        (Some(tag), None) if tag == "*" => Ok(Precondition::Exists),
-        (Some(tag), None) => parse_etag(&tag).map(Precondition::Revision).ok_or_else(|| {
-            ApiError::BadRequest(format!("If-Match {tag:?} is not a revision such as \"42\" or *"))
-        }),
-        (None, Some(tag)) if tag == "*" => Ok(Precondition::Absent),
-        (None, Some(tag)) => Err(ApiError::BadRequest(format!(
-            "If-None-Match {tag:?} is not supported on writes; only * (create only) is"
-        ))),
-    }
+        (if_match, if_none_match) => Precondition::Http { if_match, if_none_match },
+    })
 }
 
-/// Parses an entity tag carrying a revision: `"42"`, `W/"42"` or a bare `42`.
+/// The value of `If-Match` or `If-None-Match` (RFC 9110 §13.1): `*`, or a comma-separated
+/// list of entity tags (`"42"`, `W/"42"`, and leniently a bare alphanumeric `42`); `None`
+/// when it is neither. A well-formed tag that names no revision matches nothing.
+fn tags(value: &str) -> Option<Tags> {
+    if value.trim() == "*" {
+        return Some(Tags::Any);
+    }
+    let mut revisions = Vec::new();
+    let mut any = false;
+    let mut rest = value;
+    loop {
+        // Empty list elements are ignored, as HTTP's list rule says.
+        rest = rest.trim_start_matches([',', ' ', '\t']);
+        if rest.is_empty() {
+            break;
+        }
+        let opaque = rest.strip_prefix("W/").unwrap_or(rest);
+        let (inner, after) = match opaque.strip_prefix('"') {
+            // etagc: any visible character but the double quote (commas included).
+            Some(quoted) => {
+                let end = quoted.find('"')?;
+                let inner = &quoted[..end];
+                if !inner.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)) {
+                    return None;
+                }
+                (inner, &quoted[end + 1..])
+            }
+            None => {
+                let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+                if end == 0 {
+                    return None;
+                }
+                (&rest[..end], &rest[end..])
+            }
+        };
+        any = true;
+        revisions.extend(inner.parse::<Revision>().ok());
+        rest = after.trim_start_matches([' ', '\t']);
+        if !(rest.is_empty() || rest.starts_with(',')) {
+            return None;
+        }
+    }
+    any.then_some(Tags::Revisions(revisions))
+}
+
+/// Parses an entity tag carrying a revision: `"42"`, `W/"42"` (or, leniently for reads, a
+/// bare `42`).
 pub(crate) fn parse_etag(tag: &str) -> Option<Revision> {
     let tag = tag.trim();
     let tag = tag.strip_prefix("W/").unwrap_or(tag);
@@ -257,6 +311,31 @@ pub(crate) fn etag(revision: Revision) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditional_headers() {
+        let revisions = |v: &[Revision]| Some(Tags::Revisions(v.to_vec()));
+        for (value, expected) in [
+            ("*", Some(Tags::Any)),
+            ("\"42\"", revisions(&[42])),
+            ("W/\"42\", \"7\"", revisions(&[42, 7])),
+            ("\"abc\"", revisions(&[])),
+            (" \"1\" , ,\"2\"", revisions(&[1, 2])),
+            ("42", revisions(&[42])),
+            ("yesterday", revisions(&[])),
+            ("4 2", None),
+            ("", None),
+            (",", None),
+            ("\"4\"2\"", None),
+            ("\"no space\"", None),
+            ("*, \"1\"", None),
+            ("W/\"7-},@o\", \"2\"", revisions(&[2])),
+            ("\"1\"\"2\"", None),
+            ("W/42", None),
+        ] {
+            assert_eq!(tags(value), expected, "{value:?}");
+        }
+    }
 
     #[test]
     fn etags() {

@@ -58,6 +58,9 @@ pub enum StoreError {
     Missing { what: String },
     #[error("{0}")]
     Superseded(String),
+    /// A conditional write's headers do not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -74,7 +77,7 @@ pub enum StoreError {
 }
 
 /// A condition on the key's current state that a write requires (`If-Match`, `If-None-Match`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Precondition {
     #[default]
     None,
@@ -84,6 +87,27 @@ pub enum Precondition {
     Exists,
     /// The key does not exist (`If-None-Match: *`).
     Absent,
+    /// Both headers, or lists of entity tags, as HTTP has them (RFC 9110 §13.1): the key
+    /// exists at one of `if_match`'s revisions (any, for `*`), and is absent or at none of
+    /// `if_none_match`'s (absent, for `*`).
+    Http { if_match: Option<Tags>, if_none_match: Option<Tags> },
+}
+
+/// `*`, or the revisions a list of entity tags names (a tag naming no revision matches
+/// nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tags {
+    Any,
+    Revisions(Vec<Revision>),
+}
+
+impl Tags {
+    fn matches(&self, revision: Revision) -> bool {
+        match self {
+            Tags::Any => true,
+            Tags::Revisions(revisions) => revisions.contains(&revision),
+        }
+    }
 }
 
 /// What a write does to its key.

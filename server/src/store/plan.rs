@@ -44,12 +44,32 @@ pub(crate) fn plan(
     now: DateTime<Utc>,
 ) -> Result<Planned, StoreError> {
     let what = || format!("key {}/{}", request.namespace, request.key);
-    match (request.precondition, current) {
-        (Precondition::None, _) => {}
-        (Precondition::Revision(expected), Some(entry)) if entry.revision != expected => {
+    if let Precondition::Http { if_match, if_none_match } = &request.precondition {
+        let revision = current.map(|e| e.revision);
+        if let Some(tags) = if_match {
+            if !revision.is_some_and(|r| tags.matches(r)) {
+                return Err(StoreError::PreconditionFailed(format!(
+                    "{} is {}, which If-Match does not name",
+                    what(),
+                    revision.map_or("absent".into(), |r| format!("at revision {r}"))
+                )));
+            }
+        }
+        if let (Some(tags), Some(revision)) = (if_none_match, revision) {
+            if tags.matches(revision) {
+                return Err(StoreError::PreconditionFailed(format!(
+                    "{} is at revision {revision}, which If-None-Match names",
+                    what()
+                )));
+            }
+        }
+    }
+    match (&request.precondition, current) {
+        (Precondition::None | Precondition::Http { .. }, _) => {}
+        (Precondition::Revision(expected), Some(entry)) if entry.revision != *expected => {
             return Err(StoreError::RevisionMismatch {
                 what: what(),
-                expected,
+                expected: *expected,
                 actual: entry.revision,
             });
         }
