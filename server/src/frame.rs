@@ -7,6 +7,8 @@
 //! buffer each (header and payload): server frames are not masked, so one encoded change
 //! is shared by every connection it goes to.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 const OP_CONTINUATION: u8 = 0x0;
@@ -41,6 +43,85 @@ pub fn text(payload: &[u8]) -> Bytes {
     encode(OP_TEXT, payload)
 }
 
+/// A text frame whose payload `write` serializes in place, behind room left for the
+/// header: a large message (a snapshot) is never copied once serialized.
+pub fn text_from(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    const ROOM: usize = 10;
+    let mut buf = vec![0u8; ROOM];
+    write(&mut buf);
+    let header = header(OP_TEXT, buf.len() - ROOM);
+    let start = ROOM - header.len();
+    buf[start..ROOM].copy_from_slice(&header);
+    Bytes::from(buf).slice(start..)
+}
+
+/// A large text frame whose payload `write` serializes, as pieces of about `CHUNK` bytes
+/// (the header first): a snapshot of hundreds of megabytes is built without ever being
+/// copied or reallocated whole.
+pub fn text_pieces(write: impl FnOnce(&mut Pieces)) -> Arc<[Bytes]> {
+    let mut pieces = Pieces { done: Vec::new(), current: BytesMut::new(), len: 0 };
+    write(&mut pieces);
+    let Pieces { mut done, current, len } = pieces;
+    if !current.is_empty() {
+        done.push(current.freeze());
+    }
+    done.insert(0, Bytes::from(header(OP_TEXT, len)));
+    done.into()
+}
+
+/// The payload of a frame being written by [`text_pieces`].
+pub struct Pieces {
+    done: Vec<Bytes>,
+    current: BytesMut,
+    len: usize,
+}
+
+impl Pieces {
+    const CHUNK: usize = 1 << 20;
+}
+
+impl std::io::Write for Pieces {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let written = data.len();
+        self.len += written;
+        // Fill each piece to exactly `CHUNK` bytes: no piece keeps spare capacity.
+        while !data.is_empty() {
+            if self.current.capacity() == 0 {
+                self.current = BytesMut::with_capacity(Self::CHUNK);
+            }
+            let room = Self::CHUNK - self.current.len();
+            let (now, later) = data.split_at(room.min(data.len()));
+            self.current.extend_from_slice(now);
+            data = later;
+            if self.current.len() == Self::CHUNK {
+                let full = std::mem::take(&mut self.current);
+                self.done.push(full.freeze());
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The header of an unmasked frame: 2, 4 or 10 bytes.
+fn header(opcode: u8, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
+    out.put_u8(0x80 | opcode);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.put_u8(126);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+    out
+}
+
 /// An encoded ping frame.
 pub fn ping() -> Bytes {
     encode(OP_PING, b"")
@@ -64,18 +145,8 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 }
 
 fn encode(opcode: u8, payload: &[u8]) -> Bytes {
-    let len = payload.len();
-    let mut out = BytesMut::with_capacity(len + 10);
-    out.put_u8(0x80 | opcode);
-    if len < 126 {
-        out.put_u8(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.put_u8(126);
-        out.put_u16(len as u16);
-    } else {
-        out.put_u8(127);
-        out.put_u64(len as u64);
-    }
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    out.extend_from_slice(&header(opcode, payload.len()));
     out.extend_from_slice(payload);
     out.freeze()
 }
@@ -354,6 +425,22 @@ mod tests {
             };
             assert_eq!(frame.len(), header + len);
             assert_eq!(frame[0], 0x81);
+        }
+        for len in [0, 125, 126, 65535, 65536] {
+            let direct = text(&vec![b'b'; len]);
+            let in_place = text_from(|buf| buf.extend(std::iter::repeat_n(b'b', len)));
+            assert_eq!(direct, in_place);
+        }
+        for len in [0, 125, 70_000, 3_000_000] {
+            let pieces = text_pieces(|out| {
+                use std::io::Write;
+                for _ in 0..len / 1000 {
+                    let _ = out.write_all(&[b'c'; 1000]);
+                }
+            });
+            let joined: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(joined, text(&vec![b'c'; len / 1000 * 1000]));
+            assert!(pieces.iter().all(|p| p.len() <= 1 << 20), "pieces of at most a megabyte");
         }
         let close = close_frame(1001, &"é".repeat(100));
         assert!(close.len() <= 127, "a control frame stays within 125 bytes of payload");

@@ -59,8 +59,8 @@ struct ChangeFrame<'a> {
     comment: Option<&'a str>,
 }
 
-/// Serializes a change as the `change` message of the push protocol.
-pub fn change_message(change: &Change) -> Vec<u8> {
+/// Serializes a change as the `change` message of the push protocol, into `out`.
+pub fn write_change_message(change: &Change, out: &mut Vec<u8>) {
     let frame = ChangeFrame {
         kind: "change",
         revision: change.revision,
@@ -71,7 +71,19 @@ pub fn change_message(change: &Change) -> Vec<u8> {
         comment: change.comment.as_deref(),
     };
     // Serializing plain data with string keys cannot fail.
-    serde_json::to_vec(&frame).unwrap_or_default()
+    let _ = serde_json::to_writer(out, &frame);
+}
+
+/// The `change` message of a change, as JSON text.
+pub fn change_message(change: &Change) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_change_message(change, &mut out);
+    out
+}
+
+/// The `change` message of a change as a WebSocket text frame.
+pub fn change_frame(change: &Change) -> Bytes {
+    frame::text_from(|buf| write_change_message(change, buf))
 }
 
 /// A change as the hub pushes it: the `change` message in a text frame.
@@ -79,9 +91,13 @@ pub fn pushed(change: &Change) -> Arc<Pushed> {
     Arc::new(Pushed {
         revision: change.revision,
         namespace: change.namespace.clone(),
-        frame: frame::text(&change_message(change)),
+        frame: change_frame(change),
     })
 }
+
+/// A `snapshot` message as the pieces of one WebSocket frame, shared by every subscriber
+/// of the same namespaces at the same revision.
+pub type Snapshot = Arc<[Bytes]>;
 
 /// The frames of the most recent changes: every change after `floor`, in order.
 struct Recent {
@@ -103,7 +119,7 @@ pub struct Hub {
     /// Most changes `recent` keeps.
     recent_limit: usize,
     /// The last snapshot frame of each subscription (sorted namespaces), with its revision.
-    snapshots: Mutex<HashMap<Vec<String>, (Revision, Bytes)>>,
+    snapshots: Mutex<HashMap<Vec<String>, (Revision, Snapshot)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -197,13 +213,13 @@ impl Hub {
     }
 
     /// A shared snapshot frame of `namespaces` at `revision`, if one was built.
-    pub fn cached_snapshot(&self, namespaces: &[String], revision: Revision) -> Option<Bytes> {
+    pub fn cached_snapshot(&self, namespaces: &[String], revision: Revision) -> Option<Snapshot> {
         let cache = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
         cache.get(namespaces).filter(|(at, _)| *at == revision).map(|(_, frame)| frame.clone())
     }
 
     /// Keeps a snapshot frame for the next subscribers of the same namespaces.
-    pub fn cache_snapshot(&self, namespaces: &[String], revision: Revision, frame: Bytes) {
+    pub fn cache_snapshot(&self, namespaces: &[String], revision: Revision, frame: Snapshot) {
         let mut cache = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
         // Older snapshots are of no use to anyone: a new subscriber needs the latest.
         cache.retain(|_, (at, _)| *at >= revision);

@@ -37,6 +37,8 @@ struct Piece {
     bytes: Bytes,
     /// Whether the piece counts against the budget (not shared snapshots).
     counted: bool,
+    /// The piece begins a frame (not a continuation piece of a frame in pieces).
+    frame_start: bool,
 }
 
 struct State {
@@ -111,7 +113,11 @@ impl Outbound {
         }
         state.sent = pushed.revision;
         let was_empty = state.queue.is_empty();
-        state.queue.push_back(Piece { bytes: pushed.frame.clone(), counted: true });
+        state.queue.push_back(Piece {
+            bytes: pushed.frame.clone(),
+            counted: true,
+            frame_start: true,
+        });
         if was_empty {
             state.progress_at = Instant::now();
             drop(state);
@@ -132,7 +138,24 @@ impl Outbound {
         if state.queue.is_empty() {
             state.progress_at = Instant::now();
         }
-        state.queue.push_back(Piece { bytes: frame, counted: !shared });
+        state.queue.push_back(Piece { bytes: frame, counted: !shared, frame_start: true });
+    }
+
+    /// Appends a frame built as several pieces (a snapshot), shared: not counted against
+    /// the budget.
+    pub fn push_shared_pieces(&self, pieces: &[Bytes]) {
+        let mut state = self.state();
+        if state.closed {
+            return;
+        }
+        if state.queue.is_empty() {
+            state.progress_at = Instant::now();
+        }
+        state.queue.extend(pieces.iter().enumerate().map(|(i, bytes)| Piece {
+            bytes: bytes.clone(),
+            counted: false,
+            frame_start: i == 0,
+        }));
     }
 
     /// Appends a replayed or snapshot change of revision `revision` and notes that the
@@ -162,7 +185,7 @@ impl Outbound {
         if state.queue.is_empty() {
             state.progress_at = Instant::now();
         }
-        state.queue.push_back(Piece { bytes, counted: true });
+        state.queue.push_back(Piece { bytes, counted: true, frame_start: true });
         true
     }
 
@@ -180,25 +203,34 @@ impl Outbound {
                 continue;
             }
             state.sent = pushed.revision;
-            state.queue.push_back(Piece { bytes: pushed.frame.clone(), counted: true });
+            state.queue.push_back(Piece {
+                bytes: pushed.frame.clone(),
+                counted: true,
+                frame_start: true,
+            });
         }
     }
 
-    /// Starts a resync after a lag: the changes not begun are dropped (the snapshot to
-    /// come covers them) and the hub's changes wait again until [`Outbound::go_live`].
+    /// Starts a resync after a lag: everything not begun is dropped (the snapshot to come
+    /// covers it, older snapshots included) and the hub's changes wait again until
+    /// [`Outbound::go_live`].
     pub fn begin_resync(&self) {
         let mut state = self.state();
-        let keep_front = state.front_started;
+        // A frame on the wire must be finished, or the stream would break: keep its rest
+        // (one piece, or the pieces of a shared snapshot).
         let mut kept = VecDeque::new();
-        let mut counted = 0;
-        for (i, piece) in state.queue.drain(..).enumerate() {
-            if (i == 0 && keep_front) || !piece.counted {
-                counted += if piece.counted { piece.bytes.len() } else { 0 };
+        let mid_frame =
+            state.front_started || state.queue.front().is_some_and(|piece| !piece.frame_start);
+        if mid_frame {
+            while let Some(piece) = state.queue.pop_front() {
                 kept.push_back(piece);
+                if state.queue.front().is_none_or(|next| next.frame_start) {
+                    break;
+                }
             }
         }
         state.queue = kept;
-        state.counted = counted;
+        state.counted = state.queue.iter().filter(|p| p.counted).map(|p| p.bytes.len()).sum();
         state.lagged = false;
         state.pending = Some(VecDeque::new());
     }
@@ -348,8 +380,36 @@ mod tests {
         out.push(Bytes::from_static(b"snapshot@4"), true);
         out.go_live(4);
         let rest: Vec<String> = drain(&out);
+        assert_eq!(out.counted(), 0);
         assert_eq!(rest, ["1", "snapshot@4"]);
         assert!(!out.lagged());
+    }
+
+    #[test]
+    fn a_resync_drops_older_snapshots_not_begun() {
+        let out = Outbound::new(25);
+        out.push(Bytes::from_static(b"snapshot@1"), true);
+        out.go_live(1);
+        out.push_change(&change(2, 30));
+        assert!(out.lagged());
+        out.begin_resync();
+        assert!(!out.has_output(), "the snapshot not begun is dropped with the changes");
+    }
+
+    #[test]
+    fn a_resync_finishes_the_snapshot_on_the_wire() {
+        let out = Outbound::new(25);
+        let pieces = [
+            Bytes::from_static(b"head"),
+            Bytes::from_static(b"body1"),
+            Bytes::from_static(b"body2"),
+        ];
+        out.push_shared_pieces(&pieces);
+        out.go_live(1);
+        out.advance(4 + 5); // the header and the first piece of the payload went out
+        out.push_change(&change(2, 30));
+        out.begin_resync();
+        assert_eq!(drain(&out), ["body2"], "the frame on the wire is finished");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use chrono::Utc;
 use graycast_protocol::gray::ReportRequest;
 use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage, ALL_NAMESPACES};
@@ -99,7 +99,10 @@ enum CatchUp {
         fetch: Option<JoinHandle<Result<ChangePage, StoreError>>>,
     },
     /// A snapshot frame being built on a blocking thread.
-    Snapshot(JoinHandle<(Revision, Bytes)>),
+    Snapshot(JoinHandle<(Revision, hub::Snapshot)>),
+    /// A resync after a lag, waiting until the connection took what it was already given:
+    /// a peer that reads slowly gets one snapshot at a time, not one per lag.
+    Resync,
 }
 
 /// How a session ends.
@@ -242,7 +245,7 @@ async fn catch_up_task(catch_up: &mut CatchUp) -> CatchUpDone {
 
 enum CatchUpDone {
     Page(Result<ChangePage, StoreError>),
-    Snapshot(Option<(Revision, Bytes)>),
+    Snapshot(Option<(Revision, hub::Snapshot)>),
 }
 
 impl Session {
@@ -452,14 +455,17 @@ impl Session {
                 namespaces: &namespaces,
                 entries: entries.iter().map(|e| e.as_ref()).collect(),
             };
-            let frame = frame::text(&serde_json::to_vec(&message).unwrap_or_default());
+            // Serializing plain data with string keys cannot fail.
+            let frame = frame::text_pieces(|out| {
+                let _ = serde_json::to_writer(out, &message);
+            });
             hub.cache_snapshot(&namespaces, revision, frame.clone());
             (revision, frame)
         }));
     }
 
-    fn snapshot_ready(&mut self, revision: Revision, frame: Bytes) {
-        self.out.push(frame, true);
+    fn snapshot_ready(&mut self, revision: Revision, frame: hub::Snapshot) {
+        self.out.push_shared_pieces(&frame);
         self.out.go_live(revision);
         self.sent_at_tick = self.out.sent();
         self.state.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
@@ -479,6 +485,7 @@ impl Session {
                     self.finish_replay(upto);
                 }
             }
+            CatchUp::Resync if !self.out.has_output() => self.start_snapshot(),
             CatchUp::Log { after, cap, fetch } if fetch.is_none() && room(&self.out) => {
                 if after >= cap {
                     let cap = *cap;
@@ -528,7 +535,7 @@ impl Session {
                 let full = changes.len() == REPLAY_PAGE;
                 for change in changes.iter().take_while(|c| c.revision <= *cap) {
                     if everything || namespaces.binary_search(&change.namespace).is_ok() {
-                        let frame = frame::text(&hub::change_message(change));
+                        let frame = hub::change_frame(change);
                         self.out.push_covering(frame, false, change.revision);
                     }
                     *after = change.revision;
@@ -549,8 +556,8 @@ impl Session {
     /// The hub queued output or gave up on this subscriber.
     fn on_wake(&mut self) -> Result<(), End> {
         if self.active.is_some() && self.out.lagged() {
-            // Register anew and snapshot: nothing is missed, and the changes the client
-            // could not take are dropped rather than held.
+            // Drop what the client could not take and snapshot once it took the rest: the
+            // registration stays, so nothing is missed meanwhile.
             self.state.metrics.lag_resyncs.fetch_add(1, Ordering::Relaxed);
             tracing::info!(remote = %self.remote, "subscriber fell behind; resyncing with a snapshot");
             match std::mem::replace(&mut self.catch_up, CatchUp::Live) {
@@ -559,7 +566,7 @@ impl Session {
                 _ => {}
             }
             self.out.begin_resync();
-            self.start_snapshot();
+            self.catch_up = CatchUp::Resync;
         }
         Ok(())
     }

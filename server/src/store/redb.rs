@@ -42,6 +42,11 @@ const META_BYTES: &str = "bytes";
 const META_FORMAT: &str = "format";
 const FORMAT: u64 = 2;
 
+/// Memory redb may use to cache pages. The current state is served from the store's own
+/// cache, so redb's only speeds up history and replay reads; its default (1 GiB) would let
+/// the process grow by as much as it writes.
+const PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Most change-log records dropped in one commit, so that lowering the retention of a
 /// large log spreads the pruning over several commits instead of stalling one.
 const MAX_PRUNE_PER_COMMIT: u64 = 10_000;
@@ -90,7 +95,9 @@ impl RedbBackend {
     /// Opens (or creates) the database file, converting an older format, and applies the
     /// history retention to keys that exceed it.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<RedbBackend, StoreError> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(path)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let mut txn = db.begin_write().map_err(backend_err)?;
         txn.set_durability(Durability::Immediate).map_err(backend_err)?;
