@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases), the
-# REST API fuzzed from its OpenAPI document (schemathesis), and the web console in a real
-# headless Chromium. Installs what is missing: Debian's chromium (as root), schemathesis
-# (PyPI) and the pinned npm packages of web/tests.
+# The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases, a
+# real etcd cluster), the REST API fuzzed from its OpenAPI document (schemathesis), the local
+# cluster script, and the web console in a real headless Chromium. Installs what is
+# missing: Debian's chromium, etcd-server, protobuf-compiler and openssl (as root),
+# schemathesis (PyPI) and the pinned npm packages of web/tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "== installing chromium (Debian package)"
+    echo "== installing ${missing[*]} (Debian packages)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2
+    echo "the tests need Debian's ${missing[*]}: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi
@@ -33,6 +39,19 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "== the API fuzzed from its OpenAPI document (schemathesis, every check)"
 scripts/schemathesis.sh "$target_dir/debug/graycast" 100
+
+echo "== scripts/cluster.sh (3 etcd members, 3 nodes): a write on one node read on another"
+log=$(mktemp)
+GRAYCAST_BIN="$target_dir/debug/graycast-under-test" GRAYCAST_CLUSTER_PORT=18380 scripts/cluster.sh >"$log" 2>&1 &
+cluster=$!
+for _ in $(seq 300); do grep -q '^graycast:' "$log" && break; sleep 0.1; done
+curl -sf -X PUT http://127.0.0.1:18380/v1/configs/smoke/k --json '{"value": "clustered"}' >/dev/null
+for _ in $(seq 100); do
+  curl -sf http://127.0.0.1:18382/v1/configs/smoke/k | grep -q clustered && break
+  sleep 0.1
+done
+curl -sf http://127.0.0.1:18382/v1/configs/smoke/k | grep -q clustered || { cat "$log"; exit 1; }
+kill -TERM "$cluster"; wait "$cluster" || true; rm -f "$log"
 
 echo "== web console tests (node --test, headless chromium)"
 (cd web/tests && GRAYCAST_BIN="$target_dir/debug/graycast" CHROMIUM="$(command -v chromium)" \

@@ -122,8 +122,8 @@ pub async fn run(
     let tokens = config.load_tokens().map_err(io::Error::other)?.map(Arc::new);
     let tls = config.tls().map_err(io::Error::other)?;
     let metrics = Arc::new(Metrics::default());
-    let (store, feed) =
-        Store::open(config.store_options(), metrics.clone()).await.map_err(io::Error::other)?;
+    let options = config.store_options(listener.local_addr()?).map_err(io::Error::other)?;
+    let (store, feed) = Store::open(options, metrics.clone()).await.map_err(io::Error::other)?;
     let store = Arc::new(store);
     let retain = usize::try_from(config.changelog_retain).unwrap_or(usize::MAX);
     let hub = Hub::new(store.revision(), retain, metrics.clone());
@@ -155,6 +155,7 @@ pub async fn run(
         origin_policy,
     };
     actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx.clone()));
+    actix_web::rt::spawn(crate::guard::run(store.clone(), stop_rx.clone()));
     let local = listener.local_addr()?;
     let stopping = stop_rx.clone();
     let builder =

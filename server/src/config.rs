@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_BATCH: u64 = 1024;
 pub const DEFAULT_HISTORY_RETAIN: u64 = 1000;
 /// Default bytes the store may hold: 2 GiB, etcd's default quota.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Default key prefix of the etcd store.
+pub const DEFAULT_ETCD_PREFIX: &str = "/graycast/";
+/// Default seconds a node's etcd lease lives without renewal.
+pub const DEFAULT_ETCD_LEASE_TTL: u64 = 5;
 /// Default time a client has to send a whole request body.
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 
@@ -42,6 +46,9 @@ pub enum StoreKind {
     Redb,
     /// In-memory store: fast and forgetful, for tests and demos.
     Memory,
+    /// An etcd cluster shared by several graycast nodes (`--etcd-endpoints`); needs a
+    /// build with the `etcd` cargo feature.
+    Etcd,
 }
 
 /// graycast: a real-time configuration center with gray releases.
@@ -59,6 +66,47 @@ pub struct Config {
     /// Store backend.
     #[arg(long, env = "GRAYCAST_STORE", value_enum, default_value_t = StoreKind::Redb)]
     pub store: StoreKind,
+
+    /// etcd endpoints of `--store etcd`, comma separated (`http://127.0.0.1:2379`, or
+    /// `https://` with `--etcd-ca-file`).
+    #[arg(long, env = "GRAYCAST_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Prefix of every key graycast keeps in etcd; several deployments can share a cluster
+    /// under different prefixes.
+    #[arg(long, env = "GRAYCAST_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// etcd user (with `--etcd-password`), for clusters with authentication.
+    #[arg(long, env = "GRAYCAST_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+
+    /// Password of `--etcd-user`.
+    #[arg(long, env = "GRAYCAST_ETCD_PASSWORD", hide_env_values = true, requires = "etcd_user")]
+    pub etcd_password: Option<String>,
+
+    /// CA certificates (PEM) of the etcd cluster's TLS.
+    #[arg(long, env = "GRAYCAST_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcd clusters that require one (with `--etcd-key-file`).
+    #[arg(long, env = "GRAYCAST_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of `--etcd-cert-file`.
+    #[arg(long, env = "GRAYCAST_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
+
+    /// Seconds a node's etcd lease lives without renewal: when the node leading ramps and
+    /// the guard dies, another takes over within this.
+    #[arg(long, env = "GRAYCAST_ETCD_LEASE_TTL", default_value_t = DEFAULT_ETCD_LEASE_TTL,
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub etcd_lease_ttl: u64,
+
+    /// This node's name in a cluster (the election, the guard's counts); the listen
+    /// address by default.
+    #[arg(long, env = "GRAYCAST_NODE_NAME")]
+    pub node_name: Option<String>,
 
     /// Largest accepted value, in bytes of its JSON serialization.
     #[arg(long, env = "GRAYCAST_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
@@ -186,19 +234,48 @@ impl Config {
         self.max_value_bytes.saturating_mul(4).saturating_add(8 * 1024 * 1024)
     }
 
-    /// What the store needs of this configuration.
-    pub fn store_options(&self) -> StoreOptions {
+    /// What the store needs of this configuration; `listen` is the bound address (the
+    /// node's default name).
+    pub fn store_options(&self, listen: SocketAddr) -> Result<StoreOptions, String> {
         let backing = match self.store {
             StoreKind::Redb => Backing::Redb(self.data_dir.join("graycast.redb")),
             StoreKind::Memory => Backing::Memory,
+            StoreKind::Etcd => self.etcd_backing(listen)?,
         };
-        StoreOptions {
+        Ok(StoreOptions {
             backing,
             changelog_retain: self.changelog_retain,
             history_retain: self.history_retain,
             max_batch: self.max_batch as usize,
             quota_bytes: self.quota_bytes,
+        })
+    }
+
+    #[cfg(feature = "etcd")]
+    fn etcd_backing(&self, listen: SocketAddr) -> Result<Backing, String> {
+        if self.etcd_endpoints.is_empty() {
+            return Err("--store etcd needs --etcd-endpoints".into());
         }
+        let prefix = self.etcd_prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return Err("--etcd-prefix must name a key prefix, such as /graycast/".into());
+        }
+        Ok(Backing::Etcd(crate::store::etcd::EtcdOptions {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: format!("{prefix}/"),
+            user: self.etcd_user.clone(),
+            password: self.etcd_password.clone(),
+            ca_file: self.etcd_ca_file.clone(),
+            cert_file: self.etcd_cert_file.clone(),
+            key_file: self.etcd_key_file.clone(),
+            lease_ttl: self.etcd_lease_ttl as i64,
+            node: self.node_name.clone().unwrap_or_else(|| listen.to_string()),
+        }))
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn etcd_backing(&self, _listen: SocketAddr) -> Result<Backing, String> {
+        Err("this build has no etcd support: build with `--features etcd` (it needs protoc)".into())
     }
 
     /// The TLS configuration of `--tls-cert` and `--tls-key`, if given; the error names
@@ -233,6 +310,7 @@ impl Config {
 
     /// Refuses settings that are unsafe or contradictory.
     pub fn validate(&self) -> Result<(), String> {
+        self.store_options(self.listen)?;
         if !self.listen.ip().is_loopback() && self.tokens.is_none() {
             return Err(format!(
                 "refusing to serve on {} without access tokens: bind a loopback address",

@@ -3,14 +3,22 @@
 //!
 //! Counts live in memory, per key and per release (a new release starts from zero); a
 //! restart starts them over, which can only delay an abort, never cause a wrong one.
+//!
+//! Alone, a node decides on each report. In a cluster, reports reach any node: each node
+//! publishes its counts of a release in etcd under its lease ([`Store::publish_ephemeral`]),
+//! and the node that leads sums every node's counts ([`run`]) and aborts the release when
+//! the sum trips its guard, whichever nodes the clients reported to.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use graycast_protocol::gray::{GuardCounts, OutcomeCounts, ReportRequest};
 use graycast_protocol::{Entry, Variant};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::store::{Mutation, Store, StoreError, WriteRequest};
 
@@ -24,14 +32,18 @@ pub const MAX_REPORT_OUTCOMES: u64 = 10_000;
 /// Most reporter names the guard remembers per release (for the abort's note).
 const MAX_REPORTERS: usize = 16;
 
+/// How often the leading node of a cluster sums the nodes' counts.
+const CLUSTER_CHECK_EVERY: Duration = Duration::from_millis(250);
+
 struct Tally {
     started_at: DateTime<Utc>,
     counts: Mutex<Counts>,
     aborting: AtomicBool,
 }
 
-/// The outcome counts of a release, and who reported its gray errors.
-#[derive(Default)]
+/// The outcome counts of a release, and who reported its gray errors; what a node
+/// publishes to the others in a cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Counts {
     outcomes: GuardCounts,
     /// Names of the tokens (or `anonymous`) whose reports counted gray errors, each with
@@ -55,6 +67,21 @@ impl Counts {
         }
     }
 
+    /// Adds another node's counts.
+    fn add(&mut self, other: &Counts) {
+        for (side, more) in [
+            (&mut self.outcomes.stable, other.outcomes.stable),
+            (&mut self.outcomes.gray, other.outcomes.gray),
+        ] {
+            side.ok = side.ok.saturating_add(more.ok);
+            side.errors = side.errors.saturating_add(more.errors);
+        }
+        for (name, errors) in &other.reporters {
+            self.note_reporter(name, *errors);
+        }
+        self.others = self.others.saturating_add(other.others);
+    }
+
     /// `"a (12 errors), b (3 errors)"`, the reporters of gray errors, most errors first.
     fn reporters(&self) -> String {
         let mut list = self.reporters.clone();
@@ -70,9 +97,38 @@ impl Counts {
             names.join(", ")
         }
     }
+
+    /// The abort these counts call for on `entry`'s release, if they trip its guard.
+    fn abort(&self, entry: &Entry, tripped_by: Option<&str>) -> Option<WriteRequest> {
+        let gray = entry.gray.as_ref()?;
+        let guard = gray.guard.as_ref()?;
+        let counts = self.outcomes;
+        let tripped = counts.gray.total() >= guard.min_samples
+            && counts.gray.error_rate() > guard.max_error_rate;
+        if !tripped {
+            return None;
+        }
+        let by =
+            tripped_by.map(|name| format!("; tripped by a report of {name}")).unwrap_or_default();
+        let note = format!(
+            "guard: gray error rate {:.4} over {} outcomes exceeds {}; stable error rate {:.4} over {}; gray errors reported by {}{by}",
+            counts.gray.error_rate(),
+            counts.gray.total(),
+            guard.max_error_rate,
+            counts.stable.error_rate(),
+            counts.stable.total(),
+            self.reporters(),
+        );
+        Some(WriteRequest::new(
+            entry.namespace.clone(),
+            entry.key.clone(),
+            Mutation::Abort { started_at: Some(gray.started_at), note: Some(note) },
+            GUARD_ACTOR,
+        ))
+    }
 }
 
-/// Outcome counts of the running releases.
+/// Outcome counts of the running releases, as reported to this node.
 #[derive(Default)]
 pub struct Guards {
     tallies: DashMap<(String, String), Arc<Tally>>,
@@ -85,19 +141,29 @@ pub struct Reported {
     pub abort: Option<WriteRequest>,
 }
 
+/// The name under which a node publishes its counts of the release running on `entry`.
+fn release_name(entry: &Entry, started_at: DateTime<Utc>) -> String {
+    format!("{}/{}/{}/", entry.namespace, entry.key, started_at.timestamp_millis())
+}
+
 impl Guards {
-    /// The counts of the release running on `entry` (zero if none were reported).
-    pub fn counts(&self, entry: &Entry) -> GuardCounts {
-        let Some(gray) = &entry.gray else { return GuardCounts::default() };
+    fn tally(&self, entry: &Entry) -> Option<Arc<Tally>> {
+        let gray = entry.gray.as_ref()?;
         self.tallies
             .get(&(entry.namespace.clone(), entry.key.clone()))
             .filter(|t| t.started_at == gray.started_at)
+            .map(|t| t.clone())
+    }
+
+    /// The counts of the release running on `entry` reported to this node.
+    pub fn counts(&self, entry: &Entry) -> GuardCounts {
+        self.tally(entry)
             .map(|t| t.counts.lock().unwrap_or_else(PoisonError::into_inner).outcomes)
             .unwrap_or_default()
     }
 
     /// Adds outcomes reported by `reporter` for the release running on `entry`; decides
-    /// whether to abort it.
+    /// whether to abort it on this node's counts.
     pub fn report(
         &self,
         entry: &Entry,
@@ -119,7 +185,7 @@ impl Guards {
             }
             tally.clone()
         };
-        let (counts, reporters) = {
+        let counts = {
             let mut counts = tally.counts.lock().unwrap_or_else(PoisonError::into_inner);
             let side: &mut OutcomeCounts = match variant {
                 Variant::Stable => &mut counts.outcomes.stable,
@@ -130,31 +196,19 @@ impl Guards {
             if variant == Variant::Gray {
                 counts.note_reporter(reporter, errors);
             }
-            (counts.outcomes, counts.reporters())
+            counts.clone()
         };
-        let tripped = gray.guard.as_ref().is_some_and(|guard| {
-            counts.gray.total() >= guard.min_samples
-                && counts.gray.error_rate() > guard.max_error_rate
-        });
-        let abort = (tripped && !tally.aborting.swap(true, Ordering::AcqRel)).then(|| {
-            let limit = gray.guard.as_ref().map_or(0.0, |g| g.max_error_rate);
-            WriteRequest::new(
-                entry.namespace.clone(),
-                entry.key.clone(),
-                Mutation::Abort {
-                    started_at: Some(gray.started_at),
-                    note: Some(format!(
-                        "guard: gray error rate {:.4} over {} outcomes exceeds {limit}; stable error rate {:.4} over {}; gray errors reported by {reporters}; tripped by a report of {reporter}",
-                        counts.gray.error_rate(),
-                        counts.gray.total(),
-                        counts.stable.error_rate(),
-                        counts.stable.total(),
-                    )),
-                },
-                GUARD_ACTOR,
-            )
-        });
-        Some(Reported { counts, abort })
+        let abort = counts
+            .abort(entry, Some(reporter))
+            .filter(|_| !tally.aborting.swap(true, Ordering::AcqRel));
+        Some(Reported { counts: counts.outcomes, abort })
+    }
+
+    /// This node's counts of the release on `entry`, as published to the other nodes.
+    fn published(&self, entry: &Entry) -> Option<(String, Vec<u8>)> {
+        let tally = self.tally(entry)?;
+        let counts = tally.counts.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Some((release_name(entry, tally.started_at), serde_json::to_vec(&counts).ok()?))
     }
 }
 
@@ -168,8 +222,32 @@ impl Tally {
     }
 }
 
-/// Records a report by `reporter` against the current state of a key and carries out an
-/// abort it trips. `Ok(None)`: no gray release runs on the key.
+/// The counts every node published for the release running on `entry`, summed.
+async fn cluster_counts(store: &Store, entry: &Entry) -> Result<Option<Counts>, StoreError> {
+    let Some(gray) = &entry.gray else { return Ok(None) };
+    let published = store.read_ephemeral(&release_name(entry, gray.started_at)).await?;
+    let mut sum = Counts::default();
+    for (_, bytes) in published {
+        if let Ok(counts) = serde_json::from_slice::<Counts>(&bytes) {
+            sum.add(&counts);
+        }
+    }
+    Ok(Some(sum))
+}
+
+/// The counts of the release on `entry`: this node's, or in a cluster every node's.
+pub async fn counts(store: &Store, guards: &Guards, entry: &Entry) -> GuardCounts {
+    if store.clustered() {
+        if let Ok(Some(sum)) = cluster_counts(store, entry).await {
+            return sum.outcomes;
+        }
+    }
+    guards.counts(entry)
+}
+
+/// Records a report by `reporter` against the current state of a key, and carries out an
+/// abort it trips (alone) or publishes the node's counts (in a cluster, where the leading
+/// node decides). `Ok(None)`: no gray release runs on the key.
 pub async fn report(
     store: &Store,
     guards: &Guards,
@@ -180,6 +258,13 @@ pub async fn report(
 ) -> Result<Option<GuardCounts>, StoreError> {
     let Some(entry) = store.get(namespace, key) else { return Ok(None) };
     let Some(reported) = guards.report(&entry, report, reporter) else { return Ok(None) };
+    if store.clustered() {
+        if let Some((name, counts)) = guards.published(&entry) {
+            store.publish_ephemeral(&name, counts).await?;
+        }
+        let sum = cluster_counts(store, &entry).await?.map(|c| c.outcomes);
+        return Ok(Some(sum.unwrap_or(reported.counts)));
+    }
     if let Some(abort) = reported.abort {
         tracing::warn!(namespace, key, "guard aborts the gray release");
         match store.write(abort).await {
@@ -189,4 +274,44 @@ pub async fn report(
         }
     }
     Ok(Some(reported.counts))
+}
+
+/// In a cluster, while this node leads: sums every node's counts of the running
+/// releases with a guard, and aborts those whose sum trips it. Alone, reports decide
+/// themselves and this returns at once.
+pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    if !store.clustered() {
+        return;
+    }
+    let mut leadership = store.leadership();
+    let mut tick = tokio::time::interval(CLUSTER_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        if !*leadership.borrow_and_update() {
+            continue;
+        }
+        for entry in store.gray_entries() {
+            if entry.gray.as_ref().is_none_or(|g| g.guard.is_none()) {
+                continue;
+            }
+            let sum = match cluster_counts(&store, &entry).await {
+                Ok(Some(sum)) => sum,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the cluster's guard counts");
+                    break;
+                }
+            };
+            if let Some(abort) = sum.abort(&entry, None) {
+                tracing::warn!(namespace = %entry.namespace, key = %entry.key, "guard aborts the gray release");
+                match store.write(abort).await {
+                    Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Superseded(_)) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot abort the gray release"),
+                }
+            }
+        }
+    }
 }

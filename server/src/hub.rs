@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::frame;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
-use crate::store::{Change, FeedReceiver};
+use crate::store::{Change, Fed, FeedReceiver};
 
 /// Most bytes of recent change frames kept for replays from memory.
 const RECENT_BYTES: usize = 64 * 1024 * 1024;
@@ -144,9 +144,14 @@ impl Hub {
     pub fn spawn_feed(self: &Arc<Self>, feed: FeedReceiver) -> std::io::Result<JoinHandle<()>> {
         let hub = self.clone();
         std::thread::Builder::new().name("graycast-hub".into()).spawn(move || {
-            for batch in feed {
-                for change in &batch {
-                    hub.publish(change);
+            for fed in feed {
+                match fed {
+                    Fed::Changes(batch) => {
+                        for change in &batch {
+                            hub.publish(change);
+                        }
+                    }
+                    Fed::Reloaded(revision) => hub.resync_everyone(revision),
                 }
             }
         })
@@ -180,6 +185,26 @@ impl Hub {
         }
         self.metrics.pushed_messages.fetch_add(sent, Ordering::Relaxed);
         self.published.store(change.revision, Ordering::Release);
+    }
+
+    /// After the store reloaded its state as of `revision`: what was published before no
+    /// longer chains up with what follows, so every subscriber gets a fresh snapshot and
+    /// replays start from there.
+    fn resync_everyone(&self, revision: Revision) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent.changes.clear();
+            recent.bytes = 0;
+            recent.floor = revision;
+        }
+        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.published.fetch_max(revision, Ordering::AcqRel);
+        let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
+        for subscribers in by_namespace.values() {
+            for outbound in subscribers.values() {
+                outbound.mark_lagged();
+            }
+        }
     }
 
     /// The revision up to which every change is queued to every subscriber it concerns.

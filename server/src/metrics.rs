@@ -40,7 +40,13 @@ impl Metrics {
     }
 
     /// Renders every counter, with the gauges the caller reads from live state.
-    pub fn render(&self, revision: u64, subscribers: usize, subscriber_limit: usize) -> String {
+    pub fn render(
+        &self,
+        revision: u64,
+        subscribers: usize,
+        subscriber_limit: usize,
+        leader: bool,
+    ) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, value: u64| {
@@ -100,6 +106,11 @@ impl Metrics {
             out,
             "# HELP graycast_subscriber_limit Most WebSocket subscribers served at once.\n# TYPE graycast_subscriber_limit gauge\ngraycast_subscriber_limit {subscriber_limit}"
         );
+        let _ = writeln!(
+            out,
+            "# HELP graycast_leader Whether this node runs ramps and the guard (always, alone; in a cluster, the elected node).\n# TYPE graycast_leader gauge\ngraycast_leader {}",
+            u8::from(leader)
+        );
         out
     }
 }
@@ -114,7 +125,7 @@ mod tests {
         m.record_commit(1);
         m.record_commit(3);
         m.record_commit(2000);
-        let text = m.render(7, 2, 10);
+        let text = m.render(7, 2, 10, true);
         assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("graycast_commit_batch_size_bucket{le=\"4\"} 2\n"));
         assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1024\"} 2\n"));

@@ -235,6 +235,18 @@ impl Outbound {
         state.pending = Some(VecDeque::new());
     }
 
+    /// Makes the subscriber resync with a fresh snapshot (the store's state was reloaded).
+    pub fn mark_lagged(&self) {
+        let mut state = self.state();
+        if state.closed {
+            return;
+        }
+        state.lagged = true;
+        state.pending = None;
+        drop(state);
+        self.wake.notify_one();
+    }
+
     /// Whether the hub gave up on this subscriber (see [`Outbound::begin_resync`]).
     pub fn lagged(&self) -> bool {
         self.state().lagged

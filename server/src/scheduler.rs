@@ -2,7 +2,8 @@
 //!
 //! The schedule is the `next_step_at` of each gray section, which lives in the store, so
 //! a restart picks it up where it was. Each move is a conditional write (the release
-//! and step it expects), so a repeated or late attempt changes nothing.
+//! and step it expects), so a repeated or late attempt changes nothing. In a cluster only
+//! the node that leads moves ramps on; another takes over when it goes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,14 @@ const RETRY_AFTER_FAILURE_CHRONO: chrono::Duration = chrono::Duration::seconds(1
 
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    let mut leadership = store.leadership();
     loop {
+        if !*leadership.borrow_and_update() {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = leadership.changed() => continue,
+            }
+        }
         let now = Utc::now();
         let mut next_wake = now + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default();
         let mut due = Vec::new();
@@ -70,6 +78,7 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = store.gray_changed() => {}
+            _ = leadership.changed() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }

@@ -168,6 +168,12 @@ pub async fn run<S: Socket>(
             _ => {}
         }
         if ended.is_none() {
+            // A lag is handled at once, even while output is being written: the changes
+            // not begun are dropped rather than written first.
+            if let Err(end) = session.on_wake() {
+                ended = Some(end);
+                continue;
+            }
             session.feed_catch_up();
         }
         let writing = session.out.has_output();

@@ -5,6 +5,8 @@
 //! subscriber that decodes the push protocol. Everything waits on events with a
 //! deadline; nothing sleeps to synchronise.
 
+pub mod etcd;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -196,6 +198,15 @@ impl TestServer {
         if self.spawn(&old).is_err() {
             self.kill9();
             self.spawn("127.0.0.1:0").expect("server restarts");
+        }
+    }
+
+    /// Freezes the process (SIGSTOP) or lets it go on (SIGCONT): a node that stops
+    /// answering without closing its connections.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(pid) = self.pid() {
+            let signal = if frozen { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").arg(signal).arg(pid.to_string()).status();
         }
     }
 

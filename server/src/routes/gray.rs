@@ -133,7 +133,7 @@ pub async fn status(
         namespace,
         key,
         revision: entry.revision,
-        counts: state.guards.counts(&entry),
+        counts: guard::counts(&state.store, &state.guards, &entry).await,
         gray,
     }))
 }

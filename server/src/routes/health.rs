@@ -38,6 +38,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state.store.revision(),
         state.hub.connections(),
         state.subscriber_limit,
+        *state.store.leadership().borrow(),
     ))
 }
 

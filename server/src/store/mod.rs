@@ -18,6 +18,8 @@
 //! state without I/O.
 
 pub mod contract;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod memory;
 mod plan;
 mod record;
@@ -244,8 +246,18 @@ pub enum ChangePage {
 /// Committed changes, in revision order, as handed to the feed.
 pub type CommittedBatch = Vec<Arc<Change>>;
 
+/// What the feed carries to the hub.
+#[derive(Debug)]
+pub enum Fed {
+    /// Changes committed, in revision order.
+    Changes(CommittedBatch),
+    /// The cache was reloaded as of this revision (an etcd watch lost its place to a
+    /// compaction): every subscriber needs a fresh snapshot.
+    Reloaded(Revision),
+}
+
 /// The receiving end of the stream of committed changes.
-pub type FeedReceiver = std_mpsc::Receiver<CommittedBatch>;
+pub type FeedReceiver = std_mpsc::Receiver<Fed>;
 
 /// Where a store keeps its data.
 #[derive(Debug, Clone)]
@@ -254,6 +266,9 @@ pub enum Backing {
     Redb(PathBuf),
     /// Memory only: fast and forgetful, for tests and demos.
     Memory,
+    /// An etcd cluster shared by several nodes.
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdOptions),
 }
 
 /// Everything a store needs to know; the server builds it from its configuration.
@@ -373,7 +388,7 @@ impl Shared {
     }
 
     /// Replaces the whole cache with a fresh load (after an etcd watch lost its place).
-    #[allow(dead_code)]
+    #[cfg(feature = "etcd")]
     fn replace(&self, loaded: Loaded) {
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         self.cache.clear();
@@ -396,10 +411,24 @@ impl Shared {
         }
     }
 
-    #[allow(dead_code)]
+    #[cfg(feature = "etcd")]
     fn recover(&self) {
         if !self.failed_for_good.load(Ordering::Acquire) {
             *self.failed.write().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    /// Waits until the cache has applied `revision`, at most `timeout`.
+    async fn wait_applied(&self, revision: Revision, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = self.applied.notified();
+            if self.revision() >= revision {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                return self.revision() >= revision;
+            }
         }
     }
 
@@ -410,12 +439,16 @@ impl Shared {
 
 enum Engine {
     Local(writer::LocalWriter),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::EtcdEngine>),
 }
 
 /// The store: cached reads, durable writes, history, and the stream of committed changes.
 pub struct Store {
     shared: Arc<Shared>,
     engine: Engine,
+    /// A node alone always leads; kept so that its receivers never see it closed.
+    alone: tokio::sync::watch::Sender<bool>,
 }
 
 impl Store {
@@ -428,6 +461,14 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<(Store, FeedReceiver), StoreError> {
         let backend: Arc<dyn LocalBackend> = match &options.backing {
+            #[cfg(feature = "etcd")]
+            Backing::Etcd(etcd) => {
+                let (engine, loaded) = etcd::EtcdEngine::connect(etcd.clone(), &options).await?;
+                let shared = Arc::new(Shared::new(loaded, metrics));
+                let feed = engine.start(shared.clone());
+                let alone = tokio::sync::watch::channel(false).0;
+                return Ok((Store { shared, engine: Engine::Etcd(Box::new(engine)), alone }, feed));
+            }
             Backing::Memory => Arc::new(MemoryBackend::new(&options)),
             Backing::Redb(path) => {
                 if let Some(dir) = path.parent() {
@@ -460,13 +501,18 @@ impl Store {
         let loaded = backend.load()?;
         let shared = Arc::new(Shared::new(loaded, metrics));
         let (writer, feed) = writer::LocalWriter::start(shared.clone(), backend, options)?;
-        Ok((Store { shared, engine: Engine::Local(writer) }, feed))
+        let alone = tokio::sync::watch::channel(true).0;
+        Ok((Store { shared, engine: Engine::Local(writer), alone }, feed))
     }
 
     /// Makes a write durable (or refuses it) and returns the committed change.
     pub async fn write(&self, mut request: WriteRequest) -> Result<Arc<Change>, StoreError> {
-        if let Some(reason) = self.shared.failure() {
-            return Err(StoreError::Unavailable(reason));
+        // A store that cannot be reached for now (etcd) is for each write to find out; one
+        // whose commit failed (the local writer) refuses every write until a restart.
+        if self.shared.failed_for_good.load(Ordering::Acquire) {
+            if let Some(reason) = self.shared.failure() {
+                return Err(StoreError::Unavailable(reason));
+            }
         }
         if let Mutation::Rollback { to_revision } = request.mutation {
             // A history item never changes, so it can be read before the write is planned.
@@ -487,6 +533,8 @@ impl Store {
         }
         match &self.engine {
             Engine::Local(writer) => writer.write(request).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.write(&self.shared, request).await,
         }
     }
 
@@ -495,6 +543,8 @@ impl Store {
     pub fn shutdown(&self) {
         match &self.engine {
             Engine::Local(writer) => writer.shutdown(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.shutdown(),
         }
     }
 
@@ -505,15 +555,46 @@ impl Store {
 
     /// Waits until the cache has applied `revision`, at most `timeout`.
     pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let applied = self.shared.applied.notified();
-            if self.revision() >= revision {
-                return true;
+        self.shared.wait_applied(revision, timeout).await
+    }
+
+    /// Whether this node leads the ramps and the guard: always, alone; in a cluster, the
+    /// node that won the election.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        match &self.engine {
+            Engine::Local(_) => self.alone.subscribe(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.leadership(),
+        }
+    }
+
+    /// Whether the store is shared by several nodes.
+    pub fn clustered(&self) -> bool {
+        !matches!(self.engine, Engine::Local(_))
+    }
+
+    /// Publishes what this node knows under `name`, for the other nodes, until it leaves
+    /// (a cluster's guard counts); nothing to do alone.
+    pub async fn publish_ephemeral(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Local(_) => {
+                let _ = (name, value);
+                Ok(())
             }
-            if tokio::time::timeout_at(deadline, applied).await.is_err() {
-                return self.revision() >= revision;
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.publish_ephemeral(name, value).await,
+        }
+    }
+
+    /// What every node published under names starting with `prefix`.
+    pub async fn read_ephemeral(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        match &self.engine {
+            Engine::Local(_) => {
+                let _ = prefix;
+                Ok(Vec::new())
             }
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.read_ephemeral(prefix).await,
         }
     }
 
@@ -604,6 +685,8 @@ impl Store {
                 let (ns, k) = (namespace.to_owned(), key.to_owned());
                 blocking(move || backend.history(&ns, &k, before, limit, max_bytes)).await
             }
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.history(namespace, key, before, limit, max_bytes).await,
         }
     }
 
@@ -620,6 +703,8 @@ impl Store {
                 let (ns, k) = (namespace.to_owned(), key.to_owned());
                 blocking(move || backend.history_at(&ns, &k, revision)).await
             }
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.history_at(namespace, key, revision).await,
         }
     }
 
@@ -635,6 +720,8 @@ impl Store {
                 let backend = writer.backend();
                 blocking(move || backend.changes_after(after, limit)).await?
             }
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.changes_after(after, limit).await?,
         };
         Ok(match page {
             ChangePage::Changes(mut changes) => {
@@ -655,6 +742,8 @@ impl Store {
                 let backend = writer.backend();
                 blocking(move || backend.check()).await
             }
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.check().await,
         }
     }
 }

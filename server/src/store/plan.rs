@@ -35,6 +35,12 @@ impl Planned {
         }
         self.change
     }
+
+    /// The change as planned (its revision, and a new key's `created_revision`, still 0).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub fn change(&self) -> &Change {
+        &self.change
+    }
 }
 
 /// Decides what one write does to the current state of its key.

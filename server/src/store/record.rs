@@ -35,6 +35,10 @@ pub(crate) struct Record {
     /// The entry's `version` after the change (0 after a delete).
     #[serde(default)]
     pub version: u64,
+    /// The id of the write that made the change (etcd engine): a write whose outcome was
+    /// unknown recognizes its own commit by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_id: Option<String>,
 }
 
 impl Record {
@@ -52,6 +56,7 @@ impl Record {
             remote: change.remote.clone(),
             created_revision: entry.map_or(0, |e| e.created_revision),
             version: entry.map_or(0, |e| e.version),
+            write_id: None,
         }
     }
 
@@ -68,6 +73,7 @@ impl Record {
             remote: None,
             created_revision: entry.created_revision,
             version: entry.version,
+            write_id: None,
         }
     }
 

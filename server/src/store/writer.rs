@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::plan::plan;
 use super::{
-    Change, ChangePage, CommittedBatch, FeedReceiver, HistoryPage, Loaded, Shared, StoreError,
-    StoreOptions, WriteRequest,
+    Change, ChangePage, Fed, FeedReceiver, HistoryPage, Loaded, Shared, StoreError, StoreOptions,
+    WriteRequest,
 };
 
 /// Queued write requests beyond which callers wait for room (backpressure, not failure).
@@ -167,7 +167,7 @@ impl LocalWriter {
 struct Writer {
     shared: Arc<Shared>,
     backend: Arc<dyn LocalBackend>,
-    feed: std_mpsc::Sender<CommittedBatch>,
+    feed: std_mpsc::Sender<Fed>,
     max_batch: usize,
     stored: Arc<AtomicU64>,
 }
@@ -268,7 +268,7 @@ impl Writer {
         }
         if !committed.is_empty() {
             // The hub may be gone during shutdown; the changes are durable regardless.
-            let _ = self.feed.send(committed);
+            let _ = self.feed.send(Fed::Changes(committed));
         }
     }
 }
@@ -376,7 +376,9 @@ mod tests {
 
     /// Waits until `n` requests wait in the writer's queue.
     async fn queued(store: &Store, n: usize) {
-        let super::super::Engine::Local(writer) = &store.engine;
+        let super::super::Engine::Local(writer) = &store.engine else {
+            unreachable!("a local store")
+        };
         wait_for(|| writer.queued() >= n).await;
     }
 
@@ -413,7 +415,14 @@ mod tests {
         assert!(store.write(put("k", json!(3), Precondition::None)).await.is_err());
         assert_eq!(backend.commits.load(Ordering::SeqCst), 1);
         // Only the committed change was fed to subscribers.
-        let fed: Vec<Revision> = feed.try_iter().flatten().map(|c| c.revision).collect();
+        let fed: Vec<Revision> = feed
+            .try_iter()
+            .flat_map(|fed| match fed {
+                Fed::Changes(batch) => batch,
+                Fed::Reloaded(_) => Vec::new(),
+            })
+            .map(|c| c.revision)
+            .collect();
         assert_eq!(fed, [1]);
     }
 
@@ -460,7 +469,14 @@ mod tests {
         let x = store.get("ns", "x").expect("x exists");
         assert_eq!((x.value.clone(), x.version, x.created_revision), (json!(2), 2, 2));
         assert_eq!(backend.commits.load(Ordering::SeqCst), 2, "one commit for the whole queue");
-        let fed: Vec<Revision> = feed.try_iter().flatten().map(|c| c.revision).collect();
+        let fed: Vec<Revision> = feed
+            .try_iter()
+            .flat_map(|fed| match fed {
+                Fed::Changes(batch) => batch,
+                Fed::Reloaded(_) => Vec::new(),
+            })
+            .map(|c| c.revision)
+            .collect();
         assert_eq!(fed, [1, 2, 3]);
     }
 

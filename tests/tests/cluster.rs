@@ -1,0 +1,497 @@
+//! Distributed mode (issue 9): graycast nodes on a real 3-member etcd cluster.
+//!
+//! Each test starts its own etcd cluster (Debian's `etcd-server`) on loopback ports and its
+//! own graycast nodes on it. The tests run one at a time: three etcd members and two
+//! servers per test already keep two cores busy.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use graycast_client::{ChangeEvent, Client, Filter};
+use graycast_protocol::ServerMessage;
+use graycast_server::metrics::Metrics;
+use graycast_server::store::contract::{check_all, Exemptions, Opener, Tweaks};
+use graycast_server::store::etcd::EtcdOptions;
+use graycast_server::store::{Backing, Store, StoreOptions};
+use graycast_tests::etcd::EtcdCluster;
+use graycast_tests::{Api, TestServer, Watcher, DEADLINE};
+use reqwest::Method;
+use serde_json::json;
+
+/// One test at a time (an async lock: each test holds it across its awaits).
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+fn unique_prefix() -> String {
+    format!("/graycast-test-{}/", uuid_like())
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A graycast node on the cluster.
+fn node(cluster: &EtcdCluster, prefix: &str) -> TestServer {
+    TestServer::start_with(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &cluster.endpoints(),
+        "--etcd-prefix",
+        prefix,
+        "--etcd-lease-ttl",
+        "2",
+    ])
+}
+
+/// Waits for a condition that other processes bring about, with a deadline.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_store_keeps_the_store_contract() {
+    let _serial = serial().await;
+    let cluster = Arc::new(EtcdCluster::start(3));
+    let endpoints = cluster.endpoint_list();
+    let open: Box<Opener> = Box::new(move |tweaks: Tweaks| {
+        let endpoints = endpoints.clone();
+        Box::pin(async move {
+            let options = StoreOptions {
+                backing: Backing::Etcd(EtcdOptions {
+                    endpoints,
+                    prefix: unique_prefix(),
+                    user: None,
+                    password: None,
+                    ca_file: None,
+                    cert_file: None,
+                    key_file: None,
+                    lease_ttl: 2,
+                    node: "contract".into(),
+                }),
+                changelog_retain: tweaks.changelog_retain,
+                history_retain: tweaks.history_retain,
+                max_batch: 1024,
+                quota_bytes: tweaks.quota_bytes,
+            };
+            Store::open(options, Arc::new(Metrics::default())).await.expect("opens on etcd")
+        })
+    });
+    // etcd's quota is its own (--quota-backend-bytes).
+    check_all(&open, Exemptions { quota: true }).await;
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_reaches_a_subscriber_of_another_with_the_same_revision() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let (a, b) = (node(&cluster, &prefix), node(&cluster, &prefix));
+    let mut on_b = Watcher::subscribe(&b, &["app"], None).await.unwrap();
+    assert!(matches!(on_b.next_data().await.unwrap(), ServerMessage::Snapshot { .. }));
+    let api_a = Api::new(&a);
+    let revision = api_a.put_ok("app", "k", json!({"from": "a"})).await;
+    match on_b.next_data().await.unwrap() {
+        ServerMessage::Change { revision: pushed, entry: Some(entry), .. } => {
+            assert_eq!(
+                (pushed, entry.revision),
+                (revision, revision),
+                "the revision is etcd's, the same on every node"
+            );
+            assert_eq!(entry.value, json!({"from": "a"}));
+        }
+        other => panic!("expected the change, got {other:?}"),
+    }
+    // Read your writes on the node written to; the other node converges.
+    let (_, on_a) = api_a.get("/v1/configs/app/k").await.unwrap();
+    assert_eq!(on_a["revision"], revision);
+    let (_, on_b_rest) = Api::new(&b).get("/v1/configs/app/k").await.unwrap();
+    assert_eq!(on_b_rest["revision"], revision);
+    // A conditional write through B sees A's write.
+    let stale = format!("\"{}\"", revision - 1);
+    let headers = [("if-match", stale.as_str()), ("content-type", "application/json")];
+    let (status, _, _) =
+        Api::new(&b).raw(Method::PUT, "/v1/configs/app/k", &headers, Some(r#"{"value": 1}"#)).await;
+    assert_eq!(status, 412);
+    // History and rollback read the history key space.
+    let second = Api::new(&b).put_ok("app", "k", json!({"from": "b"})).await;
+    let (_, history) = api_a.get("/v1/configs/app/k/history").await.unwrap();
+    let revisions: Vec<u64> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, [second, revision]);
+    let (status, body) = api_a
+        .request(
+            Method::POST,
+            "/v1/configs/app/k/rollback",
+            None,
+            Some(json!({"to_revision": revision})),
+        )
+        .await;
+    assert_eq!((status, &body["value"]), (200, &json!({"from": "a"})));
+    // A client may resume on the other node.
+    let mut resumed = Watcher::subscribe(&a, &["app"], Some(revision)).await.unwrap();
+    let mut replayed = Vec::new();
+    while replayed.len() < 2 {
+        if let ServerMessage::Change { revision, .. } = resumed.next_data().await.unwrap() {
+            replayed.push(revision);
+        }
+    }
+    assert_eq!(replayed[0], second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_clients_fail_over_when_a_node_is_killed_with_no_gap_and_no_duplicate() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let mut a = node(&cluster, &prefix);
+    let b = node(&cluster, &prefix);
+    let api_b = Api::new(&b);
+    api_b.put_ok("fleet", "seed", json!(0)).await;
+    // Clients connected to A first (it is their first endpoint), B next.
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let client = Client::builder()
+            .endpoint(&a.url)
+            .endpoint(&b.url)
+            .namespace("fleet")
+            .client_id(format!("c{i}"))
+            .backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .build()
+            .unwrap();
+        client.wait_synced(DEADLINE).await.unwrap();
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let sink = seen.clone();
+        let stream = client.changes(Filter::namespace("fleet"));
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let ChangeEvent { revision, .. } = event;
+                sink.lock().unwrap().push(revision);
+            }
+        });
+        clients.push((client, seen));
+    }
+    // Writes through B while A dies.
+    let writer = tokio::spawn({
+        let api = api_b.clone();
+        async move {
+            let mut committed = Vec::new();
+            for i in 0..120 {
+                committed.push(api.put_ok("fleet", &format!("k{}", i % 7), json!(i)).await);
+            }
+            committed
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill9();
+    let committed = writer.await.unwrap();
+    let last = *committed.last().unwrap();
+    for (client, seen) in &clients {
+        client.wait_for_revision(last, DEADLINE).await.unwrap();
+        let status = client.status();
+        assert_eq!(status.endpoint.as_deref(), Some(b.url.as_str()), "failed over to B");
+        eventually("the change stream catches up", || async {
+            seen.lock().unwrap().last() == Some(&last)
+        })
+        .await;
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "no duplicate, in order: {seen:?}");
+        for revision in &committed {
+            assert!(seen.contains(revision), "no gap: revision {revision} missing from {seen:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_when_one_etcd_member_stops() {
+    let _serial = serial().await;
+    let mut cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let a = node(&cluster, &prefix);
+    let api = Api::new(&a);
+    api.put_ok("ha", "k", json!(0)).await;
+    cluster.stop(0);
+    let mut last = 0;
+    for i in 1..=30 {
+        let (status, body) = api.put("ha", "k", json!(i)).await.unwrap();
+        assert_eq!(status, 200, "write {i} with one member down: {body}");
+        last = body["revision"].as_u64().unwrap();
+    }
+    let (status, _) = api.get("/readyz").await.unwrap();
+    assert_eq!(status, 200, "two members of three are a quorum");
+    cluster.restart(0);
+    cluster.wait_healthy(3);
+    assert!(api.put_ok("ha", "k", json!("back")).await > last);
+}
+
+/// The history notes of a key's ramp steps, oldest first.
+async fn ramp_notes(api: &Api, key: &str) -> Vec<String> {
+    let (_, history) = api.get(&format!("/v1/configs/ramp/{key}/history")).await.unwrap();
+    let mut notes: Vec<String> = history["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|i| i["note"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    notes.reverse();
+    notes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_advances_once_per_step_and_goes_on_when_its_node_dies() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let mut nodes = [node(&cluster, &prefix), node(&cluster, &prefix)];
+    let api = Api::new(&nodes[0]);
+    api.put_ok("ramp", "k", json!("stable")).await;
+    let (status, body) = api
+        .request(
+            Method::PUT,
+            "/v1/configs/ramp/k/gray",
+            None,
+            Some(json!({"value": "gray", "steps": [{"percent": 10, "hold_secs": 2}, {"percent": 20, "hold_secs": 3}, {"percent": 30}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Exactly one node leads.
+    let deadline = Instant::now() + DEADLINE;
+    let leader = loop {
+        let mut leading = Vec::new();
+        for (i, server) in nodes.iter().enumerate() {
+            if server.metric("graycast_leader").await == Some(1.0) {
+                leading.push(i);
+            }
+        }
+        assert!(leading.len() <= 1, "two nodes lead: {leading:?}");
+        if let Some(&i) = leading.first() {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no node leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eventually("the first step", || async { ramp_notes(&api, "k").await.len() == 1 }).await;
+    assert_eq!(ramp_notes(&api, "k").await, ["ramp step 1: 20%"]);
+    // The node driving the ramp dies; the other takes over within the lease's TTL.
+    nodes[leader].kill9();
+    let survivor = Api::new(&nodes[1 - leader]);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let notes = ramp_notes(&survivor, "k").await;
+        if notes.len() >= 2 {
+            assert_eq!(notes, ["ramp step 1: 20%", "ramp step 2: 30%"], "each step once");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ramp stopped with its node: {notes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, entry) = survivor.get("/v1/configs/ramp/k").await.unwrap();
+    assert_eq!(entry["gray"]["percent"], 30.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_sent_to_two_nodes_together_trip_the_guard() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let (a, b) = (node(&cluster, &prefix), node(&cluster, &prefix));
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    api_a.put_ok("guarded", "k", json!(1)).await;
+    let (status, _) = api_a
+        .request(
+            Method::PUT,
+            "/v1/configs/guarded/k/gray",
+            None,
+            Some(json!({"value": 2, "percent": 50, "guard": {"max_error_rate": 0.5, "min_samples": 100}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually("B sees the release", || async {
+        api_b.get("/v1/configs/guarded/k/gray").await.unwrap().0 == 200
+    })
+    .await;
+    let report = json!({"variant": "gray", "ok": 10, "errors": 50});
+    for api in [&api_a, &api_b] {
+        let (status, body) = api
+            .request(Method::POST, "/v1/configs/guarded/k/gray/report", None, Some(report.clone()))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Neither node's reports reach 100 samples alone; together they do.
+    eventually("the guard aborts", || async {
+        let (_, entry) = api_b.get("/v1/configs/guarded/k").await.unwrap();
+        entry["gray"].is_null()
+    })
+    .await;
+    let (_, history) = api_b.get("/v1/configs/guarded/k/history").await.unwrap();
+    let abort = &history["items"][0];
+    assert_eq!(
+        (abort["op"].as_str(), abort["updated_by"].as_str()),
+        (Some("abort"), Some("guard"))
+    );
+    assert!(abort["note"].as_str().unwrap_or_default().contains("over 120 outcomes"), "{abort}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_writes_fail_pushes_go_on_and_writes_resume() {
+    let _serial = serial().await;
+    let mut cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let (a, b) = (node(&cluster, &prefix), node(&cluster, &prefix));
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    let before = api_a.put_ok("outage", "k", json!("before")).await;
+    let mut subscriber = Watcher::subscribe(&b, &["outage"], None).await.unwrap();
+    // B has the write (from the snapshot, or pushed right after it).
+    loop {
+        match subscriber.next_data().await.unwrap() {
+            ServerMessage::Snapshot { revision, .. } | ServerMessage::Change { revision, .. }
+                if revision >= before =>
+            {
+                break
+            }
+            _ => continue,
+        }
+    }
+
+    cluster.stop_all();
+    let (status, body) = api_a.put("outage", "k", json!("during")).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    eventually("readiness fails", || async { api_a.get("/readyz").await.unwrap().0 == 503 }).await;
+    // Reads and pushes of the last known state go on.
+    let (status, entry) = api_b.get("/v1/configs/outage/k").await.unwrap();
+    assert_eq!((status, entry["value"].clone()), (200, json!("before")));
+    let mut newcomer = Watcher::subscribe(&b, &["outage"], None).await.unwrap();
+    match newcomer.next_data().await.unwrap() {
+        ServerMessage::Snapshot { revision, entries, .. } => {
+            assert!(revision >= before);
+            assert_eq!(entries[0].value, json!("before"));
+        }
+        other => panic!("expected the last known state, got {other:?}"),
+    }
+
+    cluster.restart_all();
+    eventually("readiness returns", || async { api_a.get("/readyz").await.unwrap().0 == 200 })
+        .await;
+    let deadline = Instant::now() + DEADLINE;
+    let after = loop {
+        if let Ok((200, body)) = api_a.put("outage", "k", json!("after")).await {
+            break body["revision"].as_u64().unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "writes did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The subscriber of the other node gets it, after nothing it missed.
+    loop {
+        match subscriber.next_data().await.unwrap() {
+            ServerMessage::Change { revision, entry, .. } if revision == after => {
+                assert_eq!(entry.unwrap().value, json!("after"));
+                break;
+            }
+            ServerMessage::Change { revision, .. } => {
+                assert!(revision < after && revision > before)
+            }
+            ServerMessage::Snapshot { revision, .. } => assert!(revision <= after),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_compaction_reloads_and_resyncs_its_subscribers() {
+    let _serial = serial().await;
+    let mut cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let endpoints = cluster.endpoint_list();
+    // A reaches etcd through one member only, B through the two others.
+    let mut a = TestServer::start_with(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoints[0],
+        "--etcd-prefix",
+        &prefix,
+        "--etcd-lease-ttl",
+        "2",
+    ]);
+    let others = endpoints[1..].join(",");
+    let b = TestServer::start_with(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &others,
+        "--etcd-prefix",
+        &prefix,
+        "--etcd-lease-ttl",
+        "2",
+    ]);
+    let api_b = Api::new(&b);
+    let first = api_b.put_ok("compacted", "k0", json!(0)).await;
+    eventually("A has the first write", || async {
+        Api::new(&a).get("/v1/configs/compacted/k0").await.unwrap().0 == 200
+    })
+    .await;
+    let mut subscriber = Watcher::subscribe(&a, &["compacted"], Some(first)).await.unwrap();
+    assert!(matches!(subscriber.next().await.unwrap(), ServerMessage::Progress { .. }));
+
+    // A loses its member while the cluster moves on and compacts what A has not seen.
+    cluster.stop(0);
+    let mut last = 0;
+    for i in 1..=20 {
+        last = api_b.put_ok("compacted", &format!("k{}", i % 4), json!(i)).await;
+    }
+    let mut etcd = etcd_client::Client::connect(&endpoints[1..], None).await.unwrap();
+    etcd.compact(last as i64, None).await.unwrap();
+    cluster.restart(0);
+
+    // A reloads and resyncs its subscriber with a snapshot of the current state.
+    let state = match subscriber.next_data().await.unwrap() {
+        ServerMessage::Snapshot { revision, entries, .. } => {
+            assert!(revision >= last);
+            entries
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    };
+    let values: Vec<_> = state.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+    assert_eq!(
+        values,
+        [
+            ("k0".into(), json!(20)),
+            ("k1".into(), json!(17)),
+            ("k2".into(), json!(18)),
+            ("k3".into(), json!(19))
+        ]
+    );
+    // Resuming on a node just restarted (its memory empty): from before the compaction a
+    // snapshot; from after it, a replay from etcd's revisions.
+    a.restart();
+    let mut old = Watcher::subscribe(&a, &["compacted"], Some(first)).await.unwrap();
+    assert!(matches!(old.next_data().await.unwrap(), ServerMessage::Snapshot { .. }));
+    let newer = api_b.put_ok("compacted", "k1", json!("new")).await;
+    eventually("A has the newer write", || async {
+        Api::new(&a).get("/v1/configs/compacted/k1").await.unwrap().1["revision"] == newer
+    })
+    .await;
+    a.restart();
+    let mut recent = Watcher::subscribe(&a, &["compacted"], Some(last)).await.unwrap();
+    match recent.next_data().await.unwrap() {
+        ServerMessage::Change { revision, .. } => assert_eq!(revision, newer),
+        other => panic!("expected a replay from etcd, got {other:?}"),
+    }
+}
