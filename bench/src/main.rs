@@ -43,6 +43,10 @@ enum Scenario {
         subscribers: usize,
         #[arg(long, default_value_t = 50)]
         rounds: usize,
+        /// Subscribe on this node instead of `--server` (writes still go to `--server`):
+        /// the write-to-push time across two nodes of a cluster.
+        #[arg(long)]
+        watch_server: Option<String>,
     },
     /// SDK clients following a server that this command restarts: time from the new
     /// process announcing its URL until every client has applied the latest revision.
@@ -64,7 +68,10 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     match args.scenario {
         Scenario::Writes { writers, seconds } => writes(&args.server, writers, seconds).await,
-        Scenario::Fanout { subscribers, rounds } => fanout(&args.server, subscribers, rounds).await,
+        Scenario::Fanout { subscribers, rounds, watch_server } => {
+            let watch = watch_server.as_deref().unwrap_or(&args.server);
+            fanout(&args.server, watch, subscribers, rounds).await
+        }
         Scenario::Reconnect { clients, server_bin, kill9 } => {
             reconnect(&args.server, clients, &server_bin, kill9).await
         }
@@ -125,9 +132,9 @@ async fn writes(server: &str, writers: usize, seconds: u64) -> Result<()> {
     Ok(())
 }
 
-async fn fanout(server: &str, subscribers: usize, rounds: usize) -> Result<()> {
+async fn fanout(server: &str, watch_server: &str, subscribers: usize, rounds: usize) -> Result<()> {
     let namespace = format!("bench-fanout-{}", std::process::id());
-    let watch = format!("{}/v1/watch", server.replacen("http://", "ws://", 1));
+    let watch = format!("{}/v1/watch", watch_server.replacen("http://", "ws://", 1));
     let (arrivals, mut arrived) = mpsc::unbounded_channel::<(u64, Instant)>();
     let (ready_tx, mut ready) = mpsc::unbounded_channel::<()>();
     for _ in 0..subscribers {
