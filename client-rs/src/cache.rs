@@ -48,6 +48,7 @@ impl CacheState {
                         entry: Some(entry.clone()),
                         previous,
                         comment: None,
+                        note: None,
                     });
                 }
             }
@@ -63,6 +64,7 @@ impl CacheState {
                         entry: None,
                         previous: Some(entry.clone()),
                         comment: None,
+                        note: None,
                     });
                 }
             }
@@ -74,21 +76,13 @@ impl CacheState {
     }
 
     /// Applies one change unless the cache is already at or past its revision.
-    pub fn apply_change(
-        &mut self,
-        revision: Revision,
-        op: Op,
-        namespace: String,
-        key: String,
-        entry: Option<Entry>,
-        comment: Option<String>,
-    ) -> Option<ChangeEvent> {
-        if revision <= self.revision {
+    pub fn apply_change(&mut self, mut event: ChangeEvent) -> Option<ChangeEvent> {
+        if event.revision <= self.revision {
             return None;
         }
-        self.revision = revision;
-        let entry = entry.map(Arc::new);
-        let previous = match &entry {
+        self.revision = event.revision;
+        let (namespace, key) = (event.namespace.clone(), event.key.clone());
+        event.previous = match &event.entry {
             Some(entry) => self
                 .entries
                 .entry(namespace.clone())
@@ -103,7 +97,7 @@ impl CacheState {
                 previous
             }
         };
-        Some(ChangeEvent { revision, op, namespace, key, entry, previous, comment })
+        Some(event)
     }
 
     /// Records that nothing changed up to `revision`.
@@ -217,13 +211,21 @@ mod tests {
         let events =
             state.apply_snapshot(5, vec![entry("a", 3, json!(1)), entry("b", 5, json!(2))]);
         assert_eq!(events.len(), 2);
+        let change = |revision, op, key: &str, entry: Option<Entry>| ChangeEvent {
+            revision,
+            op,
+            namespace: "ns".into(),
+            key: key.into(),
+            entry: entry.map(Arc::new),
+            previous: None,
+            comment: None,
+            note: None,
+        };
         assert!(state
-            .apply_change(4, Op::Put, "ns".into(), "a".into(), Some(entry("a", 4, json!(9))), None)
+            .apply_change(change(4, Op::Put, "a", Some(entry("a", 4, json!(9)))))
             .is_none());
         assert_eq!(state.get("ns", "a").map(|e| e.value.clone()), Some(json!(1)));
-        let event = state
-            .apply_change(6, Op::Delete, "ns".into(), "b".into(), None, None)
-            .expect("applies");
+        let event = state.apply_change(change(6, Op::Delete, "b", None)).expect("applies");
         assert_eq!(event.previous.map(|e| e.value.clone()), Some(json!(2)));
         assert!(!state.apply_progress(6));
         assert!(state.apply_progress(8));

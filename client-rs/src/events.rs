@@ -19,6 +19,8 @@ pub struct ChangeEvent {
     /// The author's comment, when the change was pushed with one (not for differences
     /// found in a snapshot).
     pub comment: Option<String>,
+    /// Why the server made the change itself: a ramp step, a guard abort.
+    pub note: Option<String>,
 }
 
 impl ChangeEvent {
@@ -31,6 +33,7 @@ impl ChangeEvent {
             key: self.key.clone(),
             entry: self.entry.as_deref().cloned().map(Box::new),
             comment: self.comment.clone(),
+            note: self.note.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cache;
 use crate::client::Inner;
+use crate::events::ChangeEvent;
 use crate::Error;
 
 /// A connection that brings no frame for this long is considered dead. The server pings
@@ -176,15 +177,17 @@ async fn session(
                     }
                     (cache.apply_snapshot(revision, entries), revision, true)
                 }
-                ServerMessage::Change { revision, op, namespace, key, entry, comment } => {
-                    let event = cache.apply_change(
+                ServerMessage::Change { revision, op, namespace, key, entry, comment, note } => {
+                    let event = cache.apply_change(ChangeEvent {
                         revision,
                         op,
                         namespace,
                         key,
-                        entry.map(|e| *e),
+                        entry: entry.map(|e| Arc::new(*e)),
+                        previous: None,
                         comment,
-                    );
+                        note,
+                    });
                     (event.into_iter().collect(), cache.revision, synced)
                 }
                 ServerMessage::Progress { revision } => {

@@ -41,8 +41,74 @@ pub struct DeleteResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NamespaceSummary {
     pub name: String,
-    /// Number of keys in the namespace.
+    /// Number of keys in the namespace (0 for a namespace that is only described).
     pub keys: u64,
+    /// What the namespace is for, as set with `PUT /v1/namespaces/{ns}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Body of `PUT /v1/namespaces/{ns}`: describes a namespace (an empty description removes
+/// it). Stored in the reserved namespace `graycast.meta`, one entry per namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceDescription {
+    /// At most 1 KiB.
+    pub description: String,
+    /// Why, in the author's words (at most 1 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Answer of `PUT /v1/namespaces/{ns}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceDescribed {
+    pub name: String,
+    /// `null` once removed.
+    pub description: Option<String>,
+    /// The revision of the change (the current revision when nothing changed).
+    pub revision: Revision,
+}
+
+/// Answer of `GET /v1/whoami`: who the presented token is and what it may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// The token's name; `anonymous` on an open server.
+    pub name: String,
+    /// `admin`, `write`, `report` or `read` (`admin` on an open server).
+    pub role: String,
+    /// The namespace glob patterns the token may use (`*` matches any run of characters,
+    /// `?` one); `["*"]` for an admin.
+    pub namespaces: Vec<String>,
+}
+
+/// One change in `GET /v1/changes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChangeItem {
+    pub revision: Revision,
+    pub op: crate::Op,
+    pub namespace: String,
+    pub key: String,
+    pub updated_by: String,
+    pub updated_at: DateTime<Utc>,
+    /// The author's comment.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Why the server made the change itself (a ramp step, a guard abort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The peer address of the request that made it; `null` for the server's own changes.
+    #[serde(default)]
+    pub remote: Option<String>,
+}
+
+/// Answer of `GET /v1/changes`: changes in revision order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChangeList {
+    pub items: Vec<ChangeItem>,
+    /// The `since` of the next page; `null` when these reach the current revision.
+    #[serde(default)]
+    pub next: Option<Revision>,
 }
 
 /// Answer of `GET /v1/namespaces`.

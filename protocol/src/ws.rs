@@ -73,6 +73,9 @@ pub enum ServerMessage {
         /// The author's comment, when one was given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        /// Why the server made the change itself (a ramp step, a guard abort).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// Nothing in the subscribed namespaces changed up to `revision`.
     Progress { revision: Revision },
@@ -95,6 +98,7 @@ struct Envelope {
     code: Option<String>,
     message: Option<String>,
     comment: Option<String>,
+    note: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for ServerMessage {
@@ -118,6 +122,7 @@ impl<'de> Deserialize<'de> for ServerMessage {
                 // `null` after a delete.
                 entry: e.entry,
                 comment: e.comment,
+                note: e.note,
             },
             "progress" => {
                 ServerMessage::Progress { revision: e.revision.ok_or_else(|| missing("revision"))? }
@@ -205,6 +210,7 @@ mod tests {
             key: "k".into(),
             entry: None,
             comment: None,
+            note: None,
         };
         let v = serde_json::to_value(&m).expect("serializes");
         assert_eq!(

@@ -133,7 +133,7 @@ proptest! {
         let back: ServerMessage = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(serde_json::to_string(&back).unwrap(), text);
         for entry in entries {
-            let change = ServerMessage::Change { revision, op: Op::Put, namespace: entry.namespace.clone(), key: entry.key.clone(), entry: Some(Box::new(entry)), comment: comment.clone() };
+            let change = ServerMessage::Change { revision, op: Op::Put, namespace: entry.namespace.clone(), key: entry.key.clone(), entry: Some(Box::new(entry)), comment: comment.clone(), note: None };
             let text = serde_json::to_string(&change).unwrap();
             let back: ServerMessage = serde_json::from_str(&text).unwrap();
             prop_assert_eq!(serde_json::to_string(&back).unwrap(), text);

@@ -63,6 +63,24 @@ pub fn authorize(
     Ok(principal.map_or_else(|| ANONYMOUS.to_owned(), |p| p.name.clone()))
 }
 
+/// The caller a request's token names: `None` on an open server; 401 when the server has
+/// tokens and the request presents none or an unknown one.
+pub fn caller(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<Option<Arc<auth::Principal>>, ApiError> {
+    let Some(tokens) = state.tokens.as_deref() else { return Ok(None) };
+    let secret = auth::bearer(req.headers()).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "this server requires an access token: send Authorization: Bearer <token>".into(),
+        )
+    })?;
+    tokens
+        .authenticate(secret)
+        .map(Some)
+        .ok_or_else(|| ApiError::Unauthorized("the access token is not valid".into()))
+}
+
 /// The actix-web application over a state.
 pub fn build_app(
     state: AppState,
@@ -113,11 +131,13 @@ fn raise_fd_limit() -> u64 {
 
 /// Serves on `listener` until `shutdown` resolves, then stops gracefully: subscribers
 /// get a close frame, in-flight requests finish, and the writer commits what it was
-/// given before this returns.
+/// given before this returns. `ready` is called once the store is open and requests are
+/// served.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + 'static,
+    ready: impl FnOnce(),
 ) -> io::Result<()> {
     let tokens = config.load_tokens().map_err(io::Error::other)?.map(Arc::new);
     let tls = config.tls().map_err(io::Error::other)?;
@@ -202,6 +222,7 @@ pub async fn run(
         })?,
     }
     .run();
+    ready();
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         shutdown.await;

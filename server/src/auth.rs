@@ -41,6 +41,18 @@ pub enum Role {
     Report,
 }
 
+impl Role {
+    /// The role's name in token files and `/v1/whoami`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Write => "write",
+            Role::Read => "read",
+            Role::Report => "report",
+        }
+    }
+}
+
 /// What a request needs on a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -59,6 +71,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The namespace patterns of a non-admin token.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
     /// Whether the caller may have `access` to `namespace`.
     pub fn can(&self, access: Access, namespace: &str) -> bool {
         match (self.role, access) {

@@ -24,9 +24,11 @@ use graycast_protocol::ws::ALL_NAMESPACES;
 use graycast_protocol::{Entry, Op, Revision};
 use serde::Serialize;
 
+use crate::auth::Principal;
 use crate::frame;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::selection::{readable, Selection};
 use crate::store::{Change, Fed, FeedReceiver};
 
 /// Most bytes of recent change frames kept for replays from memory.
@@ -41,6 +43,7 @@ const SNAPSHOT_CACHE: usize = 64;
 pub struct Pushed {
     pub revision: Revision,
     pub namespace: String,
+    pub key: String,
     /// The `change` message as a WebSocket text frame.
     pub frame: Bytes,
 }
@@ -57,6 +60,8 @@ struct ChangeFrame<'a> {
     entry: Option<&'a Entry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     comment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
 }
 
 /// Serializes a change as the `change` message of the push protocol, into `out`.
@@ -69,6 +74,7 @@ pub fn write_change_message(change: &Change, out: &mut Vec<u8>) {
         key: &change.key,
         entry: change.entry.as_deref(),
         comment: change.comment.as_deref(),
+        note: change.note.as_deref(),
     };
     // Serializing plain data with string keys cannot fail.
     let _ = serde_json::to_writer(out, &frame);
@@ -91,6 +97,7 @@ pub fn pushed(change: &Change) -> Arc<Pushed> {
     Arc::new(Pushed {
         revision: change.revision,
         namespace: change.namespace.clone(),
+        key: change.key.clone(),
         frame: change_frame(change),
     })
 }
@@ -107,9 +114,15 @@ struct Recent {
     floor: Revision,
 }
 
+/// A subscriber's queue, and for a limited `*`, whose reading limits what it gets.
+struct Member {
+    outbound: Arc<Outbound>,
+    reader: Option<Arc<Principal>>,
+}
+
 /// The hub: subscribers by namespace, connected clients, and what has been published.
 pub struct Hub {
-    by_namespace: RwLock<HashMap<String, HashMap<u64, Arc<Outbound>>>>,
+    by_namespace: RwLock<HashMap<String, HashMap<u64, Member>>>,
     clients: DashMap<u64, Arc<ClientState>>,
     /// Every change up to this revision is queued to each subscriber it concerns.
     published: AtomicU64,
@@ -177,8 +190,13 @@ impl Hub {
             let named = by_namespace.get(&change.namespace);
             let everything = by_namespace.get(ALL_NAMESPACES);
             for subscribers in named.into_iter().chain(everything) {
-                for outbound in subscribers.values() {
-                    outbound.push_change(&pushed);
+                for member in subscribers.values() {
+                    if let Some(reader) = &member.reader {
+                        if !readable(reader, &change.namespace, &change.key) {
+                            continue;
+                        }
+                    }
+                    member.outbound.push_change(&pushed);
                     sent += 1;
                 }
             }
@@ -201,8 +219,8 @@ impl Hub {
         self.published.fetch_max(revision, Ordering::AcqRel);
         let by_namespace = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
         for subscribers in by_namespace.values() {
-            for outbound in subscribers.values() {
-                outbound.mark_lagged();
+            for member in subscribers.values() {
+                member.outbound.mark_lagged();
             }
         }
     }
@@ -212,64 +230,63 @@ impl Hub {
         self.published.load(Ordering::Acquire)
     }
 
-    /// The recent changes after `since` in `namespaces` (sorted; `*` for all), and the
-    /// revision up to which they cover everything; `None` when memory no longer reaches
-    /// back to `since`.
+    /// The recent changes after `since` that `selection` covers, and the revision up to
+    /// which they cover everything; `None` when memory no longer reaches back to `since`.
     pub fn recent_after(
         &self,
         since: Revision,
-        namespaces: &[String],
+        selection: &Selection,
     ) -> Option<(Vec<Arc<Pushed>>, Revision)> {
         let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         if since < recent.floor {
             return None;
         }
-        let everything = namespaces.iter().any(|n| n == ALL_NAMESPACES);
         let start = recent.changes.partition_point(|p| p.revision <= since);
         let changes = recent
             .changes
             .iter()
             .skip(start)
-            .filter(|p| everything || namespaces.binary_search(&p.namespace).is_ok())
+            .filter(|p| selection.covers(&p.namespace, &p.key))
             .cloned()
             .collect();
         let top = recent.changes.back().map_or(recent.floor, |p| p.revision).max(since);
         Some((changes, top))
     }
 
-    /// A shared snapshot frame of `namespaces` at `revision`, if one was built.
-    pub fn cached_snapshot(&self, namespaces: &[String], revision: Revision) -> Option<Snapshot> {
+    /// A shared snapshot frame of a selection at `revision`, if one was built.
+    pub fn cached_snapshot(&self, selection: &Selection, revision: Revision) -> Option<Snapshot> {
         let cache = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.get(namespaces).filter(|(at, _)| *at == revision).map(|(_, frame)| frame.clone())
+        let key = selection.cache_key();
+        cache.get(&key).filter(|(at, _)| *at == revision).map(|(_, frame)| frame.clone())
     }
 
-    /// Keeps a snapshot frame for the next subscribers of the same namespaces.
-    pub fn cache_snapshot(&self, namespaces: &[String], revision: Revision, frame: Snapshot) {
+    /// Keeps a snapshot frame for the next subscribers of the same selection.
+    pub fn cache_snapshot(&self, selection: &Selection, revision: Revision, frame: Snapshot) {
         let mut cache = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
         // Older snapshots are of no use to anyone: a new subscriber needs the latest.
         cache.retain(|_, (at, _)| *at >= revision);
         if cache.len() >= SNAPSHOT_CACHE {
             cache.clear();
         }
-        cache.insert(namespaces.to_vec(), (revision, frame));
+        cache.insert(selection.cache_key(), (revision, frame));
     }
 
-    /// Registers a subscriber of some namespaces: changes published from now on are
-    /// appended to `outbound` (which waits with them until the session goes live).
+    /// Registers a subscriber of a selection: changes published from now on are appended
+    /// to `outbound` (which waits with them until the session goes live).
     pub fn subscribe(
         self: &Arc<Self>,
-        namespaces: &[String],
+        selection: &Selection,
         outbound: Arc<Outbound>,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut names = namespaces.to_vec();
-        names.sort();
-        names.dedup();
+        let names = selection.names().to_vec();
         {
             let mut by_namespace =
                 self.by_namespace.write().unwrap_or_else(PoisonError::into_inner);
             for name in &names {
-                by_namespace.entry(name.clone()).or_default().insert(id, outbound.clone());
+                let member =
+                    Member { outbound: outbound.clone(), reader: selection.reader().cloned() };
+                by_namespace.entry(name.clone()).or_default().insert(id, member);
             }
         }
         Subscription { hub: self.clone(), id, namespaces: names }
@@ -442,6 +459,7 @@ mod tests {
                 key: "k".into(),
                 entry: c.entry.as_deref().cloned().map(Box::new),
                 comment: None,
+                note: None,
             }
         );
     }
@@ -453,17 +471,18 @@ mod tests {
         let b = Outbound::new(1 << 20);
         a.go_live(0);
         b.go_live(0);
-        let _sa = hub.subscribe(&["a".to_owned()], a.clone());
-        let _sb = hub.subscribe(&["b".to_owned()], b.clone());
+        let only = |name: &str| Selection::new(&[name.to_owned()], None);
+        let _sa = hub.subscribe(&only("a"), a.clone());
+        let _sb = hub.subscribe(&only("b"), b.clone());
         hub.publish(&change(1, "a"));
         hub.publish(&change(2, "b"));
         hub.publish(&change(3, "a"));
         assert_eq!((a.sent(), b.sent()), (3, 2));
         assert_eq!(hub.published(), 3);
-        let (replay, top) = hub.recent_after(1, &["a".to_owned()]).expect("in memory");
+        let (replay, top) = hub.recent_after(1, &only("a")).expect("in memory");
         assert_eq!(replay.iter().map(|p| p.revision).collect::<Vec<_>>(), [3]);
         assert_eq!(top, 3);
-        let (all, _) = hub.recent_after(0, &["*".to_owned()]).expect("in memory");
+        let (all, _) = hub.recent_after(0, &only("*")).expect("in memory");
         assert_eq!(all.len(), 3);
         drop(_sa);
         assert!(hub.by_namespace.read().expect("lock").get("a").is_none());

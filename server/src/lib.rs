@@ -34,6 +34,7 @@ pub mod outbound;
 pub mod protect;
 pub mod routes;
 pub mod scheduler;
+pub mod selection;
 pub mod session;
 pub mod store;
 

@@ -1,6 +1,6 @@
 //! The `graycast` server binary: parse the configuration, set up logs, serve.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::TcpListener;
 use std::process::ExitCode;
 
@@ -15,6 +15,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("GRAYCAST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never in a redirected log.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let checked = config
         .validate()
@@ -39,14 +41,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The socket is bound, so connections made from now on wait in its backlog until the
-    // store is open and the workers accept them.
-    println!("graycast listening on {url}");
-    let _ = std::io::stdout().flush();
+    // The socket is bound, so connections made meanwhile wait in its backlog; the line
+    // scripts wait for comes once the store is open and requests are served.
+    let announce = move || {
+        println!("graycast listening on {url}");
+        let _ = std::io::stdout().flush();
+    };
     let served = actix_web::rt::System::new().block_on(graycast_server::run(
         config,
         listener,
         shutdown_signal(),
+        announce,
     ));
     match served {
         Ok(()) => ExitCode::SUCCESS,

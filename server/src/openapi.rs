@@ -9,8 +9,9 @@ use graycast_protocol::gray::{
     GrayPatch, GrayRequest, GrayStatus, GuardCounts, OutcomeCounts, ReleaseDecision, ReportRequest,
 };
 use graycast_protocol::rest::{
-    ClientList, ClientSummary, ConfigList, DeleteResponse, HistoryList, NamespaceList,
-    NamespaceSummary, PutRequest, RollbackRequest,
+    ChangeItem, ChangeList, ClientList, ClientSummary, ConfigList, DeleteResponse, HistoryList,
+    NamespaceDescribed, NamespaceDescription, NamespaceList, NamespaceSummary, PutRequest,
+    RollbackRequest, WhoAmI,
 };
 use graycast_protocol::{
     Entry, ErrorBody, ErrorDetail, Gray, Guard, HistoryItem, Op, Reason, Rule, RuleOp, Step,
@@ -21,7 +22,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::OpenApi;
 
-use crate::routes::{clients, configs, gray, health, release, watch};
+use crate::routes::{changes, clients, configs, gray, health, namespaces, release, watch};
 
 /// The API document served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -29,7 +30,10 @@ use crate::routes::{clients, configs, gray, health, release, watch};
     modifiers(&Contract),
     info(title = "graycast", description = "Real-time configuration center with gray releases."),
     paths(
-        configs::namespaces,
+        namespaces::namespaces,
+        namespaces::describe,
+        namespaces::whoami,
+        changes::changes,
         configs::list,
         configs::get,
         configs::put,
@@ -75,6 +79,11 @@ use crate::routes::{clients, configs, gray, health, release, watch};
         DeleteResponse,
         NamespaceList,
         NamespaceSummary,
+        NamespaceDescription,
+        NamespaceDescribed,
+        WhoAmI,
+        ChangeItem,
+        ChangeList,
         ConfigList,
         HistoryList,
         ClientList,

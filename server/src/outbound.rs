@@ -342,6 +342,7 @@ mod tests {
         Arc::new(Pushed {
             revision,
             namespace: "ns".into(),
+            key: "k".into(),
             frame: Bytes::from(format!("{revision:0>width$}", width = size)),
         })
     }

@@ -28,13 +28,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::app::AppState;
-use crate::auth::{Access, Principal, Role};
+use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::frame::{self, close, FrameError, Inbound};
 use crate::guard;
 use crate::hub::{self, ClientRegistration, ClientState, Pushed, Subscription};
 use crate::outbound::Outbound;
 use crate::routes::check_names;
+use crate::selection::Selection;
 use crate::store::{ChangePage, StoreError};
 
 /// Largest inbound message (joined fragments included).
@@ -82,7 +83,7 @@ struct SnapshotFrame<'a> {
 /// An active subscription of a session.
 struct Active {
     _sub: Subscription,
-    namespaces: Vec<String>,
+    selection: Selection,
     client: ClientRegistration,
 }
 
@@ -402,7 +403,8 @@ impl Session {
     fn subscribe(&mut self, namespaces: Vec<String>, since: Option<Revision>, client: ClientHello) {
         // Register first: whatever commits after this point reaches the queue (waiting
         // until the catch-up below is queued), so together they cover every revision.
-        let sub = self.state.hub.subscribe(&namespaces, self.out.clone());
+        let selection = Selection::new(&namespaces, self.principal.as_ref());
+        let sub = self.state.hub.subscribe(&selection, self.out.clone());
         let namespaces = sub.namespaces().to_vec();
         let registration = self.state.hub.register_client(ClientState {
             id: client.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -412,7 +414,7 @@ impl Session {
             connected_at: Utc::now(),
             applied: AtomicU64::new(0),
         });
-        self.active = Some(Active { _sub: sub, namespaces, client: registration });
+        self.active = Some(Active { _sub: sub, selection, client: registration });
         match since {
             Some(since) if since <= self.state.store.revision() => self.start_replay(since),
             // No position, or a position this store never reached: start from a snapshot.
@@ -420,15 +422,15 @@ impl Session {
         }
     }
 
-    fn namespaces(&self) -> Vec<String> {
-        self.active.as_ref().map(|a| a.namespaces.clone()).unwrap_or_default()
+    fn selection(&self) -> Selection {
+        self.active.as_ref().map_or_else(|| Selection::new(&[], None), |a| a.selection.clone())
     }
 
     /// Replays every change after `since` in the subscribed namespaces: from the hub's
     /// memory when it reaches back that far, else from the store's change log.
     fn start_replay(&mut self, since: Revision) {
         self.state.metrics.replays.fetch_add(1, Ordering::Relaxed);
-        match self.state.hub.recent_after(since, &self.namespaces()) {
+        match self.state.hub.recent_after(since, &self.selection()) {
             Some((frames, upto)) => self.catch_up = CatchUp::Memory { frames: frames.into(), upto },
             None => {
                 // The log on disk can be ahead of the cache for a moment; what lies beyond
@@ -444,28 +446,34 @@ impl Session {
     /// the same namespaces took one at the current revision, else built on a blocking
     /// thread (a namespace can hold hundreds of megabytes).
     fn start_snapshot(&mut self) {
-        let namespaces = self.namespaces();
+        let selection = self.selection();
         let store = self.state.store.clone();
         let hub = self.state.hub.clone();
         let current = store.revision();
-        if let Some(frame) = hub.cached_snapshot(&namespaces, current) {
+        if let Some(frame) = hub.cached_snapshot(&selection, current) {
             self.catch_up = CatchUp::Live;
             self.snapshot_ready(current, frame);
             return;
         }
         self.catch_up = CatchUp::Snapshot(tokio::task::spawn_blocking(move || {
-            let (revision, entries) = store.snapshot(&namespaces);
+            let (revision, entries) = store.snapshot(selection.names());
             let message = SnapshotFrame {
                 kind: "snapshot",
                 revision,
-                namespaces: &namespaces,
-                entries: entries.iter().map(|e| e.as_ref()).collect(),
+                namespaces: selection.names(),
+                entries: entries
+                    .iter()
+                    .filter(|e| {
+                        selection.reader().is_none() || selection.covers(&e.namespace, &e.key)
+                    })
+                    .map(|e| e.as_ref())
+                    .collect(),
             };
             // Serializing plain data with string keys cannot fail.
             let frame = frame::text_pieces(|out| {
                 let _ = serde_json::to_writer(out, &message);
             });
-            hub.cache_snapshot(&namespaces, revision, frame.clone());
+            hub.cache_snapshot(&selection, revision, frame.clone());
             (revision, frame)
         }));
     }
@@ -534,13 +542,12 @@ impl Session {
                 Ok(())
             }
             CatchUpDone::Page(Ok(ChangePage::Changes(changes))) => {
-                let namespaces = self.namespaces();
-                let everything = namespaces.iter().any(|n| n == ALL_NAMESPACES);
+                let selection = self.selection();
                 let CatchUp::Log { after, cap, fetch } = &mut self.catch_up else { return Ok(()) };
                 *fetch = None;
                 let full = changes.len() == REPLAY_PAGE;
                 for change in changes.iter().take_while(|c| c.revision <= *cap) {
-                    if everything || namespaces.binary_search(&change.namespace).is_ok() {
+                    if selection.covers(&change.namespace, &change.key) {
                         let frame = hub::change_frame(change);
                         self.out.push_covering(frame, false, change.revision);
                     }
@@ -612,8 +619,8 @@ impl Session {
         self.refuse(close::POLICY, err)
     }
 
-    /// Whether the caller may read these namespaces (`*`: admins only). On an open
-    /// server everyone may.
+    /// Whether the caller may read these namespaces (`*`: any caller, limited to what it
+    /// may read). On an open server everyone may.
     fn may_read(&self, namespaces: &[String]) -> Result<(), ApiError> {
         let Some(_) = &self.state.tokens else { return Ok(()) };
         let principal = self.principal.as_ref().ok_or_else(|| {
@@ -623,11 +630,7 @@ impl Session {
             )
         })?;
         for namespace in namespaces {
-            let allowed = if namespace == ALL_NAMESPACES {
-                principal.role == Role::Admin
-            } else {
-                principal.can(Access::Read, namespace)
-            };
+            let allowed = namespace == ALL_NAMESPACES || principal.can(Access::Read, namespace);
             if !allowed {
                 return Err(ApiError::Forbidden(format!(
                     "token {:?} may not read namespace {namespace:?}",

@@ -198,13 +198,6 @@ async fn websocket_subscribers_authenticate_by_query_header_or_message() {
     }
     let mut watcher = Watcher::connect(&server).await.unwrap();
     watcher.send(json!({"type": "auth", "token": READER})).await.unwrap();
-    watcher.send(json!({"type": "subscribe", "namespaces": ["*"]})).await.unwrap();
-    assert!(
-        matches!(watcher.next().await.unwrap(), ServerMessage::Error { .. }),
-        "* is for admins"
-    );
-    let mut watcher = Watcher::connect(&server).await.unwrap();
-    watcher.send(json!({"type": "auth", "token": READER})).await.unwrap();
     watcher.send(json!({"type": "subscribe", "namespaces": ["payments"]})).await.unwrap();
     assert!(matches!(watcher.next().await.unwrap(), ServerMessage::Snapshot { .. }));
 
@@ -319,4 +312,135 @@ async fn guard_aborts_name_the_reporters_and_reports_are_bounded() {
             && note.contains("tripped by a report of checkout-canary"),
         "{note}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_names_the_token_its_role_and_patterns() {
+    let (server, _dir) = start();
+    let whoami = |token| call(&server, reqwest::Method::GET, "/v1/whoami", token, None);
+    assert_eq!(
+        whoami(Some(WRITER)).await,
+        (200, json!({"name": "deploy-bot", "role": "write", "namespaces": ["payments*"]}))
+    );
+    assert_eq!(
+        whoami(Some(ADMIN)).await,
+        (200, json!({"name": "root", "role": "admin", "namespaces": ["*"]}))
+    );
+    assert_eq!(whoami(Some(REPORTER)).await.1["role"], "report");
+    let (status, body) = whoami(None).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"));
+    let (status, body) = whoami(Some("wrong")).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"));
+
+    let open = TestServer::start();
+    assert_eq!(
+        Api::new(&open).get("/v1/whoami").await.unwrap(),
+        (200, json!({"name": "anonymous", "role": "admin", "namespaces": ["*"]}))
+    );
+}
+
+/// `*` from a token that may not read everything: every namespace it may read, present
+/// and future, and nothing else: in the snapshot, in pushes, in replays, and for the
+/// namespace descriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_from_a_scoped_token_is_every_namespace_it_may_read() {
+    let (server, _dir) = start();
+    let api = Api::new(&server);
+    let put = |ns: &'static str, key: &'static str, value: Value| {
+        let api = &api;
+        async move {
+            let path = format!("/v1/configs/{ns}/{key}");
+            let (status, body) = api
+                .request(reqwest::Method::PUT, &path, Some(ADMIN), Some(json!({"value": value})))
+                .await;
+            assert!(status == 200 || status == 201, "{status} {body}");
+            body["revision"].as_u64().expect("a revision")
+        }
+    };
+    put("payments-eu", "limit", json!(1)).await;
+    put("search", "boost", json!(2)).await;
+    let describe = |ns: &'static str, text: &'static str| {
+        let api = &api;
+        async move {
+            let path = format!("/v1/namespaces/{ns}");
+            api.request(
+                reqwest::Method::PUT,
+                &path,
+                Some(ADMIN),
+                Some(json!({"description": text})),
+            )
+            .await
+        }
+    };
+    assert_eq!(describe("payments-eu", "EU payments").await.0, 200);
+    assert_eq!(describe("search", "Search ranking").await.0, 200);
+
+    let mut watcher = Watcher::connect(&server).await.unwrap();
+    watcher.send(json!({"type": "auth", "token": WRITER})).await.unwrap();
+    watcher.send(json!({"type": "subscribe", "namespaces": ["*"]})).await.unwrap();
+    let ServerMessage::Snapshot { entries, namespaces, revision } =
+        watcher.next_data().await.unwrap()
+    else {
+        panic!("a snapshot first")
+    };
+    assert_eq!(namespaces, ["*"]);
+    let seen: Vec<(String, String)> =
+        entries.iter().map(|e| (e.namespace.clone(), e.key.clone())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("graycast.meta".to_owned(), "payments-eu".to_owned()),
+            ("payments-eu".to_owned(), "limit".to_owned())
+        ]
+    );
+
+    // A namespace created later under the token's pattern is pushed; others are not.
+    put("search", "boost", json!(3)).await;
+    let created = put("payments-us", "limit", json!(4)).await;
+    match watcher.next_data().await.unwrap() {
+        ServerMessage::Change { namespace, revision, .. } => {
+            assert_eq!((namespace.as_str(), revision), ("payments-us", created))
+        }
+        other => panic!("expected the payments-us change, got {other:?}"),
+    }
+
+    // A replay from the snapshot's revision holds the same, and only that.
+    let mut resumed = Watcher::connect(&server).await.unwrap();
+    resumed.send(json!({"type": "auth", "token": WRITER})).await.unwrap();
+    resumed
+        .send(json!({"type": "subscribe", "namespaces": ["*"], "since": revision}))
+        .await
+        .unwrap();
+    match resumed.next_data().await.unwrap() {
+        ServerMessage::Change { namespace, .. } => assert_eq!(namespace, "payments-us"),
+        other => panic!("expected the payments-us change, got {other:?}"),
+    }
+
+    // The namespace list and the audit feed show the same scope.
+    let (_, list) = call(&server, reqwest::Method::GET, "/v1/namespaces", Some(WRITER), None).await;
+    assert_eq!(
+        list["namespaces"],
+        json!([{"name": "payments-eu", "keys": 1, "description": "EU payments"},
+               {"name": "payments-us", "keys": 1}])
+    );
+    let (_, feed) =
+        call(&server, reqwest::Method::GET, "/v1/changes?since=0", Some(WRITER), None).await;
+    let keys: Vec<&str> =
+        feed["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["limit", "payments-eu", "limit"]);
+    let (status, body) =
+        call(&server, reqwest::Method::GET, "/v1/changes?namespace=search", Some(WRITER), None)
+            .await;
+    assert_eq!((status, code(&body)), (403, "forbidden"));
+
+    // A description needs write access to its namespace.
+    let (status, _) = call(
+        &server,
+        reqwest::Method::PUT,
+        "/v1/namespaces/search",
+        Some(WRITER),
+        Some(json!({"description": "mine now"})),
+    )
+    .await;
+    assert_eq!(status, 403);
 }

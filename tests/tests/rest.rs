@@ -426,3 +426,141 @@ async fn the_console_is_served_at_the_root_with_no_external_resources() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_described_and_the_reserved_namespace_is_written_only_so() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("payments", "timeout_ms", json!(250)).await;
+    let describe = |ns: &str, body: Value| {
+        let path = format!("/v1/namespaces/{ns}");
+        let api = &api;
+        async move { api.request(reqwest::Method::PUT, &path, None, Some(body)).await }
+    };
+    let (status, body) =
+        describe("payments", json!({"description": "  Payment knobs ", "comment": "who owns it"}))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["description"], "Payment knobs");
+    // A namespace may be described before it has keys: it is listed with none.
+    assert_eq!(describe("search", json!({"description": "Ranking"})).await.0, 200);
+    let (_, list) = api.get("/v1/namespaces").await.unwrap();
+    assert_eq!(
+        list["namespaces"],
+        json!([{"name": "payments", "keys": 1, "description": "Payment knobs"},
+               {"name": "search", "keys": 0, "description": "Ranking"}])
+    );
+
+    // Refusals change nothing.
+    let before = revision(&api).await;
+    let (status, body) = describe("payments", json!({"description": "x".repeat(1025)})).await;
+    assert_eq!((status, code(&body)), (422, "invalid_value"));
+    let (status, body) = describe("pay ments", json!({"description": "x"})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_name"));
+    let (status, body) = describe("payments", json!({"text": "x"})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_json"));
+    let (status, body) = describe("graycast.meta", json!({"description": "x"})).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"));
+    let (status, body) =
+        api.put("graycast.meta", "payments", json!({"description": "x"})).await.unwrap();
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("PUT /v1/namespaces/"));
+    let (status, _) = api.delete("graycast.meta", "payments").await.unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(revision(&api).await, before);
+
+    // An empty description removes it, and a namespace with neither keys nor description
+    // is gone; removing it again changes nothing.
+    assert_eq!(describe("search", json!({"description": ""})).await.1["description"], Value::Null);
+    let after = revision(&api).await;
+    assert_eq!(describe("search", json!({"description": ""})).await.1["revision"], after);
+    let (_, list) = api.get("/v1/namespaces").await.unwrap();
+    assert_eq!(list["namespaces"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_feed_pages_in_revision_order_with_filters() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    for i in 0..5 {
+        let ns = if i % 2 == 0 { "payments" } else { "search" };
+        let (status, _) = api
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v1/configs/{ns}/k{i}"),
+                None,
+                Some(json!({"value": i, "comment": format!("step {i}")})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    api.delete("search", "k1").await.unwrap();
+
+    let (status, page) = api.get("/v1/changes?since=0&limit=2").await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["revision"], 1);
+    assert_eq!(items[0]["op"], "put");
+    assert_eq!(items[0]["namespace"], "payments");
+    assert_eq!(items[0]["key"], "k0");
+    assert_eq!(items[0]["updated_by"], "anonymous");
+    assert_eq!(items[0]["comment"], "step 0");
+    assert!(items[0]["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(items[0]["updated_at"].is_string());
+    assert_eq!(page["next"], 2);
+    let (_, rest) = api.get("/v1/changes?since=2&limit=1000").await.unwrap();
+    let revisions: Vec<u64> =
+        rest["items"].as_array().unwrap().iter().map(|i| i["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revisions, [3, 4, 5, 6]);
+    assert_eq!(rest["next"], Value::Null);
+    assert_eq!(rest["items"][3]["op"], "delete");
+
+    // Filters, and the recent changes when `since` is left out.
+    let (_, search) = api.get("/v1/changes?namespace=search&since=0").await.unwrap();
+    let keys: Vec<&str> =
+        search["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["k1", "k3", "k1"]);
+    let (_, one) = api.get("/v1/changes?namespace=search&key=k3&since=0").await.unwrap();
+    assert_eq!(one["items"].as_array().unwrap().len(), 1);
+    let (_, recent) = api.get("/v1/changes?limit=2").await.unwrap();
+    let revisions: Vec<u64> = recent["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, [5, 6]);
+
+    for bad in [
+        "/v1/changes?limit=0",
+        "/v1/changes?limit=1001",
+        "/v1/changes?since=-1",
+        "/v1/changes?namespace=bad%20name",
+        "/v1/changes?colour=red",
+    ] {
+        let (status, body) = api.get(bad).await.unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+/// The announcement scripts wait for comes only once the store is open: a second server
+/// on a data dir in use never announces, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_announces_itself_only_once_its_store_is_open() {
+    let server = TestServer::start();
+    let output = std::process::Command::new(graycast_tests::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(server.data_dir().join("data"))
+        .env("GRAYCAST_LOG", "info")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!stdout.contains("listening"), "announced: {stdout}");
+    assert!(stderr.contains("in use by another graycast process"), "{stderr}");
+    // Logs going to a file or pipe carry no colour codes.
+    assert!(!stderr.contains('\u{1b}'), "ANSI escape in {stderr:?}");
+    assert!(!server.log_text().contains('\u{1b}'), "ANSI escape in the log");
+}

@@ -3,8 +3,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use graycast_protocol::rest::{
-    ConfigList, DeleteResponse, HistoryList, NamespaceList, NamespaceSummary, PutRequest,
-    RollbackRequest,
+    ConfigList, DeleteResponse, HistoryList, PutRequest, RollbackRequest,
 };
 use graycast_protocol::{Entry, ErrorBody};
 use serde::Deserialize;
@@ -14,7 +13,7 @@ use super::{
     check_names, check_value, current_entry, etag, parse_etag, read_json, write_request, KeyPath,
 };
 use crate::app::{authorize, AppState};
-use crate::auth::{self, Access};
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::store::{Mutation, StoreError};
 
@@ -28,8 +27,7 @@ pub const MAX_PAGE_ENTRIES: usize = 1000;
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/namespaces").route(web::get().to(namespaces)))
-        .service(web::resource("/v1/configs/{ns:[^/]*}").route(web::get().to(list)))
+    cfg.service(web::resource("/v1/configs/{ns:[^/]*}").route(web::get().to(list)))
         .service(
             web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}")
                 .route(web::get().to(get))
@@ -44,31 +42,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/configs/{ns:[^/]*}/{key:[^/]*}/rollback")
                 .route(web::post().to(rollback)),
         );
-}
-
-/// Lists the namespaces with their number of keys.
-#[utoipa::path(get, path = "/v1/namespaces", tag = "configs",
-    responses((status = 200, body = NamespaceList)))]
-pub async fn namespaces(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    // With tokens, a caller sees the namespaces it may read.
-    let principal = match state.tokens.as_deref() {
-        None => None,
-        Some(tokens) => Some(
-            auth::bearer(req.headers()).and_then(|secret| tokens.authenticate(secret)).ok_or_else(
-                || ApiError::Unauthorized("this server requires a valid access token".into()),
-            )?,
-        ),
-    };
-    let (revision, list) = state.store.namespaces();
-    let namespaces = list
-        .into_iter()
-        .filter(|(name, _)| principal.as_ref().is_none_or(|p| p.can(Access::Read, name)))
-        .map(|(name, keys)| NamespaceSummary { name, keys: keys as u64 })
-        .collect();
-    Ok(HttpResponse::Ok().json(NamespaceList { revision, namespaces }))
 }
 
 /// Query of a namespace listing.

@@ -1,32 +1,54 @@
-//! The web console: static files from `web/`, embedded at compile time and served at `/`.
+//! The web console: the files of `web/`, embedded at compile time (see `build.rs`) and
+//! served at `/`. For work on the console, `GRAYCAST_WEB_DIR=web` serves them from disk
+//! instead, read on every request, so a reload shows an edit without a rebuild.
+
+use std::path::{Component, Path, PathBuf};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-/// (path, content type, body) of every file of the console.
-const FILES: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../../../web/index.html")),
-    ("/index.html", "text/html; charset=utf-8", include_str!("../../../web/index.html")),
-    ("/app.js", "text/javascript; charset=utf-8", include_str!("../../../web/app.js")),
-    ("/rollout.js", "text/javascript; charset=utf-8", include_str!("../../../web/rollout.js")),
-    ("/style.css", "text/css; charset=utf-8", include_str!("../../../web/style.css")),
-];
+/// (URL path, content type, body) of every file of the console.
+const FILES: &[(&str, &str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/console_files.rs"));
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/").route(web::get().to(file)));
     for (path, _, _) in FILES {
         cfg.service(web::resource(*path).route(web::get().to(file)));
     }
 }
 
+/// The folder `GRAYCAST_WEB_DIR` names, if set.
+fn web_dir() -> Option<PathBuf> {
+    std::env::var_os("GRAYCAST_WEB_DIR").map(PathBuf::from)
+}
+
 async fn file(req: HttpRequest) -> HttpResponse {
-    match FILES.iter().find(|(path, _, _)| *path == req.path()) {
-        Some((_, content_type, body)) => HttpResponse::Ok()
-            .content_type(*content_type)
-            // The files change with the binary; a reload must see the new ones.
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header(("content-security-policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"))
-            .insert_header(("x-content-type-options", "nosniff"))
-            .body(*body),
-        None => HttpResponse::NotFound().finish(),
-    }
+    let path = match req.path() {
+        "/" => "/index.html",
+        other => other,
+    };
+    let Some((_, content_type, embedded)) = FILES.iter().find(|(p, _, _)| *p == path) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let body = match web_dir() {
+        // Only the embedded file names are served, so nothing else on disk can be reached.
+        Some(dir) => {
+            let relative = Path::new(path.trim_start_matches('/')).to_path_buf();
+            if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+                return HttpResponse::NotFound().finish();
+            }
+            match web::block(move || std::fs::read(dir.join(relative))).await {
+                Ok(Ok(bytes)) => bytes,
+                _ => embedded.to_vec(),
+            }
+        }
+        None => embedded.to_vec(),
+    };
+    HttpResponse::Ok()
+        .content_type(*content_type)
+        // The files change with the binary; a reload must see the new ones.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("content-security-policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .body(body)
 }

@@ -1,10 +1,12 @@
 //! HTTP routes, one module per resource, plus the request helpers they share.
 
+pub mod changes;
 pub mod clients;
 pub mod configs;
 pub mod console;
 pub mod gray;
 pub mod health;
+pub mod namespaces;
 pub mod release;
 pub mod watch;
 
@@ -31,6 +33,9 @@ pub(crate) fn write_request(
     actor: String,
     comment: Option<String>,
 ) -> Result<WriteRequest, ApiError> {
+    if path.namespace == crate::selection::META_NAMESPACE {
+        return Err(namespaces::reserved());
+    }
     let comment = match comment {
         Some(comment) => Some(comment),
         None => {
@@ -67,6 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     release::configure(cfg);
     clients::configure(cfg);
     health::configure(cfg);
+    namespaces::configure(cfg);
+    changes::configure(cfg);
     watch::configure(cfg);
 }
 

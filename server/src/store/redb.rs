@@ -95,10 +95,16 @@ impl RedbBackend {
     /// Opens (or creates) the database file, converting an older format, and applies the
     /// history retention to keys that exceed it.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<RedbBackend, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(PAGE_CACHE_BYTES)
-            .create(path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::builder().set_cache_size(PAGE_CACHE_BYTES).create(path).map_err(
+            |e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+                    "{} is in use by another graycast process; stop it, or give this one \
+                     another --data-dir",
+                    path.display()
+                )),
+                e => StoreError::Backend(format!("cannot open {}: {e}", path.display())),
+            },
+        )?;
         let mut txn = db.begin_write().map_err(backend_err)?;
         txn.set_durability(Durability::Immediate).map_err(backend_err)?;
         {
