@@ -38,6 +38,11 @@ pub struct Status {
     pub endpoint: Option<String>,
     /// Why the last connection attempt or connection failed.
     pub last_error: Option<String>,
+    /// Set when the last attempt failed in a way waiting will not mend: the token was
+    /// refused (401) or lacks a namespace (403), the certificate is not trusted, the
+    /// request is invalid. The client still retries, at its longest backoff (the server's
+    /// tokens may be changed), but [`Client::wait_synced`] returns this error at once.
+    pub failure: Option<Error>,
 }
 
 /// Settings of a client, filled by [`ClientBuilder`].
@@ -182,6 +187,7 @@ impl ClientBuilder {
             stale_since: Some(SystemTime::now()),
             endpoint: None,
             last_error: None,
+            failure: None,
         });
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let inner = Arc::new(Inner {
@@ -200,7 +206,7 @@ impl ClientBuilder {
             })?;
             runtime.spawn(push::run(inner.clone(), stop_rx));
         }
-        Ok(Client { inner, _stop: Arc::new(StopOnDrop(stop_tx)) })
+        Ok(Client { inner, _stop: Arc::new(StopOnDrop(stop_tx)), comment: None })
     }
 }
 
@@ -242,6 +248,8 @@ impl Drop for StopOnDrop {
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
     _stop: Arc<StopOnDrop>,
+    /// Sent with every change this handle makes (see [`Client::with_comment`]).
+    pub(crate) comment: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -269,19 +277,40 @@ impl Client {
         }
     }
 
-    /// The value of a key decoded as `T`; `Ok(None)` when the key does not exist.
+    /// The **stable** value of a key decoded as `T`; `Ok(None)` when the key does not
+    /// exist, [`Error::NotSubscribed`] for a namespace this client does not follow.
+    ///
+    /// This ignores a running gray release: to get the value a user, tenant or this
+    /// instance should see, use [`Client::get_for`].
     pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>, Error> {
+        self.check_subscribed(namespace)?;
         let Some(entry) = self.entry(namespace, key) else { return Ok(None) };
-        T::deserialize(&entry.value).map(Some).map_err(|e| Error::Decode {
-            namespace: namespace.to_owned(),
-            key: key.to_owned(),
-            message: e.to_string(),
-        })
+        decode(namespace, key, &entry.value).map(Some)
     }
 
-    /// The value of a key decoded as `T`, or `default` when it is missing or of another type.
+    /// The stable value of a key decoded as `T`, or `default` when it is missing, of
+    /// another type, or in a namespace this client does not follow.
     pub fn get_or<T: DeserializeOwned>(&self, namespace: &str, key: &str, default: T) -> T {
         self.get(namespace, key).ok().flatten().unwrap_or(default)
+    }
+
+    /// Fails with [`Error::NotSubscribed`] unless the cache follows `namespace`.
+    pub(crate) fn check_subscribed(&self, namespace: &str) -> Result<(), Error> {
+        if self.inner.settings.namespaces.binary_search_by(|n| n.as_str().cmp(namespace)).is_ok() {
+            Ok(())
+        } else {
+            Err(Error::NotSubscribed { namespace: namespace.to_owned() })
+        }
+    }
+
+    /// A handle for this client whose changes (put, delete, rollback, gray releases)
+    /// carry `comment`: why, in your words, kept in history and the audit feed.
+    ///
+    /// `client.with_comment("raise for the sale").put("payments", "limit", &500, Expect::Any)`
+    pub fn with_comment(&self, comment: impl Into<String>) -> Client {
+        let mut handle = self.clone();
+        handle.comment = Some(comment.into().into());
+        handle
     }
 
     /// The raw JSON value of a key.
@@ -314,6 +343,12 @@ impl Client {
         self.inner.status.borrow().clone()
     }
 
+    /// The connection state as it changes: `changed().await` wakes on each change
+    /// (connected, synced, a failure), `borrow()` reads the latest.
+    pub fn status_changes(&self) -> watch::Receiver<Status> {
+        self.inner.status.subscribe()
+    }
+
     /// The id this client reports to the server.
     pub fn client_id(&self) -> &str {
         &self.inner.settings.client_id
@@ -333,15 +368,25 @@ impl Client {
         self.wait_for(timeout, |s| s.revision >= revision).await
     }
 
+    /// Waits for `ready`, or fails at once with a permanent failure (a refused token...)
+    /// rather than waiting out the timeout.
     async fn wait_for(
         &self,
         timeout: Duration,
         ready: impl Fn(&Status) -> bool,
     ) -> Result<(), Error> {
+        if self.inner.settings.namespaces.is_empty() {
+            return Err(Error::Config(
+                "this client subscribes to no namespace, so it never syncs".into(),
+            ));
+        }
         let mut status = self.inner.status.subscribe();
-        let waited = tokio::time::timeout(timeout, status.wait_for(|s| ready(s))).await;
+        let waited =
+            tokio::time::timeout(timeout, status.wait_for(|s| ready(s) || s.failure.is_some()))
+                .await;
         match waited {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(status)) if ready(&status) => Ok(()),
+            Ok(Ok(status)) => Err(status.failure.clone().unwrap_or(Error::Timeout(timeout))),
             Ok(Err(_)) => Err(Error::Config("the client stopped".into())),
             Err(_) => Err(Error::Timeout(timeout)),
         }
@@ -384,4 +429,17 @@ impl Client {
             }
         })
     }
+}
+
+/// Decodes a value as `T`, naming the key in the error.
+pub(crate) fn decode<T: DeserializeOwned>(
+    namespace: &str,
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<T, Error> {
+    T::deserialize(value).map_err(|e| Error::Decode {
+        namespace: namespace.to_owned(),
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
 }

@@ -4,24 +4,53 @@
 ///
 /// [`Error::is_temporary`] tells whether retrying later may succeed (the server is
 /// unreachable, overloaded or restarting); meanwhile the client keeps serving its cache.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The server answered with an error body.
+    /// The server answered with an error body: its HTTP status, its error code
+    /// (`unauthorized`, `not_found`, ...) and its message.
     #[error("server refused ({status} {code}): {message}")]
-    Server { status: u16, code: String, message: String },
+    Server {
+        /// The HTTP status (for a refusal sent on the WebSocket, the status its code
+        /// stands for: 401 for `unauthorized`, ...).
+        status: u16,
+        /// The stable error code.
+        code: String,
+        /// What the server said.
+        message: String,
+    },
     /// The server could not be reached or the connection broke.
     #[error("cannot reach the server: {0}")]
     Transport(String),
     /// A value is not of the type asked for.
     #[error("value of {namespace}/{key} does not decode as the requested type: {message}")]
-    Decode { namespace: String, key: String, message: String },
+    Decode {
+        /// The namespace of the key.
+        namespace: String,
+        /// The key.
+        key: String,
+        /// What serde said.
+        message: String,
+    },
+    /// A cache read named a namespace the client does not subscribe to: its keys are
+    /// never in the cache (add it with `ClientBuilder::namespace`, or read it from the
+    /// server with `Client::fetch`).
+    #[error("namespace {namespace:?} is not subscribed by this client, so it is not in the cache; subscribe with ClientBuilder::namespace({namespace:?})")]
+    NotSubscribed {
+        /// The namespace asked for.
+        namespace: String,
+    },
     /// A wait ran out of time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
     /// A namespace or key name breaks the naming rule; nothing was sent.
     #[error("invalid name {name:?}: {message}")]
-    InvalidName { name: String, message: String },
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Which rule it breaks.
+        message: String,
+    },
     /// The client was built with a setting that cannot work.
     #[error("invalid client configuration: {0}")]
     Config(String),
@@ -41,6 +70,7 @@ impl Error {
             Error::Transport(_) | Error::Timeout(_) => true,
             Error::Server { status, .. } => *status == 429 || *status == 503 || *status >= 500,
             Error::Decode { .. }
+            | Error::NotSubscribed { .. }
             | Error::InvalidName { .. }
             | Error::Config(_)
             | Error::Protocol(_)
@@ -52,6 +82,14 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the server's refusal (401, 403, 404, ...), if it refused.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Server { status, .. } => Some(*status),
             _ => None,
         }
     }

@@ -9,8 +9,13 @@ use graycast_protocol::{Entry, Op, Revision, ServerMessage};
 pub struct ChangeEvent {
     /// The revision of the change (of the entry, for differences found in a snapshot).
     pub revision: Revision,
+    /// What happened: `put`, `delete`, `gray` (a release started, changed or stepped),
+    /// `promote`, `abort` or `rollback`; differences found in a snapshot are `put` or
+    /// `delete`.
     pub op: Op,
+    /// The namespace of the key.
     pub namespace: String,
+    /// The key that changed.
     pub key: String,
     /// The entry after the change; `None` after a delete.
     pub entry: Option<Arc<Entry>>,
@@ -41,7 +46,9 @@ impl ChangeEvent {
 /// Which changes a stream or callback receives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// Only changes of this namespace (every subscribed one when `None`).
     pub namespace: Option<String>,
+    /// Only changes of this key (with `namespace`).
     pub key: Option<String>,
 }
 

@@ -21,7 +21,9 @@ use crate::{Client, Error};
 /// instance-level: each instance of a service is in or out as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
+    /// Who is asking (user, tenant, instance id); the client id when `None`.
     pub subject: Option<String>,
+    /// Attributes the release's rules look at (`region`, `version`, ...).
     pub attrs: BTreeMap<String, String>,
 }
 
@@ -48,7 +50,9 @@ impl Context {
 pub struct Evaluation {
     /// The entry as the cache holds it.
     pub entry: Arc<Entry>,
+    /// Which value the context gets: `stable` or `gray`.
     pub variant: Variant,
+    /// Why: no release, deny or allow list, rule mismatch, percent, random.
     pub reason: Reason,
     /// The subject's sticky bucket in `0..10000`, when the percent decided.
     pub bucket: Option<u32>,
@@ -75,19 +79,31 @@ impl Client {
         Some(Evaluation { entry, variant, reason, bucket })
     }
 
-    /// The value a context gets, decoded as `T`; `Ok(None)` when the key does not exist.
+    /// The value `context` gets, decoded as `T`: the gray value when a running gray
+    /// release puts the context in gray, else the stable value. `Ok(None)` when the key
+    /// does not exist; [`Error::NotSubscribed`] for a namespace this client does not follow.
+    ///
+    /// This is the read to use for any key that may be released gradually;
+    /// `Context::instance()` makes the decision per instance of your service.
+    pub fn get_for<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        key: &str,
+        context: &Context,
+    ) -> Result<Option<T>, Error> {
+        self.check_subscribed(namespace)?;
+        let Some(evaluation) = self.evaluate(namespace, key, context) else { return Ok(None) };
+        crate::client::decode(namespace, key, evaluation.value()).map(Some)
+    }
+
+    /// The same as [`Client::get_for`] (its earlier name).
     pub fn evaluate_as<T: DeserializeOwned>(
         &self,
         namespace: &str,
         key: &str,
         context: &Context,
     ) -> Result<Option<T>, Error> {
-        let Some(evaluation) = self.evaluate(namespace, key, context) else { return Ok(None) };
-        T::deserialize(evaluation.value()).map(Some).map_err(|e| Error::Decode {
-            namespace: namespace.to_owned(),
-            key: key.to_owned(),
-            message: e.to_string(),
-        })
+        self.get_for(namespace, key, context)
     }
 
     /// Reports outcomes seen with a variant, for the guard of the release in the cache.
@@ -139,8 +155,12 @@ impl Client {
         request: &GrayRequest,
     ) -> Result<Entry, Error> {
         check_names(namespace, Some(key))?;
+        let mut request = request.clone();
+        if request.comment.is_none() {
+            request.comment = self.comment.as_deref().map(str::to_owned);
+        }
         self.call_ok(Method::PUT, &format!("/v1/configs/{namespace}/{key}/gray"), |r| {
-            r.json(request)
+            r.json(&request)
         })
         .await
     }
@@ -153,8 +173,12 @@ impl Client {
         patch: &GrayPatch,
     ) -> Result<Entry, Error> {
         check_names(namespace, Some(key))?;
+        let mut patch = patch.clone();
+        if patch.comment.is_none() {
+            patch.comment = self.comment.as_deref().map(str::to_owned);
+        }
         self.call_ok(Method::PATCH, &format!("/v1/configs/{namespace}/{key}/gray"), |r| {
-            r.json(patch)
+            r.json(&patch)
         })
         .await
     }
@@ -162,14 +186,19 @@ impl Client {
     /// Makes the gray value the stable value; the release ends.
     pub async fn gray_promote(&self, namespace: &str, key: &str) -> Result<Entry, Error> {
         check_names(namespace, Some(key))?;
-        self.call_ok(Method::POST, &format!("/v1/configs/{namespace}/{key}/gray/promote"), |r| r)
-            .await
+        self.call_ok(Method::POST, &format!("/v1/configs/{namespace}/{key}/gray/promote"), |r| {
+            self.with_comment_query(r)
+        })
+        .await
     }
 
     /// Aborts the running gray release; the stable value stays.
     pub async fn gray_abort(&self, namespace: &str, key: &str) -> Result<Entry, Error> {
         check_names(namespace, Some(key))?;
-        self.call_ok(Method::DELETE, &format!("/v1/configs/{namespace}/{key}/gray"), |r| r).await
+        self.call_ok(Method::DELETE, &format!("/v1/configs/{namespace}/{key}/gray"), |r| {
+            self.with_comment_query(r)
+        })
+        .await
     }
 
     /// The running gray release with the guard's counts.

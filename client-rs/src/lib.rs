@@ -64,6 +64,8 @@
 //! WebSocket loop), `cache` (the cache and its file), `events` (change notifications),
 //! `rest` (REST helpers), `error`.
 
+#![warn(missing_docs)]
+
 mod cache;
 mod client;
 mod error;
@@ -75,6 +77,7 @@ mod push;
 mod rest;
 #[cfg(feature = "tls")]
 mod tls;
+mod typed;
 
 pub use client::{
     Client, ClientBuilder, Status, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_TIMEOUT,
@@ -85,7 +88,11 @@ pub use gray::{Context, Evaluation};
 pub use graycast_protocol::gray::{
     GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReleaseDecision,
 };
+pub use graycast_protocol::rest::{
+    ChangeItem, ChangeList, ConfigList, NamespaceDescribed, NamespaceList, NamespaceSummary, WhoAmI,
+};
 pub use graycast_protocol::rollout::{Reason, Variant};
-pub use graycast_protocol::{Entry, HistoryItem, Op, Revision};
+pub use graycast_protocol::{Entry, Gray, HistoryItem, Op, Revision};
 pub use graycast_protocol::{Guard, Rule, RuleOp, Step};
 pub use rest::Expect;
+pub use typed::Typed;

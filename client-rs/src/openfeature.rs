@@ -5,6 +5,9 @@
 //! (the client id when absent, for instance-level gray), and its custom fields are the
 //! attributes rules look at (numbers and booleans as their text).
 //!
+//! Turn on the SDK's `openfeature` feature and depend on `open-feature = "0.3"` (the 0.2
+//! series has other traits and does not work with this provider).
+//!
 //! ```no_run
 //! # async fn demo(client: graycast_client::Client) {
 //! use open_feature::{EvaluationContext, OpenFeature};
@@ -35,6 +38,7 @@ pub struct GraycastProvider {
 }
 
 impl GraycastProvider {
+    /// A provider reading from `client`'s cache (subscribe it to the flags' namespaces).
     pub fn new(client: Client) -> GraycastProvider {
         GraycastProvider { client, metadata: ProviderMetadata::new("graycast") }
     }

@@ -36,16 +36,25 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stop| *stop) => break,
             outcome = session(&inner, &endpoint, &dirty_tx) => outcome,
         };
-        let error = match outcome {
-            Ok(()) => "the server closed the connection".to_owned(),
+        let (error, permanent) = match outcome {
+            Ok(()) => ("the server closed the connection".to_owned(), None),
             Err((synced, err)) => {
                 if synced {
                     failures = 0;
                 }
-                err.to_string()
+                (err.to_string(), (!err.is_temporary()).then_some(err))
             }
         };
-        tracing::info!(endpoint, error, "graycast connection lost; reconnecting");
+        if permanent.is_some() {
+            tracing::warn!(endpoint, error, "graycast refused the subscription; retrying slowly");
+        } else {
+            tracing::info!(endpoint, error, "graycast connection lost; reconnecting");
+        }
+        let delay = if permanent.is_some() {
+            inner.settings.backoff_max
+        } else {
+            backoff(&inner, failures.saturating_add(1))
+        };
         inner.status.send_modify(|s| {
             if s.connected || s.stale_since.is_none() {
                 s.stale_since = Some(SystemTime::now());
@@ -53,10 +62,10 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             s.connected = false;
             s.synced = false;
             s.last_error = Some(error);
+            s.failure = permanent;
         });
         failures = failures.saturating_add(1);
         next_endpoint += 1;
-        let delay = backoff(&inner, failures);
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
             _ = tokio::time::sleep(delay) => {}
@@ -206,6 +215,7 @@ async fn session(
             if synced {
                 s.synced = true;
                 s.stale_since = None;
+                s.failure = None;
             }
         });
         for event in events {

@@ -1,7 +1,8 @@
 //! REST helpers for writers and tools: put, delete, history, rollback, remote reads.
 
 use graycast_protocol::rest::{
-    ClientList, ConfigList, DeleteResponse, HistoryList, NamespaceList, PutRequest, RollbackRequest,
+    ChangeList, ClientList, ConfigList, DeleteResponse, HistoryList, NamespaceDescribed,
+    NamespaceDescription, NamespaceList, PutRequest, RollbackRequest, WhoAmI,
 };
 use graycast_protocol::{Entry, ErrorBody, HistoryItem, Revision};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -104,7 +105,7 @@ impl Client {
             key: key.to_owned(),
             message: e.to_string(),
         })?;
-        let body = PutRequest { value, comment: None };
+        let body = PutRequest { value, comment: self.comment.as_deref().map(str::to_owned) };
         self.call_ok(Method::PUT, &format!("/v1/configs/{namespace}/{key}"), |r| {
             with_expect(r.json(&body), expect)
         })
@@ -121,7 +122,7 @@ impl Client {
         check_names(namespace, Some(key))?;
         let answer: DeleteResponse = self
             .call_ok(Method::DELETE, &format!("/v1/configs/{namespace}/{key}"), |r| {
-                with_expect(r, expect)
+                with_expect(self.with_comment_query(r), expect)
             })
             .await?;
         Ok(answer.revision)
@@ -135,7 +136,8 @@ impl Client {
         to_revision: Revision,
     ) -> Result<Entry, Error> {
         check_names(namespace, Some(key))?;
-        let body = RollbackRequest { to_revision, comment: None };
+        let body =
+            RollbackRequest { to_revision, comment: self.comment.as_deref().map(str::to_owned) };
         self.call_ok(Method::POST, &format!("/v1/configs/{namespace}/{key}/rollback"), |r| {
             r.json(&body)
         })
@@ -200,6 +202,64 @@ impl Client {
     /// Lists the server's connected subscribers.
     pub async fn fetch_clients(&self) -> Result<ClientList, Error> {
         self.call_ok(Method::GET, "/v1/clients", |r| r).await
+    }
+
+    /// Who the server takes this client's token for: its name, role and namespace patterns.
+    pub async fn whoami(&self) -> Result<WhoAmI, Error> {
+        self.call_ok(Method::GET, "/v1/whoami", |r| r).await
+    }
+
+    /// Sets what a namespace is for (an empty text removes the description).
+    pub async fn describe_namespace(
+        &self,
+        namespace: &str,
+        description: &str,
+    ) -> Result<NamespaceDescribed, Error> {
+        check_names(namespace, None)?;
+        let body = NamespaceDescription {
+            description: description.to_owned(),
+            comment: self.comment.as_deref().map(str::to_owned),
+        };
+        self.call_ok(Method::PUT, &format!("/v1/namespaces/{namespace}"), |r| r.json(&body)).await
+    }
+
+    /// The audit feed: changes after `since` (the recent ones when `None`), oldest first,
+    /// at most `limit` (the server's default 100 when `None`), of one namespace and key if
+    /// given. The answer's `next` is the `since` of the following page.
+    pub async fn fetch_changes(
+        &self,
+        since: Option<Revision>,
+        limit: Option<usize>,
+        namespace: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<ChangeList, Error> {
+        if let Some(namespace) = namespace {
+            check_names(namespace, key)?;
+        } else if let Some(key) = key {
+            check_names(key, None)?;
+        }
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(since) = since {
+            query.push(("since", since.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(namespace) = namespace {
+            query.push(("namespace", namespace.to_owned()));
+        }
+        if let Some(key) = key {
+            query.push(("key", key.to_owned()));
+        }
+        self.call_ok(Method::GET, "/v1/changes", |r| r.query(&query)).await
+    }
+
+    /// Adds this handle's comment as `?comment=` (for calls without a body).
+    pub(crate) fn with_comment_query(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.comment {
+            Some(comment) => request.query(&[("comment", comment.as_ref())]),
+            None => request,
+        }
     }
 }
 

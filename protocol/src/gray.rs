@@ -51,10 +51,14 @@ pub struct GrayRequest {
     /// Salt of the bucket hash; defaults to `"{namespace}/{key}"`.
     #[serde(default)]
     pub salt: Option<String>,
+    /// Subjects always given the gray value unless also in `deny`; at most 10,000, each 1
+    /// to 256 bytes. Stored sorted, without repeats.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Subjects never given the gray value; at most 10,000, each 1 to 256 bytes.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Rules a subject's attributes must all match before the percent applies; at most 32.
     #[serde(default)]
     pub rules: Vec<Rule>,
     /// A percent ramp: each step holds for `hold_secs`, then the next begins.
@@ -63,6 +67,7 @@ pub struct GrayRequest {
     /// Promote the gray value when the ramp ends.
     #[serde(default)]
     pub auto_promote: bool,
+    /// Abort the release automatically when the gray error rate climbs; none by default.
     #[serde(default)]
     pub guard: Option<Guard>,
     /// Start paused: the ramp does not move until resumed.
@@ -77,12 +82,16 @@ pub struct GrayRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrayPatch {
+    /// The new gray share, 0 to 100 with at most two decimals; absent keeps it.
     #[serde(default)]
     pub percent: Option<f64>,
+    /// Replaces the whole allow list (same limits as on start); absent keeps it.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
+    /// Replaces the whole deny list (same limits as on start); absent keeps it.
     #[serde(default)]
     pub deny: Option<Vec<String>>,
+    /// Replaces all the rules; absent keeps them.
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
     /// Pausing stops the ramp; resuming starts the current step's hold again.
@@ -97,9 +106,12 @@ pub struct GrayPatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
+    /// The variant the outcomes were seen with.
     pub variant: crate::rollout::Variant,
+    /// Outcomes that went well; 0 when absent. `ok + errors` is 1 to 10,000 a report.
     #[serde(default, deserialize_with = "crate::value::integer")]
     pub ok: u64,
+    /// Outcomes that failed; 0 when absent.
     #[serde(default, deserialize_with = "crate::value::integer")]
     pub errors: u64,
     /// The release the outcomes were seen with (its `started_at`). With it, outcomes of a
@@ -111,11 +123,14 @@ pub struct ReportRequest {
 /// Outcome counts of one variant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OutcomeCounts {
+    /// Outcomes reported as successful.
     pub ok: u64,
+    /// Outcomes reported as errors.
     pub errors: u64,
 }
 
 impl OutcomeCounts {
+    /// All outcomes, `ok + errors` (saturating at `u64::MAX`).
     pub fn total(&self) -> u64 {
         self.ok.saturating_add(self.errors)
     }
@@ -133,29 +148,45 @@ impl OutcomeCounts {
 /// The guard's counts of a running release, per variant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GuardCounts {
+    /// Outcomes reported with the stable value: the baseline, which the guard does not act on.
     pub stable: OutcomeCounts,
+    /// Outcomes reported with the gray value: what the guard compares with its limits.
     pub gray: OutcomeCounts,
 }
 
 /// Answer of `GET /v1/configs/{ns}/{key}/gray` and of a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GrayStatus {
+    /// The key's namespace.
     pub namespace: String,
+    /// The key.
     pub key: String,
+    /// The entry's revision (its last change).
     pub revision: crate::Revision,
+    /// The running release.
     pub gray: Gray,
+    /// The outcomes reported for this release since it started. Kept in memory: a server
+    /// restart starts them over.
     pub counts: GuardCounts,
 }
 
 /// Answer of `GET /v1/release/{ns}/{key}`: the server's evaluation for a subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseDecision {
+    /// The key's namespace.
     pub namespace: String,
+    /// The key.
     pub key: String,
+    /// The variant the subject gets.
     pub variant: crate::rollout::Variant,
+    /// The value the subject gets: the gray value in the gray variant, else the stable one.
     pub value: Value,
+    /// The revision of the entry the evaluation read.
     pub revision: crate::Revision,
+    /// Which branch of the evaluation decided (SPEC §3).
     pub reason: crate::rollout::Reason,
+    /// The subject's sticky bucket in `0..10000` when the percent decided (`reason` is
+    /// `percent`); null otherwise.
     pub bucket: Option<u32>,
 }
 
@@ -225,21 +256,23 @@ fn check_steps(steps: &[Step]) -> Result<(), GrayError> {
         return fail(format!("{} steps given, the limit is {MAX_STEPS}", steps.len()));
     }
     for (i, step) in steps.iter().enumerate() {
-        check_percent(&format!("step {i} percent"), step.percent)?;
+        // Steps are numbered from 1 in messages, as people count them (`steps[0]` is step 1).
+        let n = i + 1;
+        check_percent(&format!("step {n} percent"), step.percent)?;
         let last = i + 1 == steps.len();
         match step.hold_secs {
             None if !last => {
-                return fail(format!("step {i} needs hold_secs (only the last step may omit it)"))
+                return fail(format!("step {n} needs hold_secs (only the last step may omit it)"))
             }
-            Some(0) => return fail(format!("step {i} hold_secs must be at least 1")),
+            Some(0) => return fail(format!("step {n} hold_secs must be at least 1")),
             Some(secs) if secs > MAX_HOLD_SECS => {
-                return fail(format!("step {i} hold_secs {secs} exceeds {MAX_HOLD_SECS}"))
+                return fail(format!("step {n} hold_secs {secs} exceeds {MAX_HOLD_SECS}"))
             }
             _ => {}
         }
         if i > 0 && step.percent < steps[i - 1].percent {
             return fail(format!(
-                "step {i} percent {} is below the previous step's {}; a ramp only goes up",
+                "step {n} percent {} is below the previous step's {}; a ramp only goes up",
                 step.percent,
                 steps[i - 1].percent
             ));
@@ -417,14 +450,18 @@ mod tests {
                 json!({"value": 1, "rules": [{"attribute": "v", "op": "like", "values": ["a"]}]}),
                 "unknown variant",
             ),
-            (json!({"value": 1, "steps": [{"percent": 5}, {"percent": 10}]}), "needs hold_secs"),
+            // Steps are numbered from 1, as the console and the CLI number them.
+            (
+                json!({"value": 1, "steps": [{"percent": 5}, {"percent": 10}]}),
+                "step 1 needs hold_secs",
+            ),
             (
                 json!({"value": 1, "steps": [{"percent": 50, "hold_secs": 1}, {"percent": 10}]}),
-                "only goes up",
+                "step 2 percent 10 is below the previous step's 50; a ramp only goes up",
             ),
             (
                 json!({"value": 1, "steps": [{"percent": 5, "hold_secs": 0}, {"percent": 10}]}),
-                "at least 1",
+                "step 1 hold_secs must be at least 1",
             ),
             (
                 json!({"value": 1, "guard": {"max_error_rate": 2, "min_samples": 1}}),

@@ -13,6 +13,8 @@
 //! - [`gray`]: gray release inputs (start, patch, report) and their validation.
 //! - [`value`]: the limits every value obeys (nesting depth, compact size).
 
+#![warn(missing_docs)]
+
 pub mod entry;
 pub mod gray;
 pub mod name;

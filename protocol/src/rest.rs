@@ -24,6 +24,8 @@ pub struct PutRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
+    /// The revision whose value to restore: a change of this key still in its history,
+    /// other than a delete.
     #[serde(deserialize_with = "crate::value::integer")]
     pub to_revision: Revision,
     /// Why, in the author's words (at most 1 KiB).
@@ -34,12 +36,14 @@ pub struct RollbackRequest {
 /// Answer of `DELETE /v1/configs/{ns}/{key}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeleteResponse {
+    /// The revision of the delete.
     pub revision: Revision,
 }
 
 /// One namespace in `GET /v1/namespaces`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NamespaceSummary {
+    /// The namespace's name.
     pub name: String,
     /// Number of keys in the namespace (0 for a namespace that is only described).
     pub keys: u64,
@@ -63,6 +67,7 @@ pub struct NamespaceDescription {
 /// Answer of `PUT /v1/namespaces/{ns}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NamespaceDescribed {
+    /// The namespace described.
     pub name: String,
     /// `null` once removed.
     pub description: Option<String>,
@@ -85,11 +90,17 @@ pub struct WhoAmI {
 /// One change in `GET /v1/changes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChangeItem {
+    /// The revision of the change.
     pub revision: Revision,
+    /// What the change did.
     pub op: crate::Op,
+    /// The namespace of the changed key.
     pub namespace: String,
+    /// The changed key.
     pub key: String,
+    /// Who made the change, as in [`Entry::updated_by`].
     pub updated_by: String,
+    /// When the change was committed, by the clock of the server that committed it.
     pub updated_at: DateTime<Utc>,
     /// The author's comment.
     #[serde(default)]
@@ -105,6 +116,7 @@ pub struct ChangeItem {
 /// Answer of `GET /v1/changes`: changes in revision order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChangeList {
+    /// At most `limit` changes after `since` that the caller may read, oldest first.
     pub items: Vec<ChangeItem>,
     /// The `since` of the next page; `null` when these reach the current revision.
     #[serde(default)]
@@ -114,16 +126,20 @@ pub struct ChangeList {
 /// Answer of `GET /v1/namespaces`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NamespaceList {
+    /// The store revision the list was read at.
     pub revision: Revision,
+    /// Every namespace holding a key or a description, sorted by name.
     pub namespaces: Vec<NamespaceSummary>,
 }
 
 /// Answer of `GET /v1/configs/{ns}`: one page of a namespace's entries, by key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConfigList {
+    /// The namespace listed.
     pub namespace: String,
     /// The revision this page is consistent at (pages may be of different revisions).
     pub revision: Revision,
+    /// At most `limit` entries after the `after` cursor, sorted by key.
     pub entries: Vec<Entry>,
     /// The `after` cursor of the next page; `null` on the last page.
     #[serde(default)]
@@ -133,6 +149,7 @@ pub struct ConfigList {
 /// Answer of `GET /v1/configs/{ns}/{key}/history`: one page, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HistoryList {
+    /// At most `limit` items older than `before`, newest first.
     pub items: Vec<HistoryItem>,
     /// The `before` of the next (older) page; `null` when there is none.
     #[serde(default)]
@@ -142,25 +159,31 @@ pub struct HistoryList {
 /// One connected subscriber in `GET /v1/clients`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClientSummary {
+    /// The id the client gave in its `subscribe`, or the fresh UUID the server gave it.
     pub id: String,
+    /// The namespaces it subscribed to, sorted; `["*"]` for every namespace it may read.
     pub namespaces: Vec<String>,
     /// The highest revision the client acknowledged as applied.
     pub applied_revision: Revision,
+    /// The labels the client declared in its `subscribe` (such as `region`).
     pub labels: BTreeMap<String, String>,
     /// The peer address of the connection.
     pub remote: String,
+    /// When the client subscribed, by this server's clock.
     pub connected_at: DateTime<Utc>,
 }
 
 /// Answer of `GET /v1/clients`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClientList {
+    /// The subscribers connected to the answering server, in the order they subscribed.
     pub clients: Vec<ClientSummary>,
 }
 
 /// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
+    /// What was refused, and why.
     pub error: ErrorDetail,
 }
 

@@ -29,11 +29,14 @@ pub const BUCKETS: u32 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
+    /// The entry's stable `value`.
     Stable,
+    /// The gray section's `value`.
     Gray,
 }
 
 impl Variant {
+    /// The name used on the wire: `stable` or `gray`.
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::Stable => "stable",
@@ -46,15 +49,23 @@ impl Variant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// No gray release runs on the key: stable.
     NoGray,
+    /// The subject is in `deny`: stable.
     Deny,
+    /// The subject is in `allow` (and not in `deny`): gray.
     Allow,
+    /// Some rule does not match the subject's attributes (a missing attribute matches no
+    /// rule): stable.
     RuleMismatch,
+    /// No subject was given: gray with probability `percent / 100`, drawn afresh each time.
     Random,
+    /// The subject's sticky bucket decided: gray when below `round(percent * 100)`.
     Percent,
 }
 
 impl Reason {
+    /// The name used on the wire, such as `rule_mismatch`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NoGray => "no_gray",
@@ -70,7 +81,9 @@ impl Reason {
 /// The outcome of an evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
+    /// The variant the subject gets.
     pub variant: Variant,
+    /// Which branch of the evaluation decided.
     pub reason: Reason,
     /// The subject's sticky bucket in `0..10000`, when the percent decided.
     pub bucket: Option<u32>,
@@ -84,6 +97,8 @@ impl Decision {
 
 /// Attributes of a subject, looked up by name.
 pub trait Attributes {
+    /// The value of the attribute `name`; `None` when the subject lacks it, and then it
+    /// matches no rule on that attribute.
     fn attribute(&self, name: &str) -> Option<&str>;
 }
 
@@ -245,8 +260,11 @@ pub fn rule_matches(rule: &Rule, attrs: &(impl Attributes + ?Sized)) -> bool {
 /// A semantic version (semver 2.0.0), borrowed from the text it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Semver<'a> {
+    /// `MAJOR` in `MAJOR.MINOR.PATCH`: incompatible changes.
     pub major: u64,
+    /// `MINOR` in `MAJOR.MINOR.PATCH`: compatible additions.
     pub minor: u64,
+    /// `PATCH` in `MAJOR.MINOR.PATCH`: compatible fixes.
     pub patch: u64,
     /// Pre-release identifiers, dot-separated; empty for a release.
     pub pre: &'a str,

@@ -17,23 +17,38 @@ pub enum ClientMessage {
     /// Start receiving the namespaces' state and changes. `since` asks for a
     /// replay of every change after that revision instead of a snapshot.
     Subscribe {
+        /// The namespaces to follow (at most 256), or [`ALL_NAMESPACES`] alone.
         namespaces: Vec<String>,
+        /// The last revision the client has applied; absent for a first connection,
+        /// which starts from a snapshot.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<Revision>,
+        /// Who the client is; absent: a fresh UUID and no labels.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<ClientHello>,
     },
     /// Presents an access token, before `subscribe`, when it was not given on the upgrade.
-    Auth { token: String },
+    Auth {
+        /// The token's secret, as it would be given in `Authorization: Bearer`.
+        token: String,
+    },
     /// The client has applied everything up to `revision`.
-    Ack { revision: Revision },
+    Ack {
+        /// The highest revision applied; the server records no more than it has sent.
+        revision: Revision,
+    },
     /// Outcomes the client saw with a variant of a key, for the gray release's guard.
     Report {
+        /// The key's namespace.
         namespace: String,
+        /// The key whose gray release the outcomes are for.
         key: String,
+        /// The variant the outcomes were seen with.
         variant: crate::rollout::Variant,
+        /// Outcomes that went well; 0 when absent. `ok + errors` is 1 to 10,000 a report.
         #[serde(default)]
         ok: u64,
+        /// Outcomes that failed; 0 when absent.
         #[serde(default)]
         errors: u64,
         /// The `started_at` of the release the outcomes belong to, if known.
@@ -49,6 +64,8 @@ pub struct ClientHello {
     /// A stable id of the client instance; a fresh UUID when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Free-form labels shown in `GET /v1/clients` (such as `region`); at most 64, keys
+    /// and values at most 256 bytes.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -62,13 +79,25 @@ pub struct ClientHello {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The full state of the subscribed namespaces as of `revision`.
-    Snapshot { revision: Revision, namespaces: Vec<String>, entries: Vec<Entry> },
+    Snapshot {
+        /// The revision the state is taken at; changes that follow have greater ones.
+        revision: Revision,
+        /// The namespaces covered, sorted; `["*"]` for every namespace the client may read.
+        namespaces: Vec<String>,
+        /// Every entry of those namespaces as of `revision`.
+        entries: Vec<Entry>,
+    },
     /// One change; `entry` is the entry after the change, `null` after a delete.
     Change {
+        /// The revision of the change.
         revision: Revision,
+        /// What the change did.
         op: Op,
+        /// The namespace of the changed key.
         namespace: String,
+        /// The changed key.
         key: String,
+        /// The entry after the change; `null` after a delete.
         entry: Option<Box<Entry>>,
         /// The author's comment, when one was given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,9 +107,17 @@ pub enum ServerMessage {
         note: Option<String>,
     },
     /// Nothing in the subscribed namespaces changed up to `revision`.
-    Progress { revision: Revision },
+    Progress {
+        /// Every change of the subscribed namespaces up to this revision has been sent.
+        revision: Revision,
+    },
     /// The server refuses something; a close frame follows.
-    Error { code: String, message: String },
+    Error {
+        /// A snake_case code from the REST error table, such as `forbidden`.
+        code: String,
+        /// A human-readable explanation naming the offending value.
+        message: String,
+    },
 }
 
 /// Every field any server message may carry, decoded in one pass.

@@ -48,7 +48,16 @@ fn every_verb_works_and_fails_clearly() {
     let first = put["revision"].as_u64().unwrap();
     let file = dir.path().join("value.json");
     std::fs::write(&file, r#"{"retry": [1, 2, 3]}"#).unwrap();
-    let text = ok(&ctl(&server, &["put", "app", "timeout_ms", &format!("@{}", file.display())]));
+    // Another JSON type than the current one needs --type-change: readers expect the type.
+    fails(
+        &ctl(&server, &["put", "app", "timeout_ms", &format!("@{}", file.display())]),
+        2,
+        "holds an integer and the new value is an object",
+    );
+    let text = ok(&ctl(
+        &server,
+        &["put", "app", "timeout_ms", &format!("@{}", file.display()), "--type-change"],
+    ));
     assert!(text.contains("app/timeout_ms = {\"retry\":[1,2,3]}"), "{text}");
     ok(&ctl(&server, &["put", "app", "banner", "\"hello\""]));
 
@@ -98,6 +107,9 @@ fn every_verb_works_and_fails_clearly() {
         .output()
         .unwrap();
     fails(&down, 1, "cannot reach the server");
+    // The cause is not hidden behind "error sending request", and the hint names --server.
+    fails(&down, 1, "Connection refused");
+    fails(&down, 1, "hint: is graycast running at http://127.0.0.1:9? Point --server");
     let help = ok(&Command::new(cli_binary()).args(["put", "--help"]).output().unwrap());
     assert!(help.contains("Example"), "{help}");
 }
@@ -255,4 +267,233 @@ fn gray_verbs_and_release() {
         2,
         "NAME=VALUE",
     );
+}
+
+/// Writes a token file with an admin, a reader of `app` and a writer of `other`.
+fn token_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let sha = |secret: &str| {
+        let mut child = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sha256sum runs");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(secret.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
+    };
+    let path = dir.join("tokens.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[token]]\nname = \"root\"\nsecret_sha256 = \"{}\"\nrole = \"admin\"\n\n\
+             [[token]]\nname = \"viewer\"\nsecret_sha256 = \"{}\"\nrole = \"read\"\nnamespaces = [\"app\"]\n",
+            sha("root-secret"),
+            sha("viewer-secret")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(cli_binary()).args(args).output().expect("graycastctl runs")
+}
+
+/// 401 and 403 end a command at once, `watch` included, with the status and a hint; so
+/// does a server that cannot be reached; a typo in a namespace is named; `--json` errors
+/// are JSON.
+#[test]
+fn refusals_end_every_verb_with_the_status_and_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_file(dir.path());
+    let server = TestServer::start_with(&["--tokens", tokens.to_str().unwrap()]);
+    let url = server.url.as_str();
+    ok(&run(&["--server", url, "--token", "root-secret", "put", "app", "timeout_ms", "250"]));
+
+    let started = std::time::Instant::now();
+    let none = run(&["--server", url, "watch", "app"]);
+    fails(&none, 1, "401 unauthorized");
+    fails(&none, 1, "hint: this server needs an access token: pass --token");
+    let wrong = run(&["--server", url, "--token", "nope", "watch", "app"]);
+    fails(&wrong, 1, "401 unauthorized");
+    fails(&wrong, 1, "hint: the server does not know this token");
+    let forbidden = run(&["--server", url, "--token", "viewer-secret", "watch", "app", "secrets"]);
+    fails(&forbidden, 1, "403 forbidden");
+    fails(&forbidden, 1, "graycastctl whoami");
+    let down = run(&["--server", "http://127.0.0.1:9", "--timeout", "1", "watch", "app"]);
+    fails(&down, 1, "no connection within 1 s");
+    fails(&down, 1, "Connection refused");
+    assert!(started.elapsed() < DEADLINE, "refusals took {:?}", started.elapsed());
+
+    let denied = run(&["--server", url, "--token", "viewer-secret", "put", "app", "k", "1"]);
+    fails(&denied, 1, "403 forbidden");
+    let who = ok(&run(&["--server", url, "--token", "viewer-secret", "whoami"]));
+    assert_eq!(who.trim(), "viewer (read) on app");
+
+    // A bare host:port is a server address.
+    let bare = url.trim_start_matches("http://");
+    let text = ok(&run(&["--server", bare, "--token", "viewer-secret", "list", "app"]));
+    assert!(text.starts_with("timeout_ms\t250"), "{text}");
+
+    // A namespace nobody wrote is most likely a typo.
+    let typo = run(&["--server", url, "--token", "root-secret", "list", "ap"]);
+    fails(&typo, 1, "namespace ap has no keys and no description; did you mean app?");
+
+    // --json: the error as JSON on stdout, nothing on stderr.
+    let json = run(&["--server", url, "--json", "get", "app", "timeout_ms"]);
+    assert_eq!(json.status.code(), Some(1));
+    let body: Value = serde_json::from_slice(&json.stdout).expect("a JSON error");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(body["error"]["status"], 401);
+    assert!(body["error"]["hint"].as_str().unwrap().contains("--token"), "{body}");
+    assert!(json.stderr.is_empty(), "{}", String::from_utf8_lossy(&json.stderr));
+    let usage = run(&["--server", url, "--json", "put", "app", "k", "not json"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let body: Value = serde_json::from_slice(&usage.stdout).expect("a JSON error");
+    assert_eq!(body["error"]["code"], "usage");
+    let down = run(&["--server", "http://127.0.0.1:9", "--json", "list"]);
+    let body: Value = serde_json::from_slice(&down.stdout).expect("a JSON error");
+    assert_eq!(body["error"]["code"], "unreachable");
+}
+
+/// What the CLI prints says what happened, in the API's words.
+#[test]
+fn output_says_what_happened() {
+    let server = TestServer::start();
+    let text = ok(&ctl(&server, &["put", "app", "timeout_ms", "250", "--comment", "first cut"]));
+    assert!(text.starts_with("created app/timeout_ms = 250"), "{text}");
+    let text = ok(&ctl(&server, &["list"]));
+    assert_eq!(text.trim(), "app\t1 key");
+    ok(&ctl(&server, &["describe", "app", "Checkout knobs"]));
+    let text = ok(&ctl(&server, &["list"]));
+    assert_eq!(text.trim(), "app\t1 key\tCheckout knobs");
+
+    let text = ok(&ctl(
+        &server,
+        &[
+            "gray",
+            "start",
+            "app",
+            "timeout_ms",
+            "--value",
+            "300",
+            "--step",
+            "10:5m",
+            "--step",
+            "50:1h",
+            "--step",
+            "100",
+            "--allow",
+            "qa",
+            "--rule",
+            "region:in:eu-west",
+        ],
+    ));
+    assert!(
+        text.starts_with("started a gray release of app/timeout_ms: 300 to 10% (stable 250), ramp 10% → 50% → 100%"),
+        "{text}"
+    );
+    let entry = json_of(&ctl(&server, &["--json", "get", "app", "timeout_ms"]));
+    assert_eq!(entry["gray"]["steps"][0]["hold_secs"], 300);
+    assert_eq!(entry["gray"]["steps"][1]["hold_secs"], 3600);
+    let status = ok(&ctl(&server, &["gray", "status", "app", "timeout_ms"]));
+    for expected in ["rule:      region in eu-west", "allow:     1 subject; deny: 0 subjects"] {
+        assert!(status.contains(expected), "{expected:?} missing from:\n{status}");
+    }
+    let text = ok(&ctl(&server, &["gray", "set", "app", "timeout_ms", "--percent", "20"]));
+    assert!(text.starts_with("changed the gray release of app/timeout_ms: 300 to 20%"), "{text}");
+    let text =
+        ok(&ctl(&server, &["gray", "promote", "app", "timeout_ms", "--comment", "looks good"]));
+    assert!(
+        text.starts_with("promoted app/timeout_ms: the gray value 300 is now the stable value"),
+        "{text}"
+    );
+    ok(&ctl(&server, &["gray", "start", "app", "timeout_ms", "--value", "400", "--percent", "5"]));
+    let text = ok(&ctl(&server, &["gray", "abort", "app", "timeout_ms"]));
+    assert!(
+        text.starts_with(
+            "aborted the gray release of app/timeout_ms: everyone gets the stable value 300"
+        ),
+        "{text}"
+    );
+
+    // History tells gray events apart and carries comments.
+    let history = ok(&ctl(&server, &["history", "app", "timeout_ms"]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert!(
+        lines[0].contains("\tabort\t") && lines[0].ends_with("300 (gray release aborted)"),
+        "{history}"
+    );
+    assert!(lines[1].contains("gray 400 to 5% (stable 300)"), "{history}");
+    assert!(lines[2].contains("300 (the gray value, promoted)\t# looks good"), "{history}");
+    assert!(lines.last().unwrap().ends_with("250\t# first cut"), "{history}");
+
+    // The audit feed.
+    let feed = ok(&ctl(&server, &["changes", "--namespace", "app"]));
+    assert!(
+        feed.lines().next().unwrap().contains("put app/timeout_ms\tby anonymous from 127.0.0.1:"),
+        "{feed}"
+    );
+    assert!(feed.contains("# first cut"), "{feed}");
+
+    // A comment goes with changes only.
+    fails(
+        &ctl(&server, &["get", "app", "timeout_ms", "--comment", "x"]),
+        2,
+        "--comment goes with a change",
+    );
+    fails(
+        &ctl(&server, &["gray", "start", "app", "timeout_ms", "--value", "1", "--step", "10:5min"]),
+        2,
+        "unit \"min\"",
+    );
+
+    // The top-level help is the CLI's, with the server option and its default.
+    let help = ok(&run(&["--help"]));
+    assert!(help.starts_with("graycastctl: read, change, watch and gray-release"), "{help}");
+    assert!(
+        help.contains("--server <URL>") && help.contains("[default: http://127.0.0.1:8080]"),
+        "{help}"
+    );
+    let usage = ok(&run(&["list", "--help"]));
+    assert!(usage.contains("Usage: graycastctl list [OPTIONS] [NAMESPACE]"), "{usage}");
+}
+
+/// `watch` prints gray events with the gray value, not only the stable one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_gray_events() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("app", "k", json!(1)).await;
+    let mut child = Command::new(cli_binary())
+        .args(["--server", &server.url, "watch", "app"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines.recv_timeout(DEADLINE).expect("the current entry");
+    assert!(first.ends_with("put app/k = 1"), "{first}");
+    let (status, body) = api
+        .request(
+            reqwest::Method::PUT,
+            "/v1/configs/app/k/gray",
+            None,
+            Some(json!({"value": 2, "percent": 5})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let line = lines.recv_timeout(DEADLINE).expect("the gray change");
+    assert!(line.ends_with("gray app/k = 1 (gray 2 to 5%)"), "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

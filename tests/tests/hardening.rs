@@ -61,28 +61,30 @@ async fn values_at_the_depth_limit_survive_every_path_and_deeper_ones_are_refuse
     assert_eq!(first.revision(), Some(1), "the refused writes changed nothing");
 
     let limit = nested(64);
+    // A gray value of the same depth (a release of the value it replaces is refused).
+    let gray_limit = json!({ "gray": nested(63) });
     let put = api.put_ok("deep", "k", limit.clone()).await;
     let (status, body) = api
         .request(
             Method::PUT,
             "/v1/configs/deep/k/gray",
             None,
-            Some(json!({"value": limit, "percent": 50})),
+            Some(json!({"value": gray_limit, "percent": 50})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let gray = body["revision"].as_u64().unwrap();
     assert_eq!(entry_value(&watcher.next_data().await.unwrap()), limit);
-    assert_eq!(gray_value(&watcher.next_data().await.unwrap()), limit);
+    assert_eq!(gray_value(&watcher.next_data().await.unwrap()), gray_limit);
 
     let sdk = Client::builder().endpoint(&server.url).namespace("deep").build().unwrap();
     sdk.wait_for_revision(gray, DEADLINE).await.unwrap();
     assert_eq!(sdk.get_json("deep", "k"), Some(limit.clone()));
-    assert_eq!(sdk.entry("deep", "k").unwrap().gray.as_ref().unwrap().value, limit);
+    assert_eq!(sdk.entry("deep", "k").unwrap().gray.as_ref().unwrap().value, gray_limit);
 
     let (status, history) = api.get("/v1/configs/deep/k/history").await.unwrap();
     assert_eq!(status, 200, "{history}");
-    assert_eq!(history["items"][0]["gray"]["value"], limit);
+    assert_eq!(history["items"][0]["gray"]["value"], gray_limit);
     assert_eq!(history["items"][1]["value"], limit);
 
     server.restart();
@@ -95,10 +97,13 @@ async fn values_at_the_depth_limit_survive_every_path_and_deeper_ones_are_refuse
     // Replay from the change log, then a snapshot.
     let mut replay = Watcher::subscribe(&server, &["deep"], Some(put - 1)).await.unwrap();
     assert_eq!(entry_value(&replay.next_data().await.unwrap()), limit);
-    assert_eq!(gray_value(&replay.next_data().await.unwrap()), limit);
+    assert_eq!(gray_value(&replay.next_data().await.unwrap()), gray_limit);
     let mut fresh = Watcher::subscribe(&server, &["deep"], None).await.unwrap();
     let snapshot = fresh.next_data().await.unwrap();
-    assert_eq!((entry_value(&snapshot), gray_value(&snapshot)), (limit.clone(), limit.clone()));
+    assert_eq!(
+        (entry_value(&snapshot), gray_value(&snapshot)),
+        (limit.clone(), gray_limit.clone())
+    );
 
     // `graycastctl watch --json` prints the current state of the key as a change.
     let mut child = Command::new(cli_binary())
@@ -118,7 +123,7 @@ async fn values_at_the_depth_limit_survive_every_path_and_deeper_ones_are_refuse
     let _ = child.kill();
     let _ = child.wait();
     let printed: ServerMessage = serde_json::from_str(&line).expect("a change message");
-    assert_eq!(gray_value(&printed), limit);
+    assert_eq!(gray_value(&printed), gray_limit);
 }
 
 /// Finding 1, the other half: a data dir written by a server that still accepted values

@@ -278,3 +278,122 @@ async fn openfeature_provider_resolves_through_the_local_evaluation() {
     assert_eq!(flags.get_int_value("app/timeout_ms", Some(&vip), None).await.unwrap(), 300);
     assert!(flags.get_int_value("no-slash", Some(&vip), None).await.is_err());
 }
+
+fn token_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let sha = |secret: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum runs");
+        child.stdin.take().unwrap().write_all(secret.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
+    };
+    let path = dir.join("tokens.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[token]]\nname = \"viewer\"\nsecret_sha256 = \"{}\"\nrole = \"read\"\nnamespaces = [\"app\"]\n",
+            sha("viewer-secret")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A refused token is a permanent error with its status: `wait_synced` returns it at once
+/// instead of timing out, and the status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_a_permanent_error_that_waits_return_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_file(dir.path());
+    let server = TestServer::start_with(&["--tokens", tokens.to_str().unwrap()]);
+    let long = Duration::from_secs(60);
+    for (token, namespace, status, code) in [
+        (None, "app", 401, "unauthorized"),
+        (Some("wrong"), "app", 401, "unauthorized"),
+        (Some("viewer-secret"), "secrets", 403, "forbidden"),
+    ] {
+        let mut builder = client(&server, &[namespace]);
+        if let Some(token) = token {
+            builder = builder.token(token);
+        }
+        let client = builder.build().unwrap();
+        let started = std::time::Instant::now();
+        let err = client.wait_synced(long).await.expect_err("refused");
+        assert!(started.elapsed() < DEADLINE, "{token:?}: waited {:?}", started.elapsed());
+        assert_eq!((err.status(), err.code()), (Some(status), Some(code)), "{token:?}: {err}");
+        assert!(!err.is_temporary(), "{err}");
+        assert_eq!(client.status().failure, Some(err));
+    }
+    // The right token syncs, and the failure is gone.
+    let client = client(&server, &["app"]).token("viewer-secret").build().unwrap();
+    client.wait_synced(DEADLINE).await.unwrap();
+    assert_eq!(client.status().failure, None);
+}
+
+/// Reads name what they cannot answer, read the gray value for a context, and a typed
+/// key keeps its last good value when a bad one is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_gray_aware_typed_and_never_silently_empty() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let first = api.put_ok("app", "timeout_ms", json!(250)).await;
+    let client = client(&server, &["app"]).build().unwrap();
+    client.wait_for_revision(first, DEADLINE).await.unwrap();
+
+    // A namespace the client does not follow is an error, not `None`.
+    let err = client.get::<u64>("other", "x").unwrap_err();
+    assert!(matches!(err, Error::NotSubscribed { ref namespace } if namespace == "other"), "{err}");
+    assert!(err.to_string().contains("ClientBuilder::namespace(\"other\")"), "{err}");
+    assert_eq!(client.get::<u64>("app", "missing").unwrap(), None);
+    let rest_only = Client::builder().endpoint(&server.url).build().unwrap();
+    assert!(matches!(rest_only.wait_synced(DEADLINE).await, Err(Error::Config(_))));
+
+    // get_for: the gray value for a subject in gray, the stable one otherwise.
+    let (status, body) = api
+        .request(
+            reqwest::Method::PUT,
+            "/v1/configs/app/timeout_ms/gray",
+            None,
+            Some(json!({"value": 300, "allow": ["qa"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    client.wait_for_revision(body["revision"].as_u64().unwrap(), DEADLINE).await.unwrap();
+    let qa = graycast_client::Context::subject("qa");
+    let other = graycast_client::Context::subject("someone");
+    assert_eq!(client.get_for::<u64>("app", "timeout_ms", &qa).unwrap(), Some(300));
+    assert_eq!(client.get_for::<u64>("app", "timeout_ms", &other).unwrap(), Some(250));
+    assert_eq!(client.get::<u64>("app", "timeout_ms").unwrap(), Some(250), "get is stable");
+
+    // A typed key: a value of another type is logged and the last good one served.
+    let timeout = client.typed::<u64>("app", "timeout_ms").unwrap();
+    assert_eq!(timeout.get().as_deref(), Some(&250));
+    assert_eq!(timeout.get_for(&qa).as_deref(), Some(&300));
+    let bad = api.put_ok("app", "timeout_ms", json!("oops")).await;
+    client.wait_for_revision(bad, DEADLINE).await.unwrap();
+    assert!(client.get::<u64>("app", "timeout_ms").is_err());
+    assert_eq!(timeout.get().as_deref(), Some(&250), "the last good value");
+    assert!(matches!(timeout.last_error(), Some(Error::Decode { .. })));
+    let good = api.put_ok("app", "timeout_ms", json!(400)).await;
+    client.wait_for_revision(good, DEADLINE).await.unwrap();
+    assert_eq!(timeout.get().as_deref(), Some(&400));
+    assert_eq!(timeout.last_error(), None);
+    assert!(matches!(client.typed::<u64>("other", "x"), Err(Error::NotSubscribed { .. })));
+
+    // Changes made through a commented handle carry the comment into history.
+    let entry = client
+        .with_comment("raise for the sale")
+        .put("app", "limit", &500, Expect::Any)
+        .await
+        .unwrap();
+    let history = client.history("app", "limit", Some(1), None).await.unwrap();
+    assert_eq!(history[0].comment.as_deref(), Some("raise for the sale"));
+    let feed =
+        client.fetch_changes(Some(entry.revision - 1), None, Some("app"), None).await.unwrap();
+    assert_eq!(feed.items[0].comment.as_deref(), Some("raise for the sale"));
+    assert_eq!(client.whoami().await.unwrap().name, "anonymous");
+}

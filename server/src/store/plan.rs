@@ -122,6 +122,13 @@ pub(crate) fn plan(
         }
         Mutation::GrayStart { gray } => {
             let entry = current.ok_or_else(no_key)?;
+            if gray.value == entry.value {
+                return Err(StoreError::Invalid(
+                    "the gray value equals the stable value: there is nothing to release; \
+                     give the new value to ship"
+                        .into(),
+                ));
+            }
             // The release begins at the commit, so the schedule runs on the clock the
             // ramp's steps are checked against, not the handler's.
             let mut gray = Gray::clone(gray);
