@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases, a
-# real etcd cluster), the REST API fuzzed from its OpenAPI document (schemathesis), the local
+# real etcd cluster, the README's examples), the REST API fuzzed from its OpenAPI document (schemathesis), the local
 # cluster script, and the web console in a real headless Chromium. Installs what is
-# missing: Debian's chromium, etcd-server, protobuf-compiler and openssl (as root),
+# missing: Debian's chromium, etcd-server, protobuf-compiler, openssl and jq (as root),
 # schemathesis (PyPI) and the pinned npm packages of web/tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${missing[*]} (Debian packages)"

@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p graycast-server &
 //! cargo run -p graycast-client --example follow -- payments
-//! curl -X PUT localhost:8080/v1/configs/payments/timeout_ms -d '{"value": 250}'
+//! curl -X PUT localhost:8080/v1/configs/payments/timeout_ms --json '{"value": 250}'
 //! ```
 
 use std::time::Duration;

@@ -271,7 +271,9 @@ fn refine(doc: &mut serde_json::Value) {
                 }
                 let constraints = match name.as_str() {
                     "limit" => json!({"minimum": 1, "maximum": 1000}),
-                    "after" => json!({"pattern": NAME_PATTERN, "minLength": 1, "maxLength": 128}),
+                    "after" | "namespace" | "key" => {
+                        json!({"pattern": NAME_PATTERN, "minLength": 1, "maxLength": 128})
+                    }
                     "If-Match" | "If-None-Match" => json!({"pattern": ENTITY_TAGS}),
                     _ => continue,
                 };

@@ -1,0 +1,186 @@
+//! The README's examples, run as written: the shell walkthrough in order against a fresh
+//! server, and the SDK example against another. Every `sh` block of the README is either
+//! run here or named below with the reason it is not, so an example cannot rot unnoticed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use graycast_tests::{cli_binary, server_binary, TestServer};
+
+/// Headings whose `sh` blocks form the walkthrough, in README order.
+const WALKTHROUGH: [&str; 3] = ["Try it", "Gray releases", "CLI"];
+
+/// Headings whose `sh` blocks are not run here, and why.
+const NOT_RUN: [(&str, &str); 2] = [
+    (
+        "Two commands (on a fresh machine with Rust)",
+        "they are this test suite and the release build",
+    ),
+    (
+        "Distributed mode (etcd)",
+        "scripts/test.sh runs scripts/cluster.sh; the second command needs etcd hosts",
+    ),
+];
+
+/// A fenced block of the README: its language and the `##` heading it is under.
+struct Block {
+    heading: String,
+    lang: String,
+    text: String,
+}
+
+fn readme() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    std::fs::read_to_string(path).expect("README.md")
+}
+
+fn blocks(text: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut heading = String::new();
+    let mut open: Option<Block> = None;
+    for line in text.lines() {
+        match &mut open {
+            Some(block) if line.starts_with("```") => {
+                blocks.push(std::mem::replace(
+                    block,
+                    Block { heading: String::new(), lang: String::new(), text: String::new() },
+                ));
+                open = None;
+            }
+            Some(block) => {
+                block.text.push_str(line);
+                block.text.push('\n');
+            }
+            None if line.starts_with("```") => {
+                open = Some(Block {
+                    heading: heading.clone(),
+                    lang: line.trim_start_matches('`').trim().to_owned(),
+                    text: String::new(),
+                })
+            }
+            None if line.starts_with("## ") => heading = line[3..].trim().to_owned(),
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// The walkthrough as one bash script for a server at `address` (`host:port`): curl fails
+/// on an error status, and `watch`, which runs until interrupted, runs for 3 s.
+fn script(blocks: &[&Block], address: &str) -> String {
+    let mut script = String::from(
+        "set -euo pipefail\n\
+         curl() { command curl --fail-with-body --silent --show-error \"$@\"; echo; }\n",
+    );
+    for block in blocks {
+        script.push_str(&format!("echo '=== {}'\n", block.heading));
+        for line in block.text.replace("localhost:8080", address).lines() {
+            if line.starts_with("graycastctl watch ") {
+                let (command, _comment) = line.split_once("  #").unwrap_or((line, ""));
+                script.push_str(&format!("timeout 3 {command} || [ $? -eq 124 ]\n"));
+            } else {
+                script.push_str(line);
+                script.push('\n');
+            }
+        }
+    }
+    script
+}
+
+#[test]
+fn every_shell_example_is_run_or_named_with_a_reason() {
+    for block in blocks(&readme()).iter().filter(|b| b.lang == "sh") {
+        let known = WALKTHROUGH.contains(&block.heading.as_str())
+            || NOT_RUN.iter().any(|(heading, _)| *heading == block.heading);
+        assert!(
+            known,
+            "a sh block under {:?} is neither run nor excused:\n{}",
+            block.heading, block.text
+        );
+    }
+}
+
+#[test]
+fn the_walkthrough_runs_in_order_on_a_fresh_server() {
+    assert!(
+        Command::new("jq").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "the CLI walkthrough needs jq (Debian: apt-get install jq; scripts/test.sh installs it)"
+    );
+    let text = readme();
+    let all = blocks(&text);
+    let walkthrough: Vec<&Block> = all
+        .iter()
+        .filter(|b| b.lang == "sh" && WALKTHROUGH.contains(&b.heading.as_str()))
+        .collect();
+    let headings: Vec<&str> = walkthrough.iter().map(|b| b.heading.as_str()).collect();
+    assert_eq!(headings, WALKTHROUGH, "one sh block per walkthrough section, in order");
+
+    let server = TestServer::start();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    // `graycastctl` on the PATH, as after `cargo install`.
+    let bin = tempfile::tempdir().unwrap();
+    link(&cli_binary(), &bin.path().join("graycastctl"));
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(script(&walkthrough, &address))
+        .env("PATH", path)
+        .env("GRAYCAST_SERVER", &server.url)
+        .env_remove("GRAYCAST_TOKEN")
+        .output()
+        .expect("bash runs");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the walkthrough failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // What the steps say they do happened.
+    // Every conditional write of the walkthrough, run in order, goes through.
+    assert!(!stdout.contains("revision_mismatch"), "{stdout}");
+    for expected in [
+        "Timeouts and limits of the payment service",
+        "started a gray release of payments/timeout_ms: 350 to 5% (stable 250)",
+        "promoted payments/timeout_ms: the gray value 350 is now the stable value",
+        "anonymous (admin) on *",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn the_sdk_example_is_the_quickstart_and_runs() {
+    let text = readme();
+    let all = blocks(&text);
+    let rust: Vec<&Block> = all.iter().filter(|b| b.lang == "rust").collect();
+    assert_eq!(rust.len(), 1, "one Rust example, the quickstart");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-rs/examples/quickstart.rs");
+    let file = std::fs::read_to_string(path).expect("quickstart.rs");
+    assert_eq!(rust[0].text, file, "the README's Rust example is client-rs/examples/quickstart.rs");
+
+    let server = TestServer::start();
+    let output = Command::new(quickstart_binary())
+        .env("GRAYCAST_SERVER", &server.url)
+        .output()
+        .expect("the quickstart runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("user-42 gets timeout_ms = 250"), "{stdout}");
+    assert!(stdout.contains("pushed: revision 1 timeout_ms = Some(Number(300))"), "{stdout}");
+    assert!(stdout.contains("Some(\"tuned by the quickstart\")"), "{stdout}");
+}
+
+fn quickstart_binary() -> PathBuf {
+    server_binary().with_file_name(format!("quickstart-under-test{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn link(target: &Path, link: &Path) {
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+    #[cfg(not(unix))]
+    std::fs::copy(target, link).map(|_| ()).expect("copy");
+}
