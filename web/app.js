@@ -1,18 +1,34 @@
-// graycast console: a live view of every namespace and an admin UI for keys,
-// history and gray releases.
+// graycast console: a live view of every namespace the token may read, and an admin UI
+// for keys, history, gray releases, namespace descriptions and the change feed.
 //
-// The module reads top to bottom: helpers, REST, live state and the WebSocket
-// watch, the namespace tables, the side panels (editor, history, gray release
-// with its simulator, clients), then start-up.
+// One module, in sections that read top to bottom:
+//    1. constants                 2. lossless JSON           3. helpers
+//    4. REST                      5. messages (toasts)       6. identity and rights
+//    7. live state                8. WebSocket watch         9. namespace tables
+//   10. confirmation dialog      11. panels                 12. editor
+//   13. history                  14. gray release           15. subject simulator
+//   16. recent changes           17. clients                18. token and start-up
 //
 // The watch is the single source of truth for entries: a REST write only reports
 // success or failure, and the change it causes arrives over the WebSocket like
 // anyone else's. That keeps the revision order of the table exactly the server's.
+//
+// Every JSON text from the server (REST bodies and pushed messages) goes through
+// `parseJson`, never `JSON.parse`: a number a double cannot hold (12345678901234567890)
+// stays its digits, and writes send it back verbatim through `stringifyJson`.
 
 import { evaluate } from './rollout.js';
 
+// ===========================================================================
+// 1. Constants
+
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+// The reserved namespace holding namespace descriptions: data, never shown as a namespace.
+const META_NAMESPACE = 'graycast.meta';
+// `updated_by` of the aborts the server's guard makes (server/src/guard.rs GUARD_ACTOR).
+const GUARD_ACTOR = 'guard';
 const TOKEN_KEY = 'graycast.token';
+const COLLAPSED_KEY = 'graycast.collapsed';
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5000;
 const FLASH_MS = 1500;
@@ -21,8 +37,14 @@ const CLIENTS_DEBOUNCE_MS = 500;
 const COUNTS_POLL_MS = 5000;
 const HISTORY_DEBOUNCE_MS = 250;
 const HISTORY_LIMIT = 50;
+const CHANGES_LIMIT = 100;
 const INFO_MESSAGE_MS = 6000;
-const MAX_MESSAGES = 5;
+// At most this many toasts at once; the narrow layout shows the newest two of them.
+const MAX_MESSAGES = 3;
+// Keys per page of a namespace table; "Show more" adds as many again.
+const PAGE_SIZE = 25;
+const MAX_COMMENT_CHARS = 1024;
+const MAX_DESCRIPTION_CHARS = 1024;
 // Largest LCS table the diff builds (cells); beyond it the changed middle is shown
 // as removed-then-added, which stays correct, just less precise.
 const LCS_MAX_CELLS = 1_000_000;
@@ -31,9 +53,301 @@ const DIFF_CONTEXT = 2;
 const INLINE_VALUE_CHARS = 80;
 const UNFOLDED_VALUE_LINES = 8;
 const RULE_OPS = ['in', 'not_in', 'eq', 'prefix', 'semver_gte', 'semver_lt'];
+// Deeper JSON is refused by the parser instead of overflowing the stack (the server
+// itself refuses values nested more than 64 levels).
+const MAX_JSON_DEPTH = 2000;
 
-// ---------------------------------------------------------------------------
-// Helpers
+// ===========================================================================
+// 2. Lossless JSON
+//
+// JSON.parse turns every number into a double, so 12345678901234567890 becomes
+// 12345678901234567000 and would be saved back that way; it also reorders object
+// keys that look like array indices ({"b":1,"2":2} comes out as {"2":2,"b":1}).
+// This parser keeps both: a number a double cannot hold becomes a JsonNumber holding
+// its source text, and an object whose key order JS would change remembers its order.
+//
+// Inside configuration values (a member named "value" and all below it, or a whole
+// text parsed with `exact`), every number whose text a double would not reproduce
+// (1.0, 1e3, -0, 12345678901234567890) is kept as text, so a value reads and saves
+// back exactly as written. Elsewhere (revisions, percents, counts) numbers are plain
+// doubles unless a double would change their value.
+
+/** A JSON number kept as its source text. Arithmetic still works through valueOf. */
+class JsonNumber {
+  constructor(text) {
+    this.text = text;
+  }
+
+  valueOf() {
+    return Number(this.text);
+  }
+
+  toString() {
+    return this.text;
+  }
+}
+
+class JsonSyntaxError extends Error {}
+
+const KEY_ORDER = Symbol('graycast.keyOrder');
+const NUMBER_RE = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+const PLAIN_CHARS_RE = /[^"\\\u0000-\u001f]*/y;
+const INTEGER_TEXT_RE = /^-?[0-9]+$/;
+const INDEX_KEY_RE = /^(?:0|[1-9][0-9]{0,9})$/;
+const ESCAPES = { __proto__: null, '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+
+/** A decimal's value as text independent of its notation: "1.50e2" and "150" agree. */
+function decimalKey(text) {
+  const m = /^(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?$/.exec(text);
+  if (!m) return text;
+  let digits = m[2] + (m[3] ?? '');
+  let point = m[2].length + Number(m[4] ?? 0);
+  const lead = /^0*/.exec(digits)[0].length;
+  digits = digits.slice(lead).replace(/0+$/, '');
+  point -= lead;
+  return digits === '' ? '0' : `${m[1]}${digits}e${point}`;
+}
+
+/** Whether a double keeps the number `text` stands for (value, and integer-ness). */
+function doubleHolds(text, number) {
+  if (!Number.isFinite(number)) return false;
+  if (INTEGER_TEXT_RE.test(text)) return Number.isSafeInteger(number);
+  return decimalKey(text) === decimalKey(String(number));
+}
+
+/**
+ * Parses JSON text (RFC 8259, strictly). `exact`: the whole text is a configuration
+ * value (see above). Throws a JsonSyntaxError naming line and column.
+ */
+function parseJson(text, { exact = false } = {}) {
+  let at = 0;
+  const fail = (what, where = at) => {
+    const before = text.slice(0, where);
+    const line = before.split('\n').length;
+    const column = where - before.lastIndexOf('\n');
+    throw new JsonSyntaxError(`${what} at line ${line}, column ${column}`);
+  };
+  const unexpected = () => (at >= text.length
+    ? fail('unexpected end of text')
+    : fail(`unexpected ${JSON.stringify(text[at])}`));
+  const skipSpace = () => {
+    while (at < text.length) {
+      const c = text.charCodeAt(at);
+      if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+      at += 1;
+    }
+  };
+
+  const parseString = () => {
+    at += 1; // the opening quote
+    let out = '';
+    for (;;) {
+      PLAIN_CHARS_RE.lastIndex = at;
+      PLAIN_CHARS_RE.exec(text);
+      out += text.slice(at, PLAIN_CHARS_RE.lastIndex);
+      at = PLAIN_CHARS_RE.lastIndex;
+      if (at >= text.length) fail('unterminated string');
+      const c = text[at];
+      if (c === '"') {
+        at += 1;
+        return out;
+      }
+      if (c !== '\\') fail('control character in a string (write it as an escape such as \\n)');
+      const escape = text[at + 1];
+      if (escape !== undefined && ESCAPES[escape] !== undefined) {
+        out += ESCAPES[escape];
+        at += 2;
+      } else if (escape === 'u') {
+        const hex = text.slice(at + 2, at + 6);
+        if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail('invalid \\u escape');
+        out += String.fromCharCode(parseInt(hex, 16));
+        at += 6;
+      } else {
+        fail('invalid escape');
+      }
+    }
+  };
+
+  const parseNumber = (exactHere) => {
+    NUMBER_RE.lastIndex = at;
+    const match = NUMBER_RE.exec(text);
+    if (!match) unexpected();
+    at = NUMBER_RE.lastIndex;
+    const source = match[0];
+    const number = Number(source);
+    const keep = exactHere ? String(number) !== source : !doubleHolds(source, number);
+    return keep ? new JsonNumber(source) : number;
+  };
+
+  let parseValue;
+
+  const parseArray = (depth, exactHere) => {
+    at += 1;
+    const array = [];
+    skipSpace();
+    if (text[at] === ']') {
+      at += 1;
+      return array;
+    }
+    for (;;) {
+      array.push(parseValue(depth + 1, exactHere));
+      skipSpace();
+      if (text[at] === ',') {
+        at += 1;
+      } else if (text[at] === ']') {
+        at += 1;
+        return array;
+      } else {
+        unexpected();
+      }
+    }
+  };
+
+  const parseObject = (depth, exactHere) => {
+    at += 1;
+    const object = {};
+    const order = [];
+    skipSpace();
+    if (text[at] === '}') {
+      at += 1;
+      return object;
+    }
+    for (;;) {
+      skipSpace();
+      if (text[at] !== '"') unexpected();
+      const key = parseString();
+      skipSpace();
+      if (text[at] !== ':') unexpected();
+      at += 1;
+      const member = parseValue(depth + 1, exactHere || key === 'value');
+      if (!Object.prototype.hasOwnProperty.call(object, key)) order.push(key);
+      // "__proto__" is data here, not the prototype.
+      Object.defineProperty(object, key, { value: member, enumerable: true, writable: true, configurable: true });
+      skipSpace();
+      if (text[at] === ',') {
+        at += 1;
+      } else if (text[at] === '}') {
+        at += 1;
+        break;
+      } else {
+        unexpected();
+      }
+    }
+    // JS lists array-index keys first, in numeric order: remember the text's order.
+    if (order.some((key) => INDEX_KEY_RE.test(key))) Object.defineProperty(object, KEY_ORDER, { value: order });
+    return object;
+  };
+
+  parseValue = (depth, exactHere) => {
+    if (depth > MAX_JSON_DEPTH) fail(`nested deeper than ${MAX_JSON_DEPTH} levels`);
+    skipSpace();
+    const c = text[at];
+    if (c === '{') return parseObject(depth, exactHere);
+    if (c === '[') return parseArray(depth, exactHere);
+    if (c === '"') return parseString();
+    if (c === 't' && text.startsWith('true', at)) {
+      at += 4;
+      return true;
+    }
+    if (c === 'f' && text.startsWith('false', at)) {
+      at += 5;
+      return false;
+    }
+    if (c === 'n' && text.startsWith('null', at)) {
+      at += 4;
+      return null;
+    }
+    return parseNumber(exactHere);
+  };
+
+  const result = parseValue(0, exact);
+  skipSpace();
+  if (at < text.length) fail('unexpected text after the JSON value');
+  return result;
+}
+
+/**
+ * Serializes like JSON.stringify(value, null, indent), but writes JsonNumbers as their
+ * text and objects in their remembered key order.
+ */
+function stringifyJson(value, indent = 0) {
+  const out = [];
+  const step = ' '.repeat(indent);
+  const newline = indent ? '\n' : '';
+  const colon = indent ? ': ' : ':';
+  const write = (v, pad) => {
+    if (v instanceof JsonNumber) {
+      out.push(v.text);
+      return;
+    }
+    switch (typeof v) {
+      case 'string':
+        out.push(JSON.stringify(v));
+        return;
+      case 'number':
+        out.push(Number.isFinite(v) ? String(v) : 'null');
+        return;
+      case 'boolean':
+        out.push(v ? 'true' : 'false');
+        return;
+      case 'bigint':
+        out.push(v.toString());
+        return;
+      case 'object':
+        if (v !== null) break;
+      // falls through
+      default:
+        out.push('null');
+        return;
+    }
+    const inner = pad + step;
+    if (Array.isArray(v)) {
+      if (v.length === 0) {
+        out.push('[]');
+        return;
+      }
+      out.push('[');
+      v.forEach((item, i) => {
+        if (i > 0) out.push(',');
+        out.push(newline, inner);
+        write(item, inner);
+      });
+      out.push(newline, pad, ']');
+      return;
+    }
+    const keys = (v[KEY_ORDER] ?? Object.keys(v))
+      .filter((k) => v[k] !== undefined && typeof v[k] !== 'function');
+    if (keys.length === 0) {
+      out.push('{}');
+      return;
+    }
+    out.push('{');
+    keys.forEach((k, i) => {
+      if (i > 0) out.push(',');
+      out.push(newline, inner, JSON.stringify(k), colon);
+      write(v[k], inner);
+    });
+    out.push(newline, pad, '}');
+  };
+  write(value, '');
+  return out.join('');
+}
+
+function compactJson(value) {
+  return stringifyJson(value);
+}
+
+function prettyJson(value) {
+  return stringifyJson(value, 2);
+}
+
+/** Whether two values serialize alike (same text, key order included). */
+function sameJson(a, b) {
+  return stringifyJson(a) === stringifyJson(b);
+}
+
+// ===========================================================================
+// 3. Helpers
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -61,14 +375,6 @@ function entryId(ns, key) {
   return `${ns}/${key}`;
 }
 
-function compactJson(value) {
-  return JSON.stringify(value);
-}
-
-function prettyJson(value) {
-  return JSON.stringify(value, null, 2);
-}
-
 function truncate(text, max) {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
@@ -76,6 +382,27 @@ function truncate(text, max) {
 /** A percent as people write it: 12.5, 5, 0.25 (never 12.500000001). */
 function formatPercent(percent) {
   return String(Number(Number(percent).toFixed(2)));
+}
+
+function plural(count, one, many = `${one}s`) {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+// Keys and namespaces sort as people count: key_2 before key_10.
+const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'variant' });
+
+function naturalCompare(a, b) {
+  return collator.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** A token's namespace pattern as a RegExp: `*` any run of characters, `?` one. */
+function globRegExp(pattern) {
+  const body = [...pattern].map((c) => {
+    if (c === '*') return '.*';
+    if (c === '?') return '.';
+    return c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  }).join('');
+  return new RegExp(`^${body}$`, 's');
 }
 
 function relativeTime(iso) {
@@ -110,6 +437,43 @@ function formatCountdown(totalSeconds) {
   return hours > 0 ? `${hours}:${String(minutes).padStart(2, '0')}:${seconds}` : `${minutes}:${seconds}`;
 }
 
+const DURATION_UNITS = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** "90" → 90, "30s", "5m", "2h", "1d", "1h30m" → seconds; throws an InputError. */
+function parseDuration(text, label) {
+  const trimmed = text.trim().toLowerCase();
+  if (/^[0-9]+$/.test(trimmed)) return checkHold(Number(trimmed), label, text);
+  if (!/^([0-9]+(\.[0-9]+)?\s*[smhd]\s*)+$/.test(trimmed)) {
+    throw new InputError(`${label} "${text.trim()}" is not a duration: use seconds (90) or 30s, 5m, 2h, 1d.`);
+  }
+  let seconds = 0;
+  for (const [, amount, , unit] of trimmed.matchAll(/([0-9]+(\.[0-9]+)?)\s*([smhd])/g)) {
+    seconds += Number(amount) * DURATION_UNITS[unit];
+  }
+  return checkHold(seconds, label, text);
+}
+
+function checkHold(seconds, label, text) {
+  if (!Number.isInteger(seconds) || seconds < 1) {
+    throw new InputError(`${label} "${text.trim()}" must come to a whole number of seconds, at least 1.`);
+  }
+  return seconds;
+}
+
+/** 90 → "1m 30s", 3600 → "1h", 86400 → "1d". */
+function formatDuration(totalSeconds) {
+  let rest = Math.round(Number(totalSeconds));
+  if (!Number.isFinite(rest) || rest <= 0) return '0s';
+  const parts = [];
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]]) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  return parts.join(' ');
+}
+
 function randomId() {
   const bytes = crypto.getRandomValues(new Uint8Array(6));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -136,7 +500,7 @@ async function whileBusy(button, action) {
   }
 }
 
-/** Keeps a range slider and a number input showing the same value. */
+/** Keeps a range slider (snapping to its step) and a number input showing the same value. */
 function linkRange(range, number, onInput = () => {}) {
   range.addEventListener('input', () => {
     number.value = range.value;
@@ -151,19 +515,31 @@ function linkRange(range, number, onInput = () => {}) {
 // A message for the person at the form: thrown by form readers, shown as is.
 class InputError extends Error {}
 
+/** A configuration value typed by a person; every digit is kept. */
 function parseJsonField(text, label) {
+  if (text.trim() === '') throw new InputError(`${label} is empty: type a JSON value (text needs quotes: "text").`);
   try {
-    return JSON.parse(text);
+    return parseJson(text, { exact: true });
   } catch (err) {
-    throw new InputError(`${label}: invalid JSON: ${err.message}`);
+    if (!(err instanceof JsonSyntaxError)) throw err;
+    throw new InputError(`${label}: invalid JSON: ${err.message}.`);
   }
 }
 
 function readNumber(text, label, { integer = false, min = -Infinity, max = Infinity } = {}) {
   const value = Number(text);
-  if (text.trim() === '' || !Number.isFinite(value)) throw new InputError(`${label} must be a number.`);
+  if (String(text).trim() === '' || !Number.isFinite(value)) throw new InputError(`${label} must be a number.`);
   if (integer && !Number.isInteger(value)) throw new InputError(`${label} must be a whole number.`);
   if (value < min || value > max) throw new InputError(`${label} must be between ${min} and ${max}.`);
+  return value;
+}
+
+/** A percent from 0 to 100 with at most two decimals. */
+function readPercent(text, label) {
+  const value = readNumber(text, label, { min: 0, max: 100 });
+  if (!/^\s*[0-9]*(\.[0-9]{0,2})?\s*$/.test(String(text))) {
+    throw new InputError(`${label} takes at most two decimals (such as 12.25).`);
+  }
   return value;
 }
 
@@ -172,8 +548,14 @@ function splitList(text) {
   return text.split(/[,\n]/).map((s) => s.trim()).filter((s) => s !== '');
 }
 
-// ---------------------------------------------------------------------------
-// REST
+/** An optional comment field's text, or undefined (then nothing is sent). */
+function commentOf(input) {
+  const text = input.value.trim();
+  return text === '' ? undefined : text.slice(0, MAX_COMMENT_CHARS);
+}
+
+// ===========================================================================
+// 4. REST
 
 class ApiError extends Error {
   constructor(status, code, message) {
@@ -183,24 +565,33 @@ class ApiError extends Error {
   }
 }
 
-/** One REST call; resolves to the parsed JSON body, rejects with an ApiError. */
-async function api(method, path, { body, headers = {} } = {}) {
+/**
+ * One REST call; resolves to the parsed JSON body, rejects with an ApiError.
+ * `comment` goes in the body's `comment` (with a body) or as `?comment=` (without).
+ */
+async function api(method, path, { body, headers = {}, comment } = {}) {
+  let url = path;
+  let payload = body;
+  if (comment !== undefined && comment !== '') {
+    if (payload === undefined) url += `${path.includes('?') ? '&' : '?'}comment=${encodeURIComponent(comment)}`;
+    else payload = { ...payload, comment };
+  }
   const init = { method, headers: { Accept: 'application/json', ...headers } };
   if (state.token) init.headers.Authorization = `Bearer ${state.token}`;
-  if (body !== undefined) {
+  if (payload !== undefined) {
     init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
+    init.body = stringifyJson(payload);
   }
   let response;
   try {
-    response = await fetch(path, init);
+    response = await fetch(url, init);
   } catch (err) {
     throw new ApiError(0, 'network', `the server cannot be reached (${err.message})`);
   }
   const text = await response.text();
   let data = null;
   try {
-    data = text ? JSON.parse(text) : null;
+    data = text ? parseJson(text) : null;
   } catch {
     data = null;
   }
@@ -222,24 +613,42 @@ function keyPath(ns, key, suffix = '') {
 /** One line for a failed request, with a hint where the fix is obvious. */
 function describeError(err) {
   if (!(err instanceof ApiError)) return String(err.message || err);
-  const hint = err.status === 401 || err.status === 403 ? ' (check the access token)' : '';
+  let hint = '';
+  if (err.status === 401) hint = ' (the token is missing or was refused)';
+  else if (err.status === 403) hint = ' (the token lacks this right)';
   return `${err.code}: ${err.message}${hint}`;
 }
 
-// ---------------------------------------------------------------------------
-// Messages (the aria-live region under the header)
+// ===========================================================================
+// 5. Messages (toasts in a corner, at most MAX_MESSAGES)
+//
+// Kinds: `info` fades after INFO_MESSAGE_MS; `error`, `alert` (something happened that
+// needs eyes, such as a guard abort) and `undo` (carries an Undo) stay until dismissed.
+// `topic` groups messages that a later event makes stale (the connection's errors).
 
-function notify(text, { kind = 'info', action = null } = {}) {
+function notify(text, { kind = 'info', action = null, topic = null, detail = null } = {}) {
   const region = $('#messages');
   // A repeated message (say, the watch refused on every retry) replaces its twin.
-  for (const old of region.querySelectorAll('.message-text')) {
-    if (old.textContent === text) old.parentElement.remove();
+  for (const old of region.querySelectorAll('.message')) {
+    if (old.dataset.text === text) old.remove();
   }
-  const item = el('div', { class: `message ${kind}`, role: kind === 'error' ? 'alert' : null },
-    el('span', { class: 'message-text' }, text));
+  const sticky = kind !== 'info';
+  const item = el('div', {
+    class: `message ${kind}`,
+    role: kind === 'error' || kind === 'alert' ? 'alert' : null,
+    'data-testid': 'message',
+    'data-kind': kind,
+    'data-sticky': String(sticky),
+    'data-topic': topic,
+  },
+  el('div', { class: 'message-body' },
+    el('span', { class: 'message-text' }, text),
+    detail && el('span', { class: 'message-detail' }, detail)));
+  item.dataset.text = text;
   if (action) {
     item.append(el('button', {
       type: 'button',
+      class: 'message-action',
       onclick: () => {
         item.remove();
         action.run();
@@ -250,20 +659,150 @@ function notify(text, { kind = 'info', action = null } = {}) {
     type: 'button', class: 'dismiss', 'aria-label': 'Dismiss message', onclick: () => item.remove(),
   }, '×'));
   region.append(item);
-  while (region.children.length > MAX_MESSAGES) region.firstElementChild.remove();
-  // Errors stay until dismissed; confirmations fade on their own.
-  if (kind !== 'error') setTimeout(() => item.remove(), INFO_MESSAGE_MS);
+  trimMessages(region);
+  if (!sticky) setTimeout(() => item.remove(), INFO_MESSAGE_MS);
+  return item;
 }
 
-function showError(text) {
-  notify(text, { kind: 'error' });
+/** Drops the oldest messages beyond the limit: infos first, then errors, undos last. */
+function trimMessages(region) {
+  for (const kinds of [['info'], ['error', 'alert'], ['undo']]) {
+    for (const item of [...region.children]) {
+      if (region.children.length <= MAX_MESSAGES) return;
+      if (kinds.includes(item.dataset.kind)) item.remove();
+    }
+  }
 }
 
-// ---------------------------------------------------------------------------
-// Live state
+function showError(text, options = {}) {
+  return notify(text, { ...options, kind: 'error' });
+}
+
+/** Removes the messages `predicate` picks (stale errors after a token change...). */
+function clearMessages(predicate) {
+  for (const item of [...$('#messages').children]) {
+    if (predicate(item.dataset)) item.remove();
+  }
+}
+
+/** Keeps the end of the page scrollable above the toasts. */
+function watchMessageHeight() {
+  const region = $('#messages');
+  const update = () => {
+    const height = region.children.length ? region.getBoundingClientRect().height : 0;
+    document.documentElement.style.setProperty('--messages-h', `${Math.ceil(height)}px`);
+  };
+  new ResizeObserver(update).observe(region);
+  new MutationObserver(update).observe(region, { childList: true });
+}
+
+// ===========================================================================
+// 6. Identity and rights (GET /v1/whoami)
+//
+// The console shows only what the token may do: read and report tokens see a
+// read-only console, a write token writes the namespaces its patterns match. The
+// server enforces all of it anyway; hiding a button only spares a refusal.
+
+const identity = {
+  known: false,
+  name: '',
+  role: '',
+  patterns: [],
+  regexps: [],
+};
+
+function setIdentity(who) {
+  const before = `${identity.known}|${identity.name}|${identity.role}|${identity.patterns.join(',')}`;
+  identity.known = true;
+  identity.name = String(who.name ?? '');
+  identity.role = String(who.role ?? '');
+  identity.patterns = Array.isArray(who.namespaces) ? who.namespaces.map(String) : [];
+  identity.regexps = identity.patterns.map(globRegExp);
+  const after = `${identity.known}|${identity.name}|${identity.role}|${identity.patterns.join(',')}`;
+  renderIdentity();
+  if (before !== after) onRightsChanged();
+}
+
+function forgetIdentity() {
+  identity.known = false;
+  identity.name = '';
+  identity.role = '';
+  identity.patterns = [];
+  identity.regexps = [];
+  renderIdentity();
+  onRightsChanged();
+}
+
+function isAdmin() {
+  return identity.known && identity.role === 'admin';
+}
+
+function canWriteSomewhere() {
+  return identity.known && (identity.role === 'admin' || identity.role === 'write');
+}
+
+function canWrite(ns) {
+  if (!identity.known) return false;
+  if (identity.role === 'admin') return true;
+  return identity.role === 'write' && identity.regexps.some((re) => re.test(ns));
+}
+
+const ROLE_TEXT = {
+  admin: 'admin',
+  write: 'write',
+  report: 'read-only (report)',
+  read: 'read-only',
+};
+
+function renderIdentity() {
+  const who = $('#whoami');
+  who.hidden = !identity.known;
+  if (identity.known) {
+    const scope = identity.role === 'admin' ? 'every namespace' : identity.patterns.join(', ') || 'no namespace';
+    who.replaceChildren(
+      el('span', { class: 'who-name' }, identity.name),
+      el('span', { class: `role role-${identity.role}` }, ROLE_TEXT[identity.role] ?? identity.role),
+    );
+    who.title = `Signed in as ${identity.name}, role ${identity.role}, namespaces: ${scope}`;
+    who.setAttribute('aria-label', who.title);
+  }
+  $('#new-key').hidden = !canWriteSomewhere();
+  $('#show-clients').hidden = !isAdmin();
+  document.body.dataset.access = !identity.known ? 'unknown' : canWriteSomewhere() ? identity.role : 'read';
+}
+
+/** The token's rights changed: rebuild what depends on them. */
+function onRightsChanged() {
+  renderNamespaces();
+  if (!$('#clients-panel').hidden && !isAdmin()) closePanel($('#clients-panel'));
+  if (!$('#editor').hidden && !canWriteSomewhere()) closePanel($('#editor'));
+  if (!$('#gray-panel').hidden) renderGray();
+  if (!$('#history').hidden) loadHistory();
+}
+
+/** Asks the server who the token is: 'ok', 'missing', 'refused' or 'down'. */
+async function loadIdentity() {
+  try {
+    setIdentity(await api('GET', '/v1/whoami'));
+    return 'ok';
+  } catch (err) {
+    if (err.status === 401) return state.token ? 'refused' : 'missing';
+    // A server older than /v1/whoami: assume full rights; it refuses what it must.
+    if (err.status === 404) {
+      setIdentity({ name: 'anonymous', role: 'admin', namespaces: ['*'] });
+      return 'ok';
+    }
+    return 'down';
+  }
+}
+
+// ===========================================================================
+// 7. Live state
 
 const state = {
-  entries: new Map(), // "ns/key" -> entry, as last pushed
+  entries: new Map(), // "ns/key" -> entry, as last pushed (never graycast.meta)
+  byNs: new Map(), // ns -> Map key -> entry
+  descriptions: new Map(), // ns -> description text
   namespaces: new Set(),
   latest: new Map(), // ns -> highest revision seen for it (convergence target)
   revision: 0,
@@ -278,6 +817,7 @@ window.graycastConsole = {
   get revision() {
     return state.revision;
   },
+  json: { parse: parseJson, stringify: stringifyJson, JsonNumber },
 };
 
 function setRevision(revision) {
@@ -290,28 +830,54 @@ function noteLatest(ns, revision) {
 }
 
 function sortedNamespaces() {
-  return [...state.namespaces].sort();
+  return [...state.namespaces].sort(naturalCompare);
 }
 
-/** ns -> its entries sorted by key, in one pass over all entries. */
-function entriesByNamespace() {
-  const groups = new Map(sortedNamespaces().map((ns) => [ns, []]));
-  for (const entry of state.entries.values()) groups.get(entry.namespace)?.push(entry);
-  for (const list of groups.values()) list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return groups;
+function putEntry(entry) {
+  state.entries.set(entryId(entry.namespace, entry.key), entry);
+  let keys = state.byNs.get(entry.namespace);
+  if (!keys) state.byNs.set(entry.namespace, (keys = new Map()));
+  keys.set(entry.key, entry);
+}
+
+function dropEntry(ns, key) {
+  state.entries.delete(entryId(ns, key));
+  state.byNs.get(ns)?.delete(key);
+}
+
+/** A description entry of graycast.meta (key: the namespace described). */
+function applyDescription(ns, entry) {
+  const text = entry?.value?.description;
+  if (typeof text === 'string' && text !== '') state.descriptions.set(ns, text);
+  else state.descriptions.delete(ns);
+  // A described namespace exists, keys or not.
+  if (NAME_RE.test(ns)) state.namespaces.add(ns);
+}
+
+function clearState() {
+  // Clear in place: window.graycastConsole.entries is this very Map.
+  state.entries.clear();
+  state.byNs.clear();
+  state.descriptions.clear();
+  state.namespaces.clear();
+  state.latest.clear();
+  state.synced = false;
 }
 
 function applySnapshot(message) {
   const previous = new Map(state.entries);
   const wasSynced = state.synced;
-  // Clear in place: window.graycastConsole.entries is this very Map.
-  state.entries.clear();
-  state.namespaces.clear();
+  clearState();
   for (const ns of message.namespaces ?? []) {
-    if (NAME_RE.test(ns)) state.namespaces.add(ns); // drops the "*" of a subscribe-all
+    // Drops the "*" of a subscribe-all.
+    if (NAME_RE.test(ns) && ns !== META_NAMESPACE) state.namespaces.add(ns);
   }
   for (const entry of message.entries) {
-    state.entries.set(entryId(entry.namespace, entry.key), entry);
+    if (entry.namespace === META_NAMESPACE) {
+      applyDescription(entry.key, entry);
+      continue;
+    }
+    putEntry(entry);
     state.namespaces.add(entry.namespace);
     noteLatest(entry.namespace, entry.revision);
   }
@@ -321,14 +887,15 @@ function applySnapshot(message) {
   $('#revision').textContent = String(state.revision);
   renderNamespaces();
   if (wasSynced) flashDifferences(previous);
-  for (const id of new Set([...previous.keys(), ...state.entries.keys()])) onKeyChanged(id);
+  for (const id of new Set([...previous.keys(), ...state.entries.keys()])) onKeyChanged(id, null);
+  changesSnapshotted();
 }
 
 /** After a resync, highlights the rows whose entry differs from before. */
 function flashDifferences(previous) {
   for (const [id, entry] of state.entries) {
     if (previous.get(id)?.revision !== entry.revision) {
-      const row = rowElements.get(id);
+      const row = tables.rows.get(id);
       if (row) flash(row);
     }
   }
@@ -339,26 +906,40 @@ function applyChange(message) {
   // server promises none, but applying one twice would undo a newer value).
   if (message.revision <= state.revision) return;
   const { namespace: ns, key } = message;
+  setRevision(message.revision);
+  changeArrived(message);
+  if (ns === META_NAMESPACE) {
+    const isNew = !state.namespaces.has(key);
+    applyDescription(key, message.entry);
+    if (isNew) renderNamespaces();
+    else renderSectionHead(key);
+    renderSidebar();
+    return;
+  }
   const id = entryId(ns, key);
-  if (message.entry) state.entries.set(id, message.entry);
-  else state.entries.delete(id);
+  const before = state.entries.get(id) ?? null;
+  if (message.entry) putEntry(message.entry);
+  else dropEntry(ns, key);
+  const isNewNs = !state.namespaces.has(ns);
   state.namespaces.add(ns);
   noteLatest(ns, message.revision);
-  setRevision(message.revision);
-  renderChangedRow(ns, key);
-  onKeyChanged(id);
+  if (isNewNs) renderNamespaces();
+  else fillSection(ns);
+  const row = tables.rows.get(id);
+  if (row) flash(row);
+  onKeyChanged(id, message, before);
   scheduleClientsRefresh();
 }
 
 /** Tells the open panels that an entry changed (or vanished). */
-function onKeyChanged(id) {
+function onKeyChanged(id, message, before) {
   editorKeyChanged(id);
   historyKeyChanged(id);
-  grayKeyChanged(id);
+  grayKeyChanged(id, message, before);
 }
 
-// ---------------------------------------------------------------------------
-// WebSocket watch
+// ===========================================================================
+// 8. WebSocket watch, and telling the user why it does not run
 
 const CLIENT_ID = `web-console-${randomId()}`;
 
@@ -368,26 +949,59 @@ const watch = {
   delay: BACKOFF_MIN_MS,
   timer: null,
   retrying: false,
+  blocked: null, // 'missing' | 'refused' | 'forbidden' while the token keeps us out
+};
+
+const CONN_TEXT = {
+  connecting: 'Connecting…',
+  live: 'Live',
+  reconnecting: 'Reconnecting…',
+  missing: 'Token needed',
+  refused: 'Token refused',
+  forbidden: 'No access',
 };
 
 function setConnState(connState) {
   const status = $('#conn-status');
-  status.dataset.state = connState;
-  status.textContent = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' }[connState];
+  const blocked = ['missing', 'refused', 'forbidden'].includes(connState);
+  status.dataset.state = blocked ? 'auth' : connState;
+  status.dataset.reason = blocked ? connState : '';
+  status.textContent = CONN_TEXT[connState];
 }
 
-function connectWatch() {
+function closeSocket() {
+  if (watch.socket) {
+    watch.socket.close(1000, 'replaced');
+    watch.socket = null;
+  }
+}
+
+/** Learns who the token is, then opens the watch; retries while the server is away. */
+async function connect() {
   clearTimeout(watch.timer);
   const generation = ++watch.generation;
-  if (watch.socket) watch.socket.close(1000, 'replaced');
+  closeSocket();
   setConnState(watch.retrying ? 'reconnecting' : 'connecting');
+  const access = await loadIdentity();
+  if (generation !== watch.generation) return;
+  if (access === 'missing' || access === 'refused') {
+    blockAccess(access);
+    return;
+  }
+  if (access === 'down') {
+    scheduleReconnect();
+    return;
+  }
+  openSocket(generation);
+}
 
+function openSocket(generation) {
   const url = new URL('/v1/watch', window.location.href);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   if (state.token) url.searchParams.set('token', state.token);
   const socket = new WebSocket(url);
   watch.socket = socket;
-  const current = () => generation === watch.generation;
+  const current = () => generation === watch.generation && !watch.blocked;
 
   socket.addEventListener('open', () => {
     if (current()) socket.send(JSON.stringify(subscribeMessage()));
@@ -403,6 +1017,7 @@ function connectWatch() {
 function subscribeMessage() {
   const message = {
     type: 'subscribe',
+    // Every namespace this token may read, present and future.
     namespaces: ['*'],
     client: { id: CLIENT_ID, labels: { kind: 'console' } },
   };
@@ -414,16 +1029,17 @@ function subscribeMessage() {
 function scheduleReconnect() {
   watch.retrying = true;
   setConnState('reconnecting');
-  watch.timer = setTimeout(connectWatch, watch.delay);
+  clearTimeout(watch.timer);
+  watch.timer = setTimeout(connect, watch.delay);
   watch.delay = Math.min(watch.delay * 2, BACKOFF_MAX_MS);
 }
 
 function onWatchMessage(text) {
   let message;
   try {
-    message = JSON.parse(text);
+    message = parseJson(text);
   } catch {
-    showError('The server pushed a message that is not JSON; it was ignored.');
+    showError('The server pushed a message that is not JSON; it was ignored.', { topic: 'connection' });
     return;
   }
   switch (message.type) {
@@ -437,75 +1053,245 @@ function onWatchMessage(text) {
       setRevision(message.revision);
       break;
     case 'error':
-      // The server closes after this; the close handler retries.
-      showError(`Live updates refused: ${message.code}: ${message.message}`);
+      if (message.code === 'unauthorized') blockAccess(state.token ? 'refused' : 'missing', message.message);
+      else if (message.code === 'forbidden') blockAccess('forbidden', message.message);
+      // Anything else: the server closes after this and the close handler retries.
+      else showError(`Live updates interrupted: ${message.code}: ${message.message}`, { topic: 'connection' });
       return;
     default:
       return;
+  }
+  if (watch.retrying || $('#conn-status').dataset.state !== 'live') {
+    clearMessages((d) => d.topic === 'connection');
   }
   watch.retrying = false;
   watch.delay = BACKOFF_MIN_MS;
   setConnState('live');
 }
 
-// ---------------------------------------------------------------------------
-// Namespace tables and sidebar
+const ACCESS_TEXT = {
+  missing: 'This server needs an access token. Enter yours in the Token field at the top.',
+  refused: 'The token was refused: the server does not know it. Check it and enter it again.',
+  forbidden: 'The token lacks the rights to watch this server.',
+};
 
-const rowElements = new Map(); // "ns/key" -> <tr>
-const sectionElements = new Map(); // ns -> <section>
-
-/** Rebuilds every table and the sidebar from the state (after a snapshot). */
-function renderNamespaces() {
-  rowElements.clear();
-  sectionElements.clear();
-  const groups = entriesByNamespace();
-  const sections = [...groups].map(([ns, entries]) => buildSection(ns, entries));
-  $('#namespaces').replaceChildren($('#empty-state'), ...sections);
-  renderSidebar();
+/**
+ * Stops retrying and says why: no token, a refused token, or one without rights.
+ * What an earlier token showed is cleared; a new token (the Token field) starts over.
+ */
+function blockAccess(kind, detail = '') {
+  watch.blocked = kind;
+  clearTimeout(watch.timer);
+  closeSocket();
+  setConnState(kind);
+  clearState();
+  if (kind !== 'forbidden') forgetIdentity();
+  else renderNamespaces();
+  $('#revision').textContent = '–';
+  $('#access-text').textContent = ACCESS_TEXT[kind];
+  $('#access-detail').textContent = detail ? `The server said: ${detail}` : '';
+  $('#access-banner').dataset.reason = kind;
+  $('#access-banner').hidden = false;
+  $('#empty-state').hidden = true;
+  showError(ACCESS_TEXT[kind], { topic: 'access' });
 }
 
-function buildSection(ns, entries) {
-  const tbody = el('tbody');
-  for (const entry of entries) tbody.append(buildRow(entry));
+function clearAccessProblem() {
+  watch.blocked = null;
+  $('#access-banner').hidden = true;
+  clearMessages((d) => d.topic === 'access');
+}
+
+// ===========================================================================
+// 9. Namespace tables: sections per namespace, natural order, pages of PAGE_SIZE,
+//    search across namespaces, collapsing, descriptions; and the sidebar.
+
+const tables = {
+  rows: new Map(), // "ns/key" -> <tr> on screen
+  sections: new Map(), // ns -> { section, tbody, pager, head parts }
+  shown: new Map(), // ns -> how many keys its table shows (pages)
+  collapsed: new Set(JSON.parse(sessionStorage.getItem(COLLAPSED_KEY) ?? '[]')),
+  query: '',
+  describing: null, // ns whose description form is open
+};
+const searchText = new WeakMap(); // entry -> lower-case text searched
+
+function entryMatches(entry, query) {
+  if (!query) return true;
+  let text = searchText.get(entry);
+  if (text === undefined) {
+    text = `${entry.key}\n${entry.namespace}/${entry.key}\n${compactJson(entry.value)}`.toLowerCase();
+    searchText.set(entry, text);
+  }
+  return text.includes(query);
+}
+
+/** A namespace's entries in natural key order. */
+function entriesOf(ns) {
+  return [...(state.byNs.get(ns)?.values() ?? [])].sort((a, b) => naturalCompare(a.key, b.key));
+}
+
+function nsVisibleByFilter(ns) {
+  const filter = $('#ns-filter').value.trim().toLowerCase();
+  return ns.toLowerCase().includes(filter);
+}
+
+/** Rebuilds every section and the sidebar from the state. */
+function renderNamespaces() {
+  tables.rows.clear();
+  tables.sections.clear();
+  const names = sortedNamespaces();
+  $('#ns-sections').replaceChildren(...names.map((ns) => buildSection(ns)));
+  for (const ns of names) fillSection(ns);
+  renderSidebar();
+  updateSearchSummary();
+  $('#empty-state').hidden = names.length > 0 || Boolean(watch.blocked) || !state.synced;
+  if (!$('#changes-panel').hidden) renderChangesScope();
+}
+
+function buildSection(ns) {
+  const bodyId = `ns-body-${ns}`;
   const titleId = `ns-title-${ns}`;
+  const collapsed = tables.collapsed.has(ns);
+  const toggle = el('button', {
+    type: 'button', class: 'ns-toggle', 'data-ns-action': 'toggle',
+    'aria-expanded': String(!collapsed), 'aria-controls': bodyId,
+  }, el('span', { class: 'chevron', 'aria-hidden': 'true' }), el('span', { class: 'ns-name' }, ns));
+  const count = el('span', { class: 'ns-count' });
+  const actions = el('div', { class: 'ns-actions' },
+    el('button', { type: 'button', 'data-ns-action': 'changes', 'aria-label': `Recent changes in ${ns}` }, 'Changes'),
+    canWrite(ns) && el('button', { type: 'button', 'data-ns-action': 'describe', 'aria-label': `Describe ${ns}` }, 'Describe'));
+  const description = el('p', { class: 'ns-desc' });
+  const describeSlot = el('div', { class: 'ns-describe-slot' });
+  const tbody = el('tbody');
+  const pager = el('div', { class: 'pager' });
+  const body = el('div', { class: 'ns-body', id: bodyId, hidden: collapsed },
+    el('div', { class: 'table-wrap' },
+      el('table', { class: 'entries' },
+        el('thead', {},
+          el('tr', {},
+            el('th', { scope: 'col', class: 'key' }, 'Key'),
+            el('th', { scope: 'col', class: 'value' }, 'Value'),
+            el('th', { scope: 'col', class: 'rev' }, 'Rev'),
+            el('th', { scope: 'col', class: 'who' }, 'By'),
+            el('th', { scope: 'col', class: 'when' }, 'Updated'))),
+        tbody)),
+    pager);
   const section = el('section', {
     class: 'ns-section', id: `ns-${ns}`, 'data-testid': 'ns-table', 'data-ns': ns, 'aria-labelledby': titleId,
   },
-  el('h2', { id: titleId, class: 'ns-title' }, ns),
-  el('div', { class: 'table-wrap' },
-    el('table', { class: 'entries' },
-      el('thead', {},
-        el('tr', {},
-          el('th', { scope: 'col' }, 'Key'),
-          el('th', { scope: 'col' }, 'Value'),
-          el('th', { scope: 'col' }, 'Rev'),
-          el('th', { scope: 'col' }, 'By'),
-          el('th', { scope: 'col' }, 'Updated'),
-          el('th', { scope: 'col' }, el('span', { class: 'visually-hidden' }, 'Actions')))),
-      tbody)));
-  sectionElements.set(ns, section);
-  updateEmptyRow(tbody);
+  el('header', { class: 'ns-head' },
+    el('h2', { id: titleId, class: 'ns-title' }, toggle),
+    count,
+    actions),
+  description,
+  describeSlot,
+  body);
+  tables.sections.set(ns, { section, tbody, pager, count, description, describeSlot, body, toggle });
+  renderSectionHead(ns);
+  if (tables.describing === ns) openDescribe(ns, false);
   return section;
+}
+
+/** The description line and count of a section. */
+function renderSectionHead(ns) {
+  const parts = tables.sections.get(ns);
+  if (!parts) return;
+  const text = state.descriptions.get(ns) ?? '';
+  parts.description.textContent = text;
+  parts.description.hidden = text === '';
+  const describe = parts.section.querySelector('[data-ns-action="describe"]');
+  if (describe) describe.textContent = text ? 'Edit description' : 'Describe';
+}
+
+/**
+ * Brings one section's rows up to date: the matching keys in natural order, the
+ * first pages of them. Rows whose entry did not change are kept (and their focus
+ * and open folds with them); changed ones are rebuilt.
+ */
+function fillSection(ns) {
+  const parts = tables.sections.get(ns);
+  if (!parts) return;
+  const all = entriesOf(ns);
+  const matching = tables.query ? all.filter((entry) => entryMatches(entry, tables.query)) : all;
+  const limit = tables.shown.get(ns) ?? PAGE_SIZE;
+  const shown = matching.slice(0, limit);
+  const keep = new Set();
+  const rows = shown.map((entry) => {
+    const id = entryId(ns, entry.key);
+    keep.add(id);
+    const old = tables.rows.get(id);
+    if (old && old.dataset.rev === String(entry.revision)) return old;
+    const row = buildRow(entry);
+    if (old) {
+      // Keep keyboard focus on the same button when its row is rebuilt under it.
+      const focused = old.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+      old.replaceWith(row);
+      if (focused) row.querySelector(`[data-action="${focused}"]`)?.focus();
+    }
+    tables.rows.set(id, row);
+    return row;
+  });
+  for (const [id, row] of tables.rows) {
+    if (row.dataset.ns === ns && !keep.has(id)) {
+      row.remove();
+      tables.rows.delete(id);
+    }
+  }
+  const { tbody } = parts;
+  tbody.querySelector('tr.empty')?.remove();
+  rows.forEach((row, i) => {
+    if (tbody.children[i] !== row) tbody.insertBefore(row, tbody.children[i] ?? null);
+  });
+  while (tbody.children.length > rows.length) tbody.lastElementChild.remove();
+  if (rows.length === 0) {
+    const text = all.length === 0 ? 'No keys.' : 'No key matches the search.';
+    tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: 5 }, text)));
+  }
+  renderPager(ns, parts, all.length, matching.length, shown.length);
+  parts.section.hidden = !nsVisibleByFilter(ns) || (tables.query !== '' && matching.length === 0);
+  parts.count.textContent = tables.query
+    ? `${matching.length} of ${plural(all.length, 'key')}`
+    : plural(all.length, 'key');
+  updateSidebarCount(ns, tables.query ? matching.length : all.length);
+}
+
+function renderPager(ns, parts, total, matching, shown) {
+  const what = tables.query ? 'matching keys' : 'keys';
+  const items = [];
+  if (matching > PAGE_SIZE) items.push(el('span', { class: 'pager-text' }, `Showing ${shown} of ${matching} ${what}`));
+  if (shown < matching) {
+    const more = Math.min(PAGE_SIZE, matching - shown);
+    items.push(el('button', { type: 'button', 'data-ns-action': 'more', 'aria-label': `Show ${more} more keys of ${ns}` }, `Show ${more} more`));
+    items.push(el('button', { type: 'button', 'data-ns-action': 'all', 'aria-label': `Show all keys of ${ns}` }, 'Show all'));
+  } else if (shown > PAGE_SIZE) {
+    items.push(el('button', { type: 'button', 'data-ns-action': 'fewer', 'aria-label': `Show fewer keys of ${ns}` }, 'Show fewer'));
+  }
+  parts.pager.replaceChildren(...items);
+  parts.pager.hidden = items.length === 0;
 }
 
 function buildRow(entry) {
   const { namespace: ns, key } = entry;
   const label = `${ns}/${key}`;
-  const row = el('tr', { 'data-ns': ns, 'data-key': key },
+  const writable = canWrite(ns);
+  const actions = el('div', { class: 'row-actions' },
+    writable && el('button', { type: 'button', 'data-action': 'edit', 'aria-label': `Edit ${label}` }, 'Edit'),
+    el('button', { type: 'button', 'data-action': 'history', 'aria-label': `History of ${label}` }, 'History'),
+    (writable || entry.gray) && el('button', {
+      type: 'button', 'data-action': 'gray', 'aria-label': `Gray release of ${label}`,
+    }, 'Gray'),
+    writable && el('button', { type: 'button', 'data-action': 'delete', class: 'danger', 'aria-label': `Delete ${label}` }, 'Delete'));
+  return el('tr', { 'data-ns': ns, 'data-key': key, 'data-rev': entry.revision },
     el('th', { scope: 'row', class: 'key' },
-      el('span', { class: 'key-name' }, key),
-      entry.gray && grayBadge(entry.gray)),
+      el('span', { class: 'key-line' },
+        el('span', { class: 'key-name' }, key),
+        entry.gray && grayBadge(entry.gray)),
+      actions),
     el('td', { class: 'value', 'data-label': 'Value' }, renderValue(entry.value)),
     el('td', { class: 'rev', 'data-label': 'Revision' }, String(entry.revision)),
     el('td', { class: 'who', 'data-label': 'By' }, entry.updated_by),
-    el('td', { class: 'when', 'data-label': 'Updated' }, timeEl(entry.updated_at)),
-    el('td', { class: 'actions' },
-      el('button', { type: 'button', 'data-action': 'edit', 'aria-label': `Edit ${label}` }, 'Edit'),
-      el('button', { type: 'button', 'data-action': 'history', 'aria-label': `History of ${label}` }, 'History'),
-      el('button', { type: 'button', 'data-action': 'gray', 'aria-label': `Gray release of ${label}` }, 'Gray'),
-      el('button', { type: 'button', 'data-action': 'delete', class: 'danger', 'aria-label': `Delete ${label}` }, 'Delete')));
-  rowElements.set(entryId(ns, key), row);
-  return row;
+    el('td', { class: 'when', 'data-label': 'Updated' }, timeEl(entry.updated_at)));
 }
 
 function grayBadge(gray) {
@@ -520,53 +1306,8 @@ function renderValue(value) {
   const pretty = prettyJson(value);
   if (pretty.split('\n').length <= UNFOLDED_VALUE_LINES) return el('pre', { class: 'json' }, pretty);
   return el('details', { class: 'fold' },
-    el('summary', {}, truncate(compact, 60)),
+    el('summary', { title: 'Show the whole value' }, truncate(compact, 160)),
     el('pre', { class: 'json' }, pretty));
-}
-
-/** Updates one row after a pushed change: insert, replace or remove, then highlight. */
-function renderChangedRow(ns, key) {
-  const id = entryId(ns, key);
-  const entry = state.entries.get(id);
-  if (!sectionElements.has(ns)) {
-    const entries = entry ? [entry] : [];
-    insertSorted($('#namespaces'), buildSection(ns, entries), ns, (node) => node.dataset.ns, 'section');
-    renderSidebar();
-    const row = rowElements.get(id);
-    if (row) flash(row);
-    return;
-  }
-  const old = rowElements.get(id);
-  // Keep keyboard focus on the same button when its row is rebuilt under it.
-  const focusedAction = old?.contains(document.activeElement) ? document.activeElement.dataset.action : null;
-  const tbody = sectionElements.get(ns).querySelector('tbody');
-  if (!entry) {
-    old?.remove();
-    rowElements.delete(id);
-  } else {
-    const row = buildRow(entry);
-    if (old) old.replaceWith(row);
-    else insertSorted(tbody, row, key, (node) => node.dataset.key, 'tr[data-key]');
-    flash(row);
-    if (focusedAction) row.querySelector(`[data-action="${focusedAction}"]`)?.focus();
-  }
-  updateEmptyRow(tbody);
-  updateSidebarCount(ns);
-}
-
-/** Inserts `node` among the `selector` children of `parent`, ordered by name. */
-function insertSorted(parent, node, name, nameOf, selector) {
-  const next = [...parent.querySelectorAll(`:scope > ${selector}`)].find((child) => nameOf(child) > name);
-  if (next) next.before(node);
-  else parent.append(node);
-}
-
-/** A namespace whose keys were all deleted says so instead of showing an empty table. */
-function updateEmptyRow(tbody) {
-  const hasRows = tbody.querySelector('tr[data-key]') !== null;
-  const placeholder = tbody.querySelector('tr.empty');
-  if (hasRows) placeholder?.remove();
-  else if (!placeholder) tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: 6 }, 'No keys.')));
 }
 
 function flash(row) {
@@ -574,7 +1315,7 @@ function flash(row) {
   setTimeout(() => row.classList.remove('flash'), FLASH_MS);
 }
 
-/** Rebuilds the namespace list; only needed when the set of namespaces changes. */
+/** Rebuilds the namespace list. */
 function renderSidebar() {
   const names = sortedNamespaces();
   $('#ns-list').replaceChildren(...names.map((ns) => el('li', { 'data-ns': ns },
@@ -583,33 +1324,70 @@ function renderSidebar() {
       class: ns === state.selectedNs ? 'ns-link active' : 'ns-link',
       'data-testid': 'ns-link',
       'data-ns': ns,
+      title: state.descriptions.get(ns) ?? null,
       'aria-current': ns === state.selectedNs ? 'location' : null,
     }, ns))));
-  for (const ns of names) updateSidebarCount(ns);
-  $('#ns-options').replaceChildren(...names.map((ns) => el('option', { value: ns })));
-  $('#empty-state').hidden = names.length > 0;
-  applyFilter();
+  for (const ns of names) {
+    const all = state.byNs.get(ns)?.size ?? 0;
+    const matching = tables.query ? entriesOf(ns).filter((e) => entryMatches(e, tables.query)).length : all;
+    updateSidebarCount(ns, matching);
+  }
+  const writable = names.filter((ns) => canWrite(ns));
+  $('#ns-options').replaceChildren(...writable.map((ns) => el('option', { value: ns })));
 }
 
 /** Shows a namespace's key count (drawn from data-count by CSS, so the link's text stays the name). */
-function updateSidebarCount(ns) {
-  const link = [...$('#ns-list').querySelectorAll('.ns-link')].find((a) => a.dataset.ns === ns);
+function updateSidebarCount(ns, count) {
+  const item = $('#ns-list').querySelector(`li[data-ns="${CSS.escape(ns)}"]`);
+  const link = item?.querySelector('.ns-link');
   if (!link) return;
-  const count = sectionElements.get(ns)?.querySelectorAll('tr[data-key]').length ?? 0;
   link.dataset.count = String(count);
-  link.setAttribute('aria-label', `${ns}, ${count} ${count === 1 ? 'key' : 'keys'}`);
+  link.setAttribute('aria-label', `${ns}, ${plural(count, tables.query ? 'matching key' : 'key')}`);
+  item.hidden = !nsVisibleByFilter(ns) || (tables.query !== '' && count === 0);
 }
 
-/** The sidebar filter narrows both the namespace list and the tables. */
-function applyFilter() {
-  const query = $('#ns-filter').value.trim().toLowerCase();
-  const matches = (ns) => ns.toLowerCase().includes(query);
-  for (const item of $('#ns-list').children) item.hidden = !matches(item.dataset.ns);
-  for (const [ns, section] of sectionElements) section.hidden = !matches(ns);
+/** The sidebar filter narrows the namespace list and the tables. */
+function applyNsFilter() {
+  for (const ns of state.namespaces) fillSection(ns);
+}
+
+function onSearchInput() {
+  tables.query = $('#key-search').value.trim().toLowerCase();
+  for (const ns of sortedNamespaces()) fillSection(ns);
+  updateSearchSummary();
+}
+
+function updateSearchSummary() {
+  const summary = $('#search-summary');
+  if (!tables.query) {
+    summary.textContent = '';
+    return;
+  }
+  let keys = 0;
+  let namespaces = 0;
+  for (const ns of state.namespaces) {
+    const n = entriesOf(ns).filter((entry) => entryMatches(entry, tables.query)).length;
+    keys += n;
+    if (n) namespaces += 1;
+  }
+  summary.textContent = keys
+    ? `${plural(keys, 'key')} in ${plural(namespaces, 'namespace')} match`
+    : 'No key or value matches';
+}
+
+function setCollapsed(ns, collapsed) {
+  const parts = tables.sections.get(ns);
+  if (collapsed) tables.collapsed.add(ns);
+  else tables.collapsed.delete(ns);
+  sessionStorage.setItem(COLLAPSED_KEY, JSON.stringify([...tables.collapsed]));
+  if (!parts) return;
+  parts.body.hidden = collapsed;
+  parts.toggle.setAttribute('aria-expanded', String(!collapsed));
 }
 
 function selectNamespace(ns) {
   state.selectedNs = ns;
+  setCollapsed(ns, false);
   for (const link of document.querySelectorAll('#ns-list .ns-link')) {
     const active = link.dataset.ns === ns;
     link.classList.toggle('active', active);
@@ -618,8 +1396,13 @@ function selectNamespace(ns) {
   }
 }
 
-/** One listener for every row button (rows are rebuilt on each change). */
+/** One listener for every row and section button (rows are rebuilt on each change). */
 function onTableClick(event) {
+  const nsButton = event.target.closest('button[data-ns-action]');
+  if (nsButton) {
+    onSectionAction(nsButton);
+    return;
+  }
   const button = event.target.closest('button[data-action]');
   const row = button?.closest('tr[data-key]');
   if (!row) return;
@@ -637,50 +1420,212 @@ function onTableClick(event) {
       openGray(ns, key, button);
       break;
     case 'delete':
-      whileBusy(button, () => deleteEntry(entry));
+      confirmDelete(entry, button);
       break;
     default:
       break;
   }
 }
 
+function onSectionAction(button) {
+  const ns = button.closest('.ns-section')?.dataset.ns;
+  if (!ns) return;
+  const shown = tables.shown.get(ns) ?? PAGE_SIZE;
+  switch (button.dataset.nsAction) {
+    case 'toggle':
+      setCollapsed(ns, !tables.collapsed.has(ns));
+      break;
+    case 'more':
+      tables.shown.set(ns, shown + PAGE_SIZE);
+      fillSection(ns);
+      break;
+    case 'all':
+      tables.shown.set(ns, Infinity);
+      fillSection(ns);
+      break;
+    case 'fewer':
+      tables.shown.delete(ns);
+      fillSection(ns);
+      tables.sections.get(ns)?.section.scrollIntoView({ block: 'nearest' });
+      break;
+    case 'changes':
+      openChanges(ns, button);
+      break;
+    case 'describe':
+      openDescribe(ns, true);
+      break;
+    default:
+      break;
+  }
+}
+
+/** The inline form that describes a namespace (PUT /v1/namespaces/{ns}). */
+function openDescribe(ns, focus) {
+  const parts = tables.sections.get(ns);
+  if (!parts || !canWrite(ns)) return;
+  tables.describing = ns;
+  const text = el('textarea', {
+    id: `describe-text-${ns}`, rows: 2, maxlength: MAX_DESCRIPTION_CHARS, class: 'describe-text',
+    placeholder: 'e.g. Timeouts and limits of the payment service',
+  });
+  text.value = state.descriptions.get(ns) ?? '';
+  const comment = el('input', { id: `describe-comment-${ns}`, type: 'text', maxlength: MAX_COMMENT_CHARS, autocomplete: 'off' });
+  const error = el('p', { class: 'error', 'aria-live': 'assertive' });
+  const save = el('button', { type: 'submit', class: 'primary' }, 'Save description');
+  const close = () => {
+    tables.describing = null;
+    parts.describeSlot.replaceChildren();
+  };
+  const form = el('form', {
+    class: 'describe-form stack',
+    'data-testid': 'describe-form',
+    novalidate: true,
+    onsubmit: async (event) => {
+      event.preventDefault();
+      error.textContent = '';
+      await whileBusy(save, async () => {
+        try {
+          const answer = await api('PUT', `/v1/namespaces/${encodeURIComponent(ns)}`, {
+            body: { description: text.value.trim() }, comment: commentOf(comment),
+          });
+          close();
+          notify(answer.description
+            ? `Described ${ns} (revision ${answer.revision}).`
+            : `Removed the description of ${ns}.`);
+          parts.section.querySelector('[data-ns-action="describe"]')?.focus();
+        } catch (err) {
+          error.textContent = `Not saved: ${describeError(err)}`;
+        }
+      });
+    },
+  },
+  el('div', { class: 'field' }, el('label', { for: text.id }, `Description of ${ns}`), text,
+    el('p', { class: 'hint' }, 'What the namespace is for; empty removes the description.')),
+  el('div', { class: 'field' }, el('label', { for: comment.id }, 'Comment (optional)'), comment),
+  error,
+  el('div', { class: 'buttons' },
+    el('button', { type: 'button', onclick: () => { close(); parts.section.querySelector('[data-ns-action="describe"]')?.focus(); } }, 'Cancel'),
+    save));
+  parts.describeSlot.replaceChildren(form);
+  if (focus) text.focus();
+}
+
+// ===========================================================================
+// 10. Confirmation dialog
+//
+// Promote, abort and delete ask for the key's name; rollback shows the diff it will
+// apply. The action runs while the dialog is open, so its failure is shown there;
+// on success the dialog closes and a message says what happened.
+
+const confirmView = { run: null, want: '', opener: null, okLabel: '' };
+
 /**
- * Deletes at once (no confirmation dialog) but guarded by If-Match, and offers
- * an undo: a rollback to the deleted revision recreates the key.
+ * Opens the dialog. `run(comment)` performs the action and resolves to the message
+ * to show; it throws to keep the dialog open with the error.
  */
-async function deleteEntry(entry) {
+function confirmAction({ title, text, extra = null, typeName = '', okLabel, danger = false, run, opener }) {
+  const dialog = $('#confirm');
+  confirmView.run = run;
+  confirmView.want = typeName;
+  confirmView.opener = opener ?? document.activeElement;
+  confirmView.okLabel = okLabel;
+  $('#confirm-title').textContent = title;
+  $('#confirm-text').textContent = text;
+  $('#confirm-extra').replaceChildren(...(extra ? [extra] : []));
+  $('#confirm-name-field').hidden = !typeName;
+  $('#confirm-name-want').textContent = typeName;
+  $('#confirm-name').value = '';
+  $('#confirm-comment').value = '';
+  $('#confirm-error').textContent = '';
+  const ok = $('#confirm-ok');
+  ok.textContent = okLabel;
+  ok.className = danger ? 'danger-solid' : 'primary';
+  ok.disabled = false;
+  dialog.dataset.action = okLabel.toLowerCase();
+  dialog.showModal();
+  (typeName ? $('#confirm-name') : ok).focus();
+}
+
+async function submitConfirm(event) {
+  event.preventDefault();
+  const error = $('#confirm-error');
+  error.textContent = '';
+  if (confirmView.want && $('#confirm-name').value.trim() !== confirmView.want) {
+    error.textContent = `The name does not match: type ${confirmView.want} exactly, or Cancel.`;
+    $('#confirm-name').focus();
+    return;
+  }
+  const run = confirmView.run;
+  if (!run) return;
+  await whileBusy($('#confirm-ok'), async () => {
+    try {
+      const message = await run(commentOf($('#confirm-comment')));
+      closeConfirm();
+      if (message) notify(message.text ?? message, message.options ?? {});
+    } catch (err) {
+      error.textContent = `${confirmView.okLabel} failed: ${describeError(err)}`;
+    }
+  });
+}
+
+function closeConfirm() {
+  const dialog = $('#confirm');
+  confirmView.run = null;
+  if (dialog.open) dialog.close();
+  const opener = confirmView.opener;
+  if (opener?.isConnected) opener.focus();
+}
+
+/** Delete, guarded by If-Match; the message offers an Undo until dismissed. */
+function confirmDelete(entry, opener) {
   const { namespace: ns, key, revision } = entry;
   const label = entryId(ns, key);
-  try {
-    const result = await api('DELETE', keyPath(ns, key), { headers: { 'If-Match': `"${revision}"` } });
-    notify(`Deleted ${label} (revision ${result.revision}).`, {
-      action: { label: 'Undo', run: () => rollback(ns, key, revision) },
-    });
-  } catch (err) {
-    if (err.status === 412) {
-      const now = state.entries.get(label);
-      const where = now ? ` It is now at revision ${now.revision} by ${now.updated_by}.` : '';
-      showError(`Delete conflict: ${label} changed after revision ${revision}; nothing was deleted.${where}`);
-    } else {
-      showError(`Delete of ${label} failed: ${describeError(err)}`);
-    }
-  }
+  confirmAction({
+    title: `Delete ${label}?`,
+    text: `The key and its value (revision ${revision}) go away for every client. Undo stays offered in the message until you dismiss it.`,
+    extra: el('pre', { class: 'confirm-value' }, truncate(prettyJson(entry.value), 2000)),
+    typeName: key,
+    okLabel: 'Delete',
+    danger: true,
+    opener,
+    run: async (comment) => {
+      grayView.own.set(label, 'delete');
+      try {
+        const result = await api('DELETE', keyPath(ns, key), { headers: { 'If-Match': `"${revision}"` }, comment });
+        noteOwnRevision(result.revision);
+        return {
+          text: `Deleted ${label} at revision ${result.revision}.`,
+          options: { kind: 'undo', action: { label: 'Undo', run: () => undoDelete(ns, key, revision) } },
+        };
+      } catch (err) {
+        if (err.status === 412) {
+          const now = state.entries.get(label);
+          const where = now ? ` It is now at revision ${now.revision} by ${now.updated_by}.` : '';
+          throw new ApiError(412, 'revision_mismatch', `${label} changed after revision ${revision}; nothing was deleted.${where}`);
+        }
+        throw err;
+      } finally {
+        grayView.own.delete(label);
+      }
+    },
+  });
 }
 
-async function rollback(ns, key, toRevision) {
+async function undoDelete(ns, key, revision) {
   const label = entryId(ns, key);
   try {
-    const entry = await api('POST', keyPath(ns, key, '/rollback'), { body: { to_revision: toRevision } });
-    notify(`Rolled ${label} back to the value of revision ${toRevision} (now revision ${entry.revision}).`);
-    return true;
+    const entry = await api('POST', keyPath(ns, key, '/rollback'), {
+      body: { to_revision: revision }, comment: `undo the delete of ${label}`,
+    });
+    notify(`Restored ${label} at revision ${entry.revision} (the value of revision ${revision}).`);
   } catch (err) {
-    showError(`Rollback of ${label} failed: ${describeError(err)}`);
-    return false;
+    showError(`Undo of the delete of ${label} failed: ${describeError(err)}`);
   }
 }
 
-// ---------------------------------------------------------------------------
-// Panels: shown beside the tables (never over them), closed by × or Escape.
+// ===========================================================================
+// 11. Panels: beside the tables on wide screens, above them on narrow ones;
+//     closed by × or Escape.
 
 const openPanels = []; // open panels, most recently opened last
 const panelOpeners = new WeakMap(); // panel -> the control that opened it
@@ -718,26 +1663,27 @@ function restoreFocus(opener) {
     return;
   }
   const oldRow = opener.closest('tr[data-key]');
-  const row = oldRow && rowElements.get(entryId(oldRow.dataset.ns, oldRow.dataset.key));
+  const row = oldRow && tables.rows.get(entryId(oldRow.dataset.ns, oldRow.dataset.key));
   row?.querySelector(`[data-action="${opener.dataset.action}"]`)?.focus();
 }
 
 function syncPanelLayout() {
   $('#layout').classList.toggle('with-panels', openPanels.length > 0);
   $('#show-clients').setAttribute('aria-expanded', String(!$('#clients-panel').hidden));
+  $('#show-changes').setAttribute('aria-expanded', String(!$('#changes-panel').hidden));
 }
 
 /** Escape closes the panel holding the focus, else the one opened last. */
 function onKeyDown(event) {
-  if (event.key !== 'Escape' || event.defaultPrevented) return;
+  if (event.key !== 'Escape' || event.defaultPrevented || $('#confirm').open) return;
   const panel = document.activeElement?.closest('.panel:not([hidden])') ?? openPanels.at(-1);
   if (!panel) return;
   event.preventDefault();
   closePanel(panel);
 }
 
-// ---------------------------------------------------------------------------
-// Editor
+// ===========================================================================
+// 12. Editor
 
 const editor = {
   mode: 'create', // 'create' sends If-None-Match: *, 'edit' sends If-Match
@@ -749,18 +1695,19 @@ function openEditor(entry, opener) {
   const panel = $('#editor');
   setEditorError('');
   $('#editor-notice').textContent = '';
+  $('#editor-comment').value = '';
   if (entry) {
     loadIntoEditor(entry);
   } else {
     editor.mode = 'create';
     editor.baseRevision = null;
-    $('#editor-ns').value = state.selectedNs;
+    $('#editor-ns').value = canWrite(state.selectedNs) ? state.selectedNs : '';
     $('#editor-key').value = '';
     $('#editor-value').value = '';
     setEditorNamesLocked(false);
     $('#editor-title').textContent = 'New key';
   }
-  const focusTarget = entry ? $('#editor-value') : state.selectedNs ? $('#editor-key') : $('#editor-ns');
+  const focusTarget = entry ? $('#editor-value') : $('#editor-ns').value ? $('#editor-key') : $('#editor-ns');
   openPanel(panel, opener, focusTarget);
 }
 
@@ -797,6 +1744,12 @@ function readEditor() {
       throw new InputError(`${label} "${name}" is not a valid name: 1 to 128 letters, digits, ".", "_" or "-", starting with a letter or digit.`);
     }
   }
+  if (ns === META_NAMESPACE) {
+    throw new InputError(`Namespace "${META_NAMESPACE}" is reserved for namespace descriptions: use Describe on a namespace instead.`);
+  }
+  if (!canWrite(ns)) {
+    throw new InputError(`Your token (${identity.name}, ${identity.role} on ${identity.patterns.join(', ') || 'nothing'}) may not write namespace "${ns}".`);
+  }
   const value = parseJsonField($('#editor-value').value, 'Value');
   return { ns, key, value };
 }
@@ -818,7 +1771,7 @@ async function saveEditor(event) {
     : { 'If-None-Match': '*' };
   await whileBusy($('#editor-save'), async () => {
     try {
-      const entry = await api('PUT', keyPath(ns, key), { body: { value }, headers });
+      const entry = await api('PUT', keyPath(ns, key), { body: { value }, headers, comment: commentOf($('#editor-comment')) });
       state.selectedNs = ns;
       closePanel($('#editor'));
       notify(`Saved ${entryId(ns, key)} at revision ${entry.revision}.`);
@@ -874,10 +1827,10 @@ function editorKeyChanged(id) {
   } else notice.textContent = '';
 }
 
-// ---------------------------------------------------------------------------
-// History
+// ===========================================================================
+// 13. History
 
-const historyView = { ns: '', key: '', sequence: 0 };
+const historyView = { ns: '', key: '', sequence: 0, items: [] };
 const reloadHistorySoon = debounce(() => loadHistory(), HISTORY_DEBOUNCE_MS);
 
 function openHistory(ns, key, opener) {
@@ -897,6 +1850,7 @@ async function loadHistory() {
     const data = await api('GET', keyPath(ns, key, `/history?limit=${HISTORY_LIMIT}`));
     if (sequence !== historyView.sequence) return;
     $('#history-error').textContent = '';
+    historyView.items = data.items;
     renderHistory(data.items);
   } catch (err) {
     if (sequence !== historyView.sequence) return;
@@ -916,10 +1870,25 @@ function renderHistory(items) {
   list.replaceChildren(...items.map((item) => buildHistoryItem(item, current, currentLines)));
 }
 
+/**
+ * What a rollback to `item` would do, or null when it would change nothing: a delete
+ * left no value, and an item whose value is the current one is already there.
+ */
+function rollbackOffer(item, current) {
+  if (item.op === 'delete') return null;
+  if (current && sameJson(item.value, current.value)) return null;
+  return {
+    // Rolling back restores the value only: a release that ran then is not restarted.
+    label: item.gray ? `Restore stable value of r${item.revision}` : `Roll back to r${item.revision}`,
+    note: item.gray ? 'Restores the stable value of that revision only; its gray release is not restarted.' : null,
+  };
+}
+
 function buildHistoryItem(item, current, currentLines) {
   const isDelete = item.op === 'delete';
   // A delete left no value: compare "nothing" with the current value.
   const itemLines = isDelete ? [] : prettyJson(item.value).split('\n');
+  const offer = canWrite(historyView.ns) ? rollbackOffer(item, current) : null;
   return el('li', { 'data-rev': item.revision, class: `history-item op-${item.op}` },
     el('p', { class: 'history-head' },
       el('strong', {}, `r${item.revision}`), ' ',
@@ -927,17 +1896,20 @@ function buildHistoryItem(item, current, currentLines) {
       el('span', { class: 'who' }, item.updated_by), ' ',
       timeEl(item.updated_at),
       current?.revision === item.revision && el('span', { class: 'badge' }, 'current')),
-    item.note && el('p', { class: 'note' }, item.note),
+    item.comment && el('p', { class: 'comment' }, el('span', { class: 'comment-label' }, 'Comment: '), item.comment),
+    item.note && el('p', { class: 'note' }, describeNote(item.note, item.updated_by)),
     item.gray && el('p', { class: 'gray-line' },
       `gray ${formatPercent(item.gray.percent)}%${item.gray.paused ? ' (paused)' : ''}: `,
       el('code', {}, truncate(compactJson(item.gray.value), 120))),
     renderDiff(currentLines, itemLines, Boolean(current), isDelete),
-    !isDelete && el('button', {
-      type: 'button',
-      'data-action': 'rollback',
-      'data-rev': item.revision,
-      'aria-label': `Roll back to revision ${item.revision}`,
-    }, `Roll back to r${item.revision}`));
+    offer && el('div', { class: 'rollback-line' },
+      el('button', {
+        type: 'button',
+        'data-action': 'rollback',
+        'data-rev': item.revision,
+        'aria-label': offer.label.replace(/r(\d+)$/, 'revision $1'),
+      }, `${offer.label}…`),
+      offer.note && el('span', { class: 'hint' }, offer.note)));
 }
 
 function renderDiff(currentLines, itemLines, hasCurrent, isDelete) {
@@ -1043,11 +2015,28 @@ function onHistoryClick(event) {
   const button = event.target.closest('button[data-action="rollback"]');
   if (!button) return;
   const toRevision = Number(button.dataset.rev);
-  whileBusy(button, async () => {
-    $('#history-error').textContent = '';
-    if (!(await rollback(historyView.ns, historyView.key, toRevision))) {
-      $('#history-error').textContent = `Rollback to revision ${toRevision} failed; see the message above.`;
-    }
+  const item = historyView.items.find((i) => i.revision === toRevision);
+  if (item) confirmRollback(historyView.ns, historyView.key, item, button);
+}
+
+/** Rollback, after showing the diff it applies (current value → the item's value). */
+function confirmRollback(ns, key, item, opener) {
+  const label = entryId(ns, key);
+  const current = state.entries.get(label);
+  const currentLines = current ? prettyJson(current.value).split('\n') : [];
+  const diff = renderDiff(currentLines, prettyJson(item.value).split('\n'), Boolean(current), false);
+  diff.setAttribute('aria-label', 'The change the rollback applies');
+  const restoresStable = Boolean(item.gray);
+  confirmAction({
+    title: restoresStable ? `Restore the stable value of r${item.revision}?` : `Roll ${label} back to r${item.revision}?`,
+    text: `${current ? 'The value changes as shown (− now, + after)' : 'The key is re-created with this value'}; every client gets it at once.${restoresStable ? ' Only the stable value is restored: the gray release of that revision is not restarted.' : ''}${current?.gray ? ' The running gray release is left as it is.' : ''}`,
+    extra: diff,
+    okLabel: 'Roll back',
+    opener,
+    run: async (comment) => {
+      const entry = await api('POST', keyPath(ns, key, '/rollback'), { body: { to_revision: item.revision }, comment });
+      return `Rolled ${label} back to the value of revision ${item.revision} (now revision ${entry.revision}).`;
+    },
   });
 }
 
@@ -1056,18 +2045,43 @@ function historyKeyChanged(id) {
   if (!$('#history').hidden && id === entryId(historyView.ns, historyView.key)) reloadHistorySoon();
 }
 
-// ---------------------------------------------------------------------------
-// Gray release panel
+/**
+ * A server note for people: the guard's "gray error rate 0.5000 over 20 outcomes
+ * exceeds 0.1; ..." becomes "gray error rate 50% over 20 outcomes exceeds 10%".
+ */
+function describeNote(note, actor) {
+  const text = String(note);
+  const guard = /gray error rate ([0-9.eE+-]+) over ([0-9]+) outcomes exceeds ([0-9.eE+-]+)/.exec(text);
+  if (guard) {
+    const rate = `${formatPercent(Number(guard[1]) * 100)}%`;
+    const limit = `${formatPercent(Number(guard[3]) * 100)}%`;
+    return `The guard aborted the release: gray error rate ${rate} over ${guard[2]} outcomes exceeds ${limit}.`;
+  }
+  if (actor === GUARD_ACTOR) return `The guard: ${text}`;
+  return text;
+}
+
+// ===========================================================================
+// 14. Gray release panel
 
 const grayView = {
   ns: '',
   key: '',
   running: false, // whether the shown key had a release at the last render
-  percentTouched: false, // the start form's percent was set by hand
   countsSequence: 0,
   countsTimer: null,
   tickTimer: null,
+  // Own actions in flight ("ns/key" -> op), so their pushed change is not announced
+  // as someone else's (it may arrive before the REST answer, or after it).
+  own: new Map(),
+  ownRevisions: new Set(),
 };
+
+/** Remembers a revision this console wrote (its pushed change is no news to us). */
+function noteOwnRevision(revision) {
+  grayView.ownRevisions.add(revision);
+  if (grayView.ownRevisions.size > 100) grayView.ownRevisions.delete(grayView.ownRevisions.values().next().value);
+}
 
 function grayEntry() {
   return state.entries.get(entryId(grayView.ns, grayView.key));
@@ -1078,9 +2092,12 @@ function openGray(ns, key, opener) {
   grayView.ns = ns;
   grayView.key = key;
   $('#gray-title').textContent = `Gray release of ${entryId(ns, key)}`;
+  $('#gray-salt-default').textContent = entryId(ns, key);
   if (switching) {
     resetGrayForm();
+    hideGrayEnded();
     $('#gray-action-error').textContent = '';
+    $('#gray-action-comment').value = '';
     $('#gray-counts').replaceChildren();
   }
   renderGray();
@@ -1102,13 +2119,17 @@ function closeGrayHook() {
 function renderGray() {
   const entry = grayEntry();
   const running = Boolean(entry?.gray);
+  const writable = canWrite(grayView.ns);
   const focusWasIn = ['#gray-form', '#gray-running'].find((id) => $(id).contains(document.activeElement));
   $('#gray-missing').hidden = Boolean(entry);
-  $('#gray-form').hidden = !entry || running;
+  $('#gray-readonly').hidden = writable || !entry;
+  $('#gray-none').hidden = writable || !entry || running;
+  $('#gray-form').hidden = !entry || running || !writable;
   $('#gray-running').hidden = !running;
+  $('#gray-controls').hidden = !writable;
   // Focus inside a part that just disappeared would fall to <body>: move it to the part shown now.
   if (focusWasIn && $(focusWasIn).hidden) {
-    const target = running ? '#gray-running-title' : entry ? '#gray-form-title' : '#gray-title';
+    const target = running ? '#gray-running-title' : entry && writable ? '#gray-form-title' : '#gray-title';
     $(target).focus();
   }
   // A release just ended (promoted, aborted, guard): start the form afresh.
@@ -1121,23 +2142,34 @@ function renderGray() {
 function resetGrayForm() {
   const entry = grayEntry();
   $('#gray-form').reset();
+  // A copy of the current value to edit; submitting it unchanged is refused.
   $('#gray-value').value = entry ? prettyJson(entry.value) : '';
   $('#gray-percent').value = '0';
   $('#gray-percent-number').value = '0';
   $('#gray-rules').replaceChildren();
   $('#gray-steps').replaceChildren();
+  $('#gray-ramp').value = '';
+  $('#gray-ramp-error').textContent = '';
   $('#gray-error').textContent = '';
-  grayView.percentTouched = false;
+}
+
+/** "Step 2 of 3 (25%)", the ramp's steps, and whether a person moved the percent off it. */
+function rampFacts(gray) {
+  const steps = gray.steps ?? [];
+  if (steps.length === 0) return { text: 'no ramp (percent set by hand)', list: null };
+  const current = steps[gray.step];
+  const byHand = current && Number(current.percent) !== Number(gray.percent);
+  const list = el('ol', { class: 'ramp-list' }, steps.map((s, i) => el('li', {
+    class: i === gray.step ? 'current' : i < gray.step ? 'done' : null,
+    'aria-current': i === gray.step ? 'step' : null,
+  }, `Step ${i + 1}: ${formatPercent(s.percent)}%${s.hold_secs ? ` for ${formatDuration(s.hold_secs)}` : ''}`)));
+  let text = `step ${gray.step + 1} of ${steps.length} (${formatPercent(current?.percent ?? 0)}%)`;
+  if (byHand) text += `; percent set by hand to ${formatPercent(gray.percent)}%`;
+  return { text, list, byHand };
 }
 
 function renderGrayStatus(gray) {
-  const steps = gray.steps ?? [];
-  const stepText = steps.length === 0
-    ? 'no ramp (manual percent)'
-    : `step ${gray.step + 1} of ${steps.length}: ${steps.map((s, i) => {
-      const text = `${formatPercent(s.percent)}%${s.hold_secs ? ` for ${s.hold_secs} s` : ''}`;
-      return i === gray.step ? `[${text}]` : text;
-    }).join(' → ')}`;
+  const ramp = rampFacts(gray);
   const rules = (gray.rules ?? []).map((r) => `${r.attribute} ${r.op} ${r.values.join(', ')}`);
   const guard = gray.guard
     ? `abort above ${formatPercent(gray.guard.max_error_rate * 100)}% errors after ${gray.guard.min_samples} gray samples`
@@ -1149,13 +2181,14 @@ function renderGrayStatus(gray) {
       el('span', { class: gray.paused ? 'state paused' : 'state running' }, gray.paused ? 'paused' : 'running')),
     el('dl', { class: 'facts' },
       row('Gray value', el('code', {}, truncate(compactJson(gray.value), 200))),
-      row('Ramp', stepText),
+      row('Ramp', el('span', { id: 'gray-ramp-state' }, ramp.text), ramp.list),
       row('Next step', el('span', { id: 'gray-next', 'data-at': gray.next_step_at ?? '' }, countdownText(gray))),
       row('Promote at end', gray.auto_promote ? 'yes' : 'no'),
       row('Allow', gray.allow?.length ? gray.allow.join(', ') : 'nobody'),
       row('Deny', gray.deny?.length ? gray.deny.join(', ') : 'nobody'),
       row('Rules', rules.length ? rules.join('; ') : 'none'),
       row('Guard', guard),
+      row('Salt', el('code', {}, gray.salt)),
       row('Started', timeEl(gray.started_at))));
   $('#gray-pause').hidden = gray.paused;
   $('#gray-resume').hidden = !gray.paused;
@@ -1170,8 +2203,11 @@ function renderGrayStatus(gray) {
 function countdownText(gray) {
   if (gray.paused) return 'paused';
   if (!gray.next_step_at) return 'none scheduled';
+  const steps = gray.steps ?? [];
+  const next = steps[gray.step + 1];
+  const what = next ? `step ${gray.step + 2} (${formatPercent(Math.max(next.percent, gray.percent))}%)` : 'the end of the ramp';
   const seconds = (Date.parse(gray.next_step_at) - Date.now()) / 1000;
-  return seconds > 0 ? `in ${formatCountdown(seconds)}` : 'due now';
+  return seconds > 0 ? `${what} in ${formatCountdown(seconds)}` : `${what}, due now`;
 }
 
 function updateCountdown() {
@@ -1203,7 +2239,7 @@ async function refreshCounts() {
 function renderCounts(counts, guard) {
   const line = (variant) => {
     const { ok = 0, errors = 0 } = counts?.[variant] ?? {};
-    const total = ok + errors;
+    const total = Number(ok) + Number(errors);
     const rate = total === 0 ? '–' : `${formatPercent((errors / total) * 100)}%`;
     return el('tr', {},
       el('th', { scope: 'row' }, variant),
@@ -1230,19 +2266,68 @@ function readRules() {
   return rules;
 }
 
+/** Steps from the rows; numbered from 1, as the server's messages number them. */
 function readSteps() {
   const steps = [];
   [...$('#gray-steps').children].forEach((row, index) => {
     const percentText = row.querySelector('.step-percent').value;
     const holdText = row.querySelector('.step-hold').value;
     if (percentText.trim() === '' && holdText.trim() === '') return; // an untouched row
-    const step = { percent: readNumber(percentText, `Step ${index + 1} percent`, { min: 0, max: 100 }) };
-    if (holdText.trim() !== '') {
-      step.hold_secs = readNumber(holdText, `Step ${index + 1} hold`, { integer: true, min: 1 });
-    }
+    const step = { percent: readPercent(percentText, `Step ${index + 1} percent`) };
+    if (holdText.trim() !== '') step.hold_secs = parseDuration(holdText, `Step ${index + 1} hold`);
     steps.push(step);
   });
   return steps;
+}
+
+/** "5:10m, 25:1h, 100" → [{percent, hold}] texts, without judging them. */
+function splitRamp(text) {
+  return text.split(/[,;\n]|→/).map((s) => s.trim()).filter((s) => s !== '').map((part, index) => {
+    const m = /^([0-9.]+)\s*%?\s*(?::\s*(.+))?$/.exec(part);
+    if (!m) throw new InputError(`Step ${index + 1} "${part}" is not percent:hold (such as 25:1h).`);
+    readPercent(m[1], `Step ${index + 1} percent`);
+    if (m[2] !== undefined) parseDuration(m[2], `Step ${index + 1} hold`);
+    return { percent: m[1], hold: m[2]?.trim() ?? '' };
+  });
+}
+
+/** The ramp text was edited: rebuild the step rows from it (rows then write it back). */
+function onRampTextInput() {
+  const error = $('#gray-ramp-error');
+  let steps;
+  try {
+    steps = splitRamp($('#gray-ramp').value);
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    error.textContent = err.message;
+    return;
+  }
+  error.textContent = '';
+  $('#gray-steps').replaceChildren();
+  for (const step of steps) addStepRow({ focus: false, percent: step.percent, hold: step.hold });
+  simulate();
+}
+
+/** The rows were edited: write them as ramp text (unless it is being typed in). */
+function syncRampText() {
+  if (document.activeElement === $('#gray-ramp')) return;
+  const parts = [...$('#gray-steps').children].map((row) => {
+    const percent = row.querySelector('.step-percent').value.trim();
+    const hold = row.querySelector('.step-hold').value.trim();
+    if (percent === '' && hold === '') return null;
+    return hold ? `${percent}:${hold}` : percent;
+  }).filter(Boolean);
+  $('#gray-ramp').value = parts.join(', ');
+  $('#gray-ramp-error').textContent = '';
+}
+
+function renumberSteps() {
+  [...$('#gray-steps').children].forEach((row, index) => {
+    row.querySelector('.step-number').textContent = `Step ${index + 1}`;
+    row.querySelector('.step-percent').setAttribute('aria-label', `Step ${index + 1} percent`);
+    row.querySelector('.step-hold').setAttribute('aria-label', `Step ${index + 1} hold`);
+    row.querySelector('.remove').setAttribute('aria-label', `Remove step ${index + 1}`);
+  });
 }
 
 function readGuard() {
@@ -1255,14 +2340,26 @@ function readGuard() {
   };
 }
 
+/** The percent the form would start at: the typed one, or with ramp steps and 0 typed, step 1's. */
+function formPercent(steps) {
+  const typed = readPercent($('#gray-percent-number').value, 'Percent');
+  return steps.length > 0 && typed === 0 ? steps[0].percent : typed;
+}
+
 /**
- * Builds the PUT .../gray body. The form only parses; the server judges the
- * release (ramp order, limits, semver values) and its message is shown as is.
+ * Builds the PUT .../gray body. The form refuses what is surely a mistake (an
+ * unchanged value, a release nobody gets); the server judges the rest and its
+ * message is shown as is.
  */
 function readGrayForm() {
+  const entry = grayEntry();
+  const value = parseJsonField($('#gray-value').value, 'Gray value');
+  if (entry && sameJson(value, entry.value)) {
+    throw new InputError('The gray value is the current value: change it to the value you want to release.');
+  }
   const steps = readSteps();
   const body = {
-    value: parseJsonField($('#gray-value').value, 'Gray value'),
+    value,
     allow: splitList($('#gray-allow').value),
     deny: splitList($('#gray-deny').value),
     rules: readRules(),
@@ -1270,10 +2367,14 @@ function readGrayForm() {
     auto_promote: $('#gray-auto-promote').checked,
     paused: $('#gray-start-paused').checked,
   };
-  // Without a hand-set percent a ramp starts at its first step (the server's default).
-  if (steps.length === 0 || grayView.percentTouched) {
-    body.percent = readNumber($('#gray-percent-number').value, 'Percent', { min: 0, max: 100 });
+  const percent = formPercent(steps);
+  // With ramp steps and no percent typed, the release starts at step 1 (the server's default).
+  if (steps.length === 0 || Number($('#gray-percent-number').value) !== 0) body.percent = percent;
+  if (percent === 0 && body.allow.length === 0 && steps.length === 0) {
+    throw new InputError('Nobody would get the gray value: set a percent above 0, allow some subjects, or add ramp steps.');
   }
+  const salt = $('#gray-salt').value.trim();
+  if (salt) body.salt = salt;
   const guard = readGuard();
   if (guard) body.guard = guard;
   return body;
@@ -1292,10 +2393,11 @@ async function startGray(event) {
     return;
   }
   const { ns, key } = grayView;
+  hideGrayEnded();
   await whileBusy($('#gray-start'), async () => {
     try {
-      const entry = await api('PUT', keyPath(ns, key, '/gray'), { body });
-      notify(`Gray release of ${entryId(ns, key)} started at ${formatPercent(entry.gray.percent)}% (revision ${entry.revision}).`);
+      const entry = await api('PUT', keyPath(ns, key, '/gray'), { body, comment: commentOf($('#gray-comment')) });
+      notify(`Started the gray release of ${entryId(ns, key)} at ${formatPercent(entry.gray.percent)}% (revision ${entry.revision}).`);
     } catch (err) {
       error.textContent = `Not started: ${describeError(err)}`;
     }
@@ -1303,19 +2405,24 @@ async function startGray(event) {
 }
 
 /**
- * Runs one action on the running release (`what` names it in messages); the
+ * Runs one action on the running release; `done(entry)` words the message. The
  * changed entry arrives over the watch.
  */
-async function grayAction(button, what, method, suffix, body) {
+async function grayAction(button, what, method, suffix, { body, comment, op, done } = {}) {
   const { ns, key } = grayView;
+  const id = entryId(ns, key);
   const error = $('#gray-action-error');
   error.textContent = '';
   await whileBusy(button, async () => {
+    if (op) grayView.own.set(id, op);
     try {
-      await api(method, keyPath(ns, key, suffix), body === undefined ? {} : { body });
-      notify(`${what}: done for ${entryId(ns, key)}.`);
+      const entry = await api(method, keyPath(ns, key, suffix), { body, comment });
+      $('#gray-action-comment').value = '';
+      notify(done(entry));
     } catch (err) {
       error.textContent = `${what} failed: ${describeError(err)}`;
+    } finally {
+      if (op) grayView.own.delete(id);
     }
   });
 }
@@ -1324,18 +2431,105 @@ function setGrayPercent() {
   const error = $('#gray-action-error');
   let percent;
   try {
-    percent = readNumber($('#gray-set-percent').value, 'Percent', { min: 0, max: 100 });
+    percent = readPercent($('#gray-set-percent').value, 'Percent');
   } catch (err) {
+    if (!(err instanceof InputError)) throw err;
     error.textContent = err.message;
     return;
   }
-  grayAction($('#gray-set'), `Set percent to ${formatPercent(percent)}%`, 'PATCH', '/gray', { percent });
+  const label = entryId(grayView.ns, grayView.key);
+  grayAction($('#gray-set'), `Setting the percent to ${formatPercent(percent)}%`, 'PATCH', '/gray', {
+    body: { percent },
+    comment: commentOf($('#gray-action-comment')),
+    done: (entry) => `Set the gray percent of ${label} to ${formatPercent(percent)}% at revision ${entry.revision}.`,
+  });
+}
+
+function pauseGray(paused, button) {
+  const label = entryId(grayView.ns, grayView.key);
+  grayAction(button, paused ? 'Pause' : 'Resume', 'PATCH', '/gray', {
+    body: { paused },
+    comment: commentOf($('#gray-action-comment')),
+    done: (entry) => `${paused ? 'Paused' : 'Resumed'} the gray release of ${label} at revision ${entry.revision}.`,
+  });
+}
+
+/** Promote or abort, confirmed by typing the key's name. */
+function confirmGrayEnd(kind, opener) {
+  const { ns, key } = grayView;
+  const id = entryId(ns, key);
+  const entry = grayEntry();
+  if (!entry?.gray) return;
+  const promote = kind === 'promote';
+  const gray = compactJson(entry.gray.value);
+  const stable = compactJson(entry.value);
+  confirmAction({
+    title: promote ? `Promote the gray value of ${id}?` : `Abort the gray release of ${id}?`,
+    text: promote
+      ? `Every subject gets the gray value ${truncate(gray, 120)} (now at ${formatPercent(entry.gray.percent)}%); the stable value ${truncate(stable, 80)} is replaced and the release ends.`
+      : `Every subject goes back to the stable value ${truncate(stable, 120)}; the gray value ${truncate(gray, 80)} (now at ${formatPercent(entry.gray.percent)}%) is dropped and the release ends.`,
+    typeName: key,
+    okLabel: promote ? 'Promote' : 'Abort',
+    danger: !promote,
+    opener,
+    run: async (comment) => {
+      grayView.own.set(id, kind);
+      try {
+        const answer = promote
+          ? await api('POST', keyPath(ns, key, '/gray/promote'), { comment })
+          : await api('DELETE', keyPath(ns, key, '/gray'), { comment });
+        noteOwnRevision(answer.revision);
+        hideGrayEnded();
+        return promote
+          ? `Promoted ${id} at revision ${answer.revision}.`
+          : `Aborted the gray release of ${id} at revision ${answer.revision}; the stable value stays.`;
+      } finally {
+        grayView.own.delete(id);
+      }
+    },
+  });
+}
+
+/**
+ * A pushed change ended a release: unless this console did it, say who and why (the
+ * guard's note in people's words). In the panel when it shows the key, else as a message.
+ */
+function announceReleaseEnd(message, before) {
+  const id = entryId(message.namespace, message.key);
+  const ended = before?.gray && (message.op === 'abort' || message.op === 'promote' || !message.entry);
+  if (!ended || grayView.own.get(id) === message.op || grayView.ownRevisions.has(message.revision)) return;
+  const by = message.entry?.updated_by ?? 'someone';
+  const guard = by === GUARD_ACTOR || /^guard:/.test(message.note ?? '');
+  let text;
+  if (!message.entry) text = `${id} was deleted (revision ${message.revision}), and its gray release with it.`;
+  else if (guard) text = message.note ? describeNote(message.note, GUARD_ACTOR) : 'The guard aborted the release.';
+  else if (message.op === 'abort') text = `${by} aborted the release at revision ${message.revision}.`;
+  else if (message.note) text = `The release was promoted at revision ${message.revision}: ${message.note}.`;
+  else text = `${by} promoted the release at revision ${message.revision}.`;
+  const detail = [
+    message.comment ? `Comment: ${message.comment}` : '',
+    guard && message.note ? `Server note: ${message.note}` : '',
+    message.op === 'abort' ? 'The stable value stays; the start form below can begin a new release.' : '',
+  ].filter(Boolean);
+  const panelShows = !$('#gray-panel').hidden && id === entryId(grayView.ns, grayView.key);
+  if (panelShows) {
+    $('#gray-ended-text').textContent = text;
+    $('#gray-ended-detail').replaceChildren(...detail.map((line) => el('span', {}, line)));
+    $('#gray-ended').dataset.kind = guard ? 'guard' : message.op;
+    $('#gray-ended').hidden = false;
+  } else if (guard) {
+    notify(`${id}: ${text}`, { kind: 'alert', detail: detail[0]?.startsWith('Comment') ? detail[0] : null });
+  }
+}
+
+function hideGrayEnded() {
+  $('#gray-ended').hidden = true;
 }
 
 function addRuleRow() {
-  const attr = el('input', { class: 'rule-attr', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: 'region' });
+  const attr = el('input', { class: 'rule-attr', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: 'e.g. region' });
   const op = el('select', { class: 'rule-op' }, RULE_OPS.map((name) => el('option', { value: name }, name)));
-  const values = el('input', { class: 'rule-values', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: 'eu-west, eu-north' });
+  const values = el('input', { class: 'rule-values', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: 'e.g. eu-west, eu-north' });
   const row = el('div', { class: 'row rule-row' },
     el('label', {}, el('span', {}, 'Attribute'), attr),
     el('label', {}, el('span', {}, 'Op'), op),
@@ -1345,37 +2539,60 @@ function addRuleRow() {
   attr.focus();
 }
 
-function addStepRow() {
-  const percent = el('input', { class: 'step-percent', type: 'number', min: 0, max: 100, step: 0.01, placeholder: '25' });
-  const hold = el('input', { class: 'step-hold', type: 'number', min: 1, step: 1, placeholder: 'none on the last' });
+function addStepRow({ focus = true, percent = '', hold = '' } = {}) {
+  const percentInput = el('input', {
+    class: 'step-percent', type: 'number', min: 0, max: 100, step: 0.01, inputmode: 'decimal',
+  });
+  const holdInput = el('input', {
+    class: 'step-hold', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: 'e.g. 10m',
+  });
+  percentInput.value = percent;
+  holdInput.value = hold;
   const row = el('div', { class: 'row step-row' },
-    el('label', {}, el('span', {}, 'Percent'), percent),
-    el('label', {}, el('span', {}, 'Hold (s)'), hold));
-  row.append(removeRowButton(row, 'Remove step', $('#gray-add-step')));
+    el('span', { class: 'step-number' }),
+    el('label', {}, el('span', {}, 'Percent'), percentInput),
+    el('label', {}, el('span', {}, 'Hold (30s, 5m, 2h, 1d)'), holdInput));
+  row.append(removeRowButton(row, 'Remove step', $('#gray-add-step'), () => {
+    renumberSteps();
+    syncRampText();
+  }));
   $('#gray-steps').append(row);
-  percent.focus();
+  renumberSteps();
+  if (focus) {
+    syncRampText();
+    percentInput.focus();
+  }
 }
 
-function removeRowButton(row, label, focusAfter) {
+function removeRowButton(row, label, focusAfter, after = () => {}) {
   return el('button', {
     type: 'button',
     class: 'remove',
     'aria-label': label,
     onclick: () => {
       row.remove();
+      after();
+      simulate();
       focusAfter.focus();
     },
   }, '×');
 }
 
-function grayKeyChanged(id) {
+function grayKeyChanged(id, message, before) {
+  if (message) announceReleaseEnd(message, before);
   if ($('#gray-panel').hidden || id !== entryId(grayView.ns, grayView.key)) return;
+  // A new release replaces the news of the last one's end.
+  if (message?.entry?.gray && !before?.gray) hideGrayEnded();
   renderGray();
   refreshCounts();
 }
 
-// ---------------------------------------------------------------------------
-// Subject simulator (local evaluation with rollout.js, as clients do it)
+// ===========================================================================
+// 15. Subject simulator (local evaluation with rollout.js, as clients do it)
+//
+// It evaluates the running release, or, before one starts, the draft in the form
+// (its percent, allow, deny, rules and salt, unsaved). With a release running and a
+// new percent typed but not set, it also shows what that percent would decide.
 
 /** `name=value` lines into an object; returns the line numbers it could not read. */
 function parseAttrs(text) {
@@ -1394,26 +2611,207 @@ function parseAttrs(text) {
   return { attrs, bad };
 }
 
+/** The release the start form describes, or {error} when the form cannot be read yet. */
+function draftGray() {
+  try {
+    const steps = readSteps();
+    let value;
+    let valueError = null;
+    try {
+      value = parseJsonField($('#gray-value').value, 'Gray value');
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      valueError = 'the gray value is not valid JSON yet';
+    }
+    return {
+      gray: {
+        value,
+        percent: formPercent(steps),
+        salt: $('#gray-salt').value.trim() || entryId(grayView.ns, grayView.key),
+        allow: splitList($('#gray-allow').value),
+        deny: splitList($('#gray-deny').value),
+        rules: readRules(),
+      },
+      valueError,
+    };
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    return { error: err.message };
+  }
+}
+
+function showDecision(prefix, decision) {
+  $(`#${prefix}-variant`).textContent = decision.variant;
+  $(`#${prefix}-reason`).textContent = decision.reason;
+}
+
 function simulate() {
   const entry = grayEntry();
-  const subject = $('#sim-subject').value;
+  const subjectText = $('#sim-subject').value;
+  const subject = subjectText === '' ? null : subjectText;
   const { attrs, bad } = parseAttrs($('#sim-attrs').value);
-  const decision = evaluate(entry?.gray ?? null, subject === '' ? null : subject, attrs);
-  $('#sim-variant').textContent = decision.variant;
-  $('#sim-reason').textContent = decision.reason;
+  const notes = [];
+  let gray = entry?.gray ?? null;
+  let source = 'Evaluates the running release, as clients do.';
+  let grayValueText = gray ? compactJson(gray.value) : '-';
+  const formShown = !$('#gray-form').hidden;
+  if (!gray && formShown) {
+    const draft = draftGray();
+    if (draft.error) {
+      source = 'Evaluates the draft in the form above once it can be read.';
+      notes.push(`Draft: ${draft.error}`);
+    } else {
+      gray = draft.gray;
+      source = `Evaluates the draft above (not started): ${formatPercent(gray.percent)}%, salt ${gray.salt}.`;
+      grayValueText = draft.valueError ? `(${draft.valueError})` : compactJson(draft.gray.value);
+    }
+  } else if (!gray) {
+    source = 'No release runs: everyone gets the stable value.';
+  }
+  $('#sim-source').textContent = source;
+  const decision = evaluate(gray, subject, attrs);
+  showDecision('sim', decision);
   $('#sim-bucket').textContent = decision.bucket === null || decision.bucket === undefined ? '-' : String(decision.bucket);
   let value = '-';
-  if (entry) value = compactJson(decision.variant === 'gray' ? entry.gray.value : entry.value);
+  if (entry) value = decision.variant === 'gray' ? grayValueText : compactJson(entry.value);
   $('#sim-value').textContent = value;
-  const notes = [];
+
+  // A running release and a new percent typed but not set yet: preview it too.
+  const draftBox = $('#sim-draft');
+  draftBox.hidden = true;
+  if (entry?.gray && !$('#gray-controls').hidden) {
+    const typed = $('#gray-set-percent').value;
+    const percent = Number(typed);
+    if (typed !== '' && Number.isFinite(percent) && percent >= 0 && percent <= 100 && percent !== Number(entry.gray.percent)) {
+      const preview = evaluate({ ...entry.gray, percent }, subject, attrs);
+      $('#sim-draft-title').textContent = `At ${formatPercent(percent)}% (typed, not set yet):`;
+      showDecision('sim-draft', preview);
+      draftBox.hidden = false;
+    }
+  }
   if (!entry) notes.push('The key does not exist.');
   if (decision.reason === 'random') notes.push('Without a subject the variant is drawn at random on each evaluation.');
   if (bad.length) notes.push(`Ignored line ${bad.join(', ')}: expected name=value.`);
   $('#sim-note').textContent = notes.join(' ');
 }
 
-// ---------------------------------------------------------------------------
-// Clients panel
+// ===========================================================================
+// 16. Recent changes (GET /v1/changes, newest first, kept live by pushed changes)
+
+const changesView = { ns: '', sequence: 0, items: [] };
+
+function openChanges(ns, opener) {
+  changesView.ns = ns ?? '';
+  renderChangesScope();
+  openPanel($('#changes-panel'), opener);
+  loadChanges();
+}
+
+function renderChangesScope() {
+  const select = $('#changes-ns');
+  const names = sortedNamespaces();
+  if (changesView.ns && !names.includes(changesView.ns)) names.push(changesView.ns);
+  select.replaceChildren(el('option', { value: '' }, 'All namespaces'),
+    ...names.map((ns) => el('option', { value: ns }, ns)));
+  select.value = changesView.ns;
+  $('#changes-title').textContent = changesView.ns ? `Recent changes in ${changesView.ns}` : 'Recent changes';
+}
+
+async function loadChanges() {
+  const sequence = ++changesView.sequence;
+  const query = new URLSearchParams({ limit: String(CHANGES_LIMIT) });
+  if (changesView.ns) query.set('namespace', changesView.ns);
+  $('#changes-list').replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
+  try {
+    const data = await api('GET', `/v1/changes?${query}`);
+    if (sequence !== changesView.sequence) return;
+    $('#changes-error').textContent = '';
+    // The feed is in revision order; people read the newest first.
+    changesView.items = [...data.items].reverse();
+    renderChanges();
+  } catch (err) {
+    if (sequence !== changesView.sequence) return;
+    $('#changes-list').replaceChildren();
+    $('#changes-error').textContent = `Changes unavailable: ${describeError(err)}`;
+  }
+}
+
+function renderChanges() {
+  const list = $('#changes-list');
+  if (changesView.items.length === 0) {
+    list.replaceChildren(el('li', { class: 'muted' }, 'No changes yet.'));
+    return;
+  }
+  list.replaceChildren(...changesView.items.map(buildChangeItem));
+}
+
+function buildChangeItem(item) {
+  const meta = item.namespace === META_NAMESPACE;
+  const what = meta
+    ? el('span', { class: 'change-what' }, item.op === 'delete' ? `description of ${item.key} removed` : `description of ${item.key} set`)
+    : el('button', {
+      type: 'button', class: 'link change-key', 'data-ns': item.namespace, 'data-key': item.key,
+      'aria-label': `History of ${entryId(item.namespace, item.key)}`,
+    }, entryId(item.namespace, item.key));
+  return el('li', { class: `change-item op-${item.op}`, 'data-rev': item.revision, 'data-testid': 'change-item' },
+    el('p', { class: 'history-head' },
+      el('strong', {}, `r${item.revision}`), ' ',
+      el('span', { class: `op-badge op-${meta ? 'describe' : item.op}` }, meta ? 'describe' : item.op), ' ',
+      what, ' by ',
+      el('span', { class: 'who' }, item.updated_by ?? 'someone'), ' ',
+      item.updated_at ? timeEl(item.updated_at) : null),
+    item.comment && el('p', { class: 'comment' }, el('span', { class: 'comment-label' }, 'Comment: '), item.comment),
+    item.note && el('p', { class: 'note' }, describeNote(item.note, item.updated_by)));
+}
+
+/** A pushed change joins the open feed at the top. */
+function changeArrived(message) {
+  if ($('#changes-panel').hidden) return;
+  if (changesView.ns && message.namespace !== changesView.ns) return;
+  if (changesView.items.some((item) => item.revision === message.revision)) return;
+  const item = {
+    revision: message.revision,
+    op: message.op,
+    namespace: message.namespace,
+    key: message.key,
+    updated_by: message.entry?.updated_by ?? null,
+    updated_at: message.entry?.updated_at ?? null,
+    comment: message.comment ?? null,
+    note: message.note ?? null,
+  };
+  changesView.items.unshift(item);
+  changesView.items.length = Math.min(changesView.items.length, CHANGES_LIMIT);
+  renderChanges();
+  // A delete's message carries no entry, so neither who nor when: ask the feed.
+  if (!item.updated_by) fillChange(item);
+}
+
+async function fillChange(item) {
+  try {
+    const data = await api('GET', `/v1/changes?since=${item.revision - 1}&limit=1`);
+    const found = data.items.find((i) => i.revision === item.revision);
+    if (!found) return;
+    Object.assign(item, found);
+    if (!$('#changes-panel').hidden) renderChanges();
+  } catch {
+    // The item stays as pushed, without its author.
+  }
+}
+
+/** After a snapshot (reconnect, resync) the feed may have missed changes: reload it. */
+function changesSnapshotted() {
+  if (!$('#changes-panel').hidden) loadChanges();
+}
+
+function onChangesClick(event) {
+  const button = event.target.closest('button.change-key');
+  if (!button) return;
+  const { ns, key } = button.dataset;
+  openHistory(ns, key, button);
+}
+
+// ===========================================================================
+// 17. Clients panel (admin tokens only: the list is server-wide)
 
 const clientsView = { sequence: 0, timer: null };
 const refreshClientsSoon = debounce(() => refreshClients(), CLIENTS_DEBOUNCE_MS);
@@ -1454,11 +2852,32 @@ function isConsole(client) {
   return client.labels?.kind === 'console';
 }
 
+/** A long id shortened in the table; the whole id on hover and by the Copy button. */
+function clientIdCell(id) {
+  const copy = el('button', {
+    type: 'button', class: 'copy', 'aria-label': `Copy id ${id}`,
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(id);
+        copy.textContent = 'Copied';
+      } catch {
+        copy.textContent = 'Select it';
+        window.getSelection()?.selectAllChildren(code);
+      }
+      setTimeout(() => { copy.textContent = 'Copy'; }, FLASH_MS);
+    },
+  }, 'Copy');
+  const code = el('code', { class: 'client-id', title: id }, id);
+  return [code, copy];
+}
+
 function renderClients(clients) {
-  const sorted = [...clients].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const sorted = [...clients].sort((a, b) => naturalCompare(a.id, b.id));
   const rows = sorted.map((client) => el('tr', { 'data-client-id': client.id },
-    el('th', { scope: 'row' }, client.id, client.id === CLIENT_ID && el('span', { class: 'badge' }, 'this console')),
-    el('td', {}, Object.entries(client.labels ?? {}).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
+    el('th', { scope: 'row' },
+      el('span', { class: 'id-cell' }, clientIdCell(client.id)),
+      client.id === CLIENT_ID && el('span', { class: 'badge' }, 'this console')),
+    el('td', { class: 'labels' }, Object.entries(client.labels ?? {}).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
     el('td', {}, client.namespaces.join(', ')),
     el('td', {}, String(client.applied_revision)),
     el('td', {}, client.remote),
@@ -1470,13 +2889,14 @@ function renderClients(clients) {
 }
 
 /**
- * Per namespace: how many of its subscribers (by name or "*") acknowledged the
- * latest revision seen for it. Consoles are left out: they watch, they do not apply.
+ * Per namespace: how many of its subscribers (by name or a matching pattern)
+ * acknowledged the latest revision seen for it. Consoles are left out: they watch,
+ * they do not apply.
  */
 function renderConvergence(subscribers) {
   const items = sortedNamespaces().map((ns) => {
     const latest = state.latest.get(ns) ?? 0;
-    const ofNs = subscribers.filter((c) => c.namespaces.includes(ns) || c.namespaces.includes('*'));
+    const ofNs = subscribers.filter((c) => c.namespaces.some((pattern) => pattern === ns || globRegExp(pattern).test(ns)));
     const done = ofNs.filter((c) => c.applied_revision >= latest).length;
     const fill = el('span', { class: 'bar-fill' });
     fill.style.width = ofNs.length ? `${(done / ofNs.length) * 100}%` : '0%';
@@ -1493,23 +2913,26 @@ function renderConvergence(subscribers) {
   $('#convergence').replaceChildren(...(items.length ? items : [el('p', { class: 'muted' }, 'No namespaces yet.')]));
 }
 
-// ---------------------------------------------------------------------------
-// Token
+// ===========================================================================
+// 18. Token and start-up
 
 function onTokenChange() {
-  state.token = $('#token').value.trim();
+  const token = $('#token').value.trim();
+  if (token === state.token && !watch.blocked) return;
+  state.token = token;
   if (state.token) sessionStorage.setItem(TOKEN_KEY, state.token);
   else sessionStorage.removeItem(TOKEN_KEY);
+  // What the old token ran into is stale now.
+  clearMessages((d) => d.kind === 'error');
+  clearAccessProblem();
   // Another token may see other namespaces: start over with a fresh snapshot.
-  state.synced = false;
+  clearState();
+  renderNamespaces();
   watch.retrying = false;
   watch.delay = BACKOFF_MIN_MS;
-  connectWatch();
-  if (!$('#clients-panel').hidden) refreshClients();
+  connect();
+  if (!$('#changes-panel').hidden) loadChanges();
 }
-
-// ---------------------------------------------------------------------------
-// Start-up
 
 function wireEvents() {
   document.addEventListener('keydown', onKeyDown);
@@ -1522,13 +2945,31 @@ function wireEvents() {
     reloadHistorySoon.cancel();
     historyView.sequence += 1;
   });
+  panelCloseHooks.set('changes-panel', () => {
+    changesView.sequence += 1;
+  });
 
   $('#token').value = state.token;
   $('#token').addEventListener('change', onTokenChange);
+  $('#access-focus-token').addEventListener('click', () => $('#token').focus());
   $('#new-key').addEventListener('click', (event) => openEditor(null, event.currentTarget));
   $('#show-clients').addEventListener('click', openClients);
+  $('#show-changes').addEventListener('click', (event) => openChanges('', event.currentTarget));
+  $('#changes-ns').addEventListener('change', () => {
+    changesView.ns = $('#changes-ns').value;
+    renderChangesScope();
+    loadChanges();
+  });
+  $('#changes-list').addEventListener('click', onChangesClick);
 
-  $('#ns-filter').addEventListener('input', applyFilter);
+  $('#ns-filter').addEventListener('input', applyNsFilter);
+  $('#key-search').addEventListener('input', onSearchInput);
+  $('#collapse-all').addEventListener('click', () => {
+    for (const ns of state.namespaces) setCollapsed(ns, true);
+  });
+  $('#expand-all').addEventListener('click', () => {
+    for (const ns of state.namespaces) setCollapsed(ns, false);
+  });
   $('#ns-list').addEventListener('click', (event) => {
     const link = event.target.closest('.ns-link');
     if (link) selectNamespace(link.dataset.ns);
@@ -1541,22 +2982,38 @@ function wireEvents() {
 
   $('#history-list').addEventListener('click', onHistoryClick);
 
-  $('#gray-form').addEventListener('submit', startGray);
-  linkRange($('#gray-percent'), $('#gray-percent-number'), () => {
-    grayView.percentTouched = true;
+  $('#confirm-form').addEventListener('submit', submitConfirm);
+  $('#confirm-cancel').addEventListener('click', closeConfirm);
+  $('#confirm').addEventListener('close', () => {
+    confirmView.run = null;
   });
-  linkRange($('#gray-set-range'), $('#gray-set-percent'));
+
+  $('#gray-form').addEventListener('submit', startGray);
+  $('#gray-form').addEventListener('input', (event) => {
+    if (event.target.closest('#gray-steps')) syncRampText();
+    simulate();
+  });
+  $('#gray-form').addEventListener('change', simulate);
+  $('#gray-ramp').addEventListener('input', onRampTextInput);
+  linkRange($('#gray-percent'), $('#gray-percent-number'));
+  linkRange($('#gray-set-range'), $('#gray-set-percent'), simulate);
   $('#gray-add-rule').addEventListener('click', addRuleRow);
-  $('#gray-add-step').addEventListener('click', addStepRow);
+  $('#gray-add-step').addEventListener('click', () => addStepRow());
   $('#gray-set').addEventListener('click', setGrayPercent);
-  $('#gray-promote').addEventListener('click', (event) => grayAction(event.currentTarget, 'Promote', 'POST', '/gray/promote'));
-  $('#gray-abort').addEventListener('click', (event) => grayAction(event.currentTarget, 'Abort', 'DELETE', '/gray'));
-  $('#gray-pause').addEventListener('click', (event) => grayAction(event.currentTarget, 'Pause', 'PATCH', '/gray', { paused: true }));
-  $('#gray-resume').addEventListener('click', (event) => grayAction(event.currentTarget, 'Resume', 'PATCH', '/gray', { paused: false }));
+  $('#gray-promote').addEventListener('click', (event) => confirmGrayEnd('promote', event.currentTarget));
+  $('#gray-abort').addEventListener('click', (event) => confirmGrayEnd('abort', event.currentTarget));
+  $('#gray-pause').addEventListener('click', (event) => pauseGray(true, event.currentTarget));
+  $('#gray-resume').addEventListener('click', (event) => pauseGray(false, event.currentTarget));
+  $('#gray-ended-dismiss').addEventListener('click', () => {
+    hideGrayEnded();
+    $('#gray-title').focus();
+  });
   $('#sim-subject').addEventListener('input', simulate);
   $('#sim-attrs').addEventListener('input', simulate);
 }
 
 wireEvents();
+watchMessageHeight();
+renderIdentity();
 setInterval(refreshRelativeTimes, 15000);
-connectWatch();
+connect();

@@ -89,7 +89,8 @@ pub use graycast_protocol::gray::{
     GrayPatch, GrayRequest, GrayStatus, GuardCounts, ReleaseDecision,
 };
 pub use graycast_protocol::rest::{
-    ChangeItem, ChangeList, ConfigList, NamespaceDescribed, NamespaceList, NamespaceSummary, WhoAmI,
+    ChangeItem, ChangeList, ConfigList, ExportDocument, ImportReport, KeyRef, NamespaceDescribed,
+    NamespaceList, NamespaceSummary, WhoAmI,
 };
 pub use graycast_protocol::rollout::{Reason, Variant};
 pub use graycast_protocol::{Entry, Gray, HistoryItem, Op, Revision};

@@ -1,8 +1,8 @@
 //! REST helpers for writers and tools: put, delete, history, rollback, remote reads.
 
 use graycast_protocol::rest::{
-    ChangeList, ClientList, ConfigList, DeleteResponse, HistoryList, NamespaceDescribed,
-    NamespaceDescription, NamespaceList, PutRequest, RollbackRequest, WhoAmI,
+    ChangeList, ClientList, ConfigList, DeleteResponse, ExportDocument, HistoryList, ImportReport,
+    NamespaceDescribed, NamespaceDescription, NamespaceList, PutRequest, RollbackRequest, WhoAmI,
 };
 use graycast_protocol::{Entry, ErrorBody, HistoryItem, Revision};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -252,6 +252,25 @@ impl Client {
             query.push(("key", key.to_owned()));
         }
         self.call_ok(Method::GET, "/v1/changes", |r| r.query(&query)).await
+    }
+
+    /// Every namespace, entry, running gray release and description, as of one revision
+    /// (an admin token).
+    pub async fn export(&self) -> Result<ExportDocument, Error> {
+        self.call_ok(Method::GET, "/v1/export", |r| r).await
+    }
+
+    /// Brings the server to the state of an export (an admin token): each key that differs
+    /// is written (comment `import`); with `prune`, keys the document lacks are deleted;
+    /// with `dry_run`, nothing is written and the report says what would change.
+    pub async fn import(
+        &self,
+        document: &ExportDocument,
+        dry_run: bool,
+        prune: bool,
+    ) -> Result<ImportReport, Error> {
+        let query = [("dry_run", dry_run), ("prune", prune)];
+        self.call_ok(Method::POST, "/v1/import", |r| r.query(&query).json(document)).await
     }
 
     /// Adds this handle's comment as `?comment=` (for calls without a body).

@@ -208,3 +208,40 @@ mod tests {
         assert_eq!(null.value, Value::Null);
     }
 }
+
+/// Answer of `GET /v1/export`, and body of `POST /v1/import`: every entry of every
+/// namespace (running gray releases and namespace descriptions included) as of `revision`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportDocument {
+    /// The revision the document is consistent at.
+    pub revision: Revision,
+    /// Every entry, by namespace and key.
+    pub entries: Vec<Entry>,
+}
+
+/// A key named in an import's report.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct KeyRef {
+    /// The namespace of the key.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+}
+
+/// Answer of `POST /v1/import`: what the import changed (or, with `dry_run`, would change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImportReport {
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// The store's revision after the import (before it, for a dry run).
+    pub revision: Revision,
+    /// Keys the server did not have.
+    pub added: Vec<KeyRef>,
+    /// Keys whose value or gray release differed.
+    pub changed: Vec<KeyRef>,
+    /// Keys already as in the document.
+    pub unchanged: Vec<KeyRef>,
+    /// Keys the document does not have, deleted with `prune` (empty without it).
+    pub removed: Vec<KeyRef>,
+}

@@ -178,6 +178,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub body_timeout_ms: u64,
 
+    /// Largest document `POST /v1/import` takes, in bytes.
+    #[arg(long, env = "GRAYCAST_MAX_IMPORT_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_import_bytes: u64,
+
     /// Certificate chain (PEM) to serve HTTPS and WSS with; needs `--tls-key`.
     #[arg(long, env = "GRAYCAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -74,6 +74,28 @@ impl ApiError {
         }
     }
 
+    /// The same kind of error (status and code) with another message.
+    pub fn reworded(&self, message: String) -> ApiError {
+        match self {
+            ApiError::InvalidName { .. } | ApiError::BadRequest(_) => ApiError::BadRequest(message),
+            ApiError::InvalidJson(_) => ApiError::InvalidJson(message),
+            ApiError::InvalidValue(_) => ApiError::InvalidValue(message),
+            ApiError::NotFound(_) => ApiError::NotFound(message),
+            ApiError::RevisionMismatch(_) => ApiError::RevisionMismatch(message),
+            ApiError::PayloadTooLarge(_) => ApiError::PayloadTooLarge(message),
+            ApiError::Unauthorized(_) => ApiError::Unauthorized(message),
+            ApiError::Forbidden(_) => ApiError::Forbidden(message),
+            ApiError::RateLimited(_) => ApiError::RateLimited(message),
+            ApiError::MethodNotAllowed(_) => ApiError::MethodNotAllowed(message),
+            ApiError::RequestTimeout(_) => ApiError::RequestTimeout(message),
+            ApiError::Conflict(_) => ApiError::Conflict(message),
+            ApiError::UnsupportedMediaType(_) => ApiError::UnsupportedMediaType(message),
+            ApiError::QuotaExceeded(_) => ApiError::QuotaExceeded(message),
+            ApiError::Unavailable(_) => ApiError::Unavailable(message),
+            ApiError::Internal(_) => ApiError::Internal(message),
+        }
+    }
+
     /// The stable code of this error, as sent on REST and WebSocket.
     pub fn code(&self) -> &'static str {
         self.status_and_code().1

@@ -9,9 +9,9 @@ use graycast_protocol::gray::{
     GrayPatch, GrayRequest, GrayStatus, GuardCounts, OutcomeCounts, ReleaseDecision, ReportRequest,
 };
 use graycast_protocol::rest::{
-    ChangeItem, ChangeList, ClientList, ClientSummary, ConfigList, DeleteResponse, HistoryList,
-    NamespaceDescribed, NamespaceDescription, NamespaceList, NamespaceSummary, PutRequest,
-    RollbackRequest, WhoAmI,
+    ChangeItem, ChangeList, ClientList, ClientSummary, ConfigList, DeleteResponse, ExportDocument,
+    HistoryList, ImportReport, KeyRef, NamespaceDescribed, NamespaceDescription, NamespaceList,
+    NamespaceSummary, PutRequest, RollbackRequest, WhoAmI,
 };
 use graycast_protocol::{
     Entry, ErrorBody, ErrorDetail, Gray, Guard, HistoryItem, Op, Reason, Rule, RuleOp, Step,
@@ -22,7 +22,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::OpenApi;
 
-use crate::routes::{changes, clients, configs, gray, health, namespaces, release, watch};
+use crate::routes::{
+    changes, clients, configs, gray, health, namespaces, release, transfer, watch,
+};
 
 /// The API document served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -34,6 +36,8 @@ use crate::routes::{changes, clients, configs, gray, health, namespaces, release
         namespaces::describe,
         namespaces::whoami,
         changes::changes,
+        transfer::export,
+        transfer::import,
         configs::list,
         configs::get,
         configs::put,
@@ -84,6 +88,9 @@ use crate::routes::{changes, clients, configs, gray, health, namespaces, release
         WhoAmI,
         ChangeItem,
         ChangeList,
+        ExportDocument,
+        ImportReport,
+        KeyRef,
         ConfigList,
         HistoryList,
         ClientList,

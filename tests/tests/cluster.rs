@@ -288,7 +288,7 @@ async fn a_ramp_advances_once_per_step_and_goes_on_when_its_node_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eventually("the first step", || async { ramp_notes(&api, "k").await.len() == 1 }).await;
-    assert_eq!(ramp_notes(&api, "k").await, ["ramp step 1: 20%"]);
+    assert_eq!(ramp_notes(&api, "k").await, ["ramp step 2 of 3: 20%"]);
     // The node driving the ramp dies; the other takes over within the lease's TTL.
     nodes[leader].kill9();
     let survivor = Api::new(&nodes[1 - leader]);
@@ -296,7 +296,7 @@ async fn a_ramp_advances_once_per_step_and_goes_on_when_its_node_dies() {
     loop {
         let notes = ramp_notes(&survivor, "k").await;
         if notes.len() >= 2 {
-            assert_eq!(notes, ["ramp step 1: 20%", "ramp step 2: 30%"], "each step once");
+            assert_eq!(notes, ["ramp step 2 of 3: 20%", "ramp step 3 of 3: 30%"], "each step once");
             break;
         }
         assert!(Instant::now() < deadline, "the ramp stopped with its node: {notes:?}");

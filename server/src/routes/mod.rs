@@ -8,6 +8,7 @@ pub mod gray;
 pub mod health;
 pub mod namespaces;
 pub mod release;
+pub mod transfer;
 pub mod watch;
 
 use actix_web::http::header::{self, HeaderMap};
@@ -74,6 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     namespaces::configure(cfg);
     changes::configure(cfg);
+    transfer::configure(cfg);
     watch::configure(cfg);
 }
 
@@ -181,6 +183,16 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<T, ApiError> {
+    read_json_within(req, payload, state, state.config.max_body_bytes()).await
+}
+
+/// [`read_json`] with another size limit than a write's (an import's document).
+pub(crate) async fn read_json_within<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    limit: usize,
+) -> Result<T, ApiError> {
     let headers = req.headers();
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or_default();
@@ -191,7 +203,6 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
             )));
         }
     }
-    let limit = state.config.max_body_bytes();
     let timeout = state.config.body_timeout();
     let body = tokio::time::timeout(timeout, read_body(headers, payload, limit)).await.map_err(
         |_| {

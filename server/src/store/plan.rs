@@ -216,6 +216,7 @@ fn advance(
     // when an operator raised the percent beyond the next step by hand.
     next.percent = next_step.percent.max(running.percent);
     next.next_step_at = next_step_at(&next.steps, next.step, false, now);
-    let note = format!("ramp step {next_index}: {}%", next.percent);
+    // Numbered from 1, as people count steps (`steps[0]` is step 1).
+    let note = format!("ramp step {} of {}: {}%", next_index + 1, next.steps.len(), next.percent);
     (Op::Gray, entry.value.clone(), Some(next), Some(note))
 }

@@ -136,6 +136,24 @@ pub enum Verb {
     Describe { namespace: String, description: String },
     /// Show who the server takes your token for: name, role, namespaces.
     Whoami,
+    /// Print every namespace, entry, gray release and description as one JSON document.
+    ///
+    /// Example: graycastctl export > backup.json
+    Export,
+    /// Bring the server to the state of an export (changed keys only, each a revision
+    /// commented "import").
+    ///
+    /// Example: graycastctl import backup.json --dry-run
+    Import {
+        /// The document (`graycastctl export`), or - for stdin.
+        file: String,
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete the keys the document does not have.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Ask the server which variant and value a subject gets.
     ///
     /// Example: graycastctl release payments timeout_ms user-42 --attr region=eu-west

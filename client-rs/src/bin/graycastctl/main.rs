@@ -315,6 +315,53 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 out!("{} ({}) on {}", me.name, me.role, me.namespaces.join(", "));
             }
         }
+        Verb::Export => {
+            let document = rest(builder)?.export().await?;
+            print_json(&document);
+            if !json {
+                eprintln!(
+                    "exported {} at revision {}",
+                    plural(document.entries.len() as u64, "entry"),
+                    document.revision
+                );
+            }
+        }
+        Verb::Import { file, dry_run, prune } => {
+            let text = if file == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))?
+            };
+            let document = serde_json::from_str(&text)
+                .map_err(|e| Failure::Usage(format!("{file} is not an export document ({e})")))?;
+            let report = rest(builder)?.import(&document, dry_run, prune).await?;
+            if json {
+                print_json(&report);
+            } else {
+                let verb = if dry_run { " (a dry run: nothing written)" } else { "" };
+                for (what, keys) in [
+                    ("added", &report.added),
+                    ("changed", &report.changed),
+                    ("removed", &report.removed),
+                ] {
+                    for key in keys {
+                        out!("{what}\t{}/{}", key.namespace, key.key);
+                    }
+                }
+                out!(
+                    "{} added, {} changed, {} removed, {} unchanged, revision {}{verb}",
+                    report.added.len(),
+                    report.changed.len(),
+                    report.removed.len(),
+                    report.unchanged.len(),
+                    report.revision,
+                );
+            }
+        }
         Verb::Release { namespace, key, subject, attrs } => {
             let mut context = Context::subject(subject);
             for attr in &attrs {

@@ -1,0 +1,293 @@
+//! Export and import: every namespace, entry, running gray release and description as one
+//! JSON document, for backups, moves between servers and reviews of a whole configuration.
+//!
+//! An export is consistent at one revision and streams as it is written, so a large store
+//! is never held twice in memory. An import validates the whole document before it writes
+//! anything, then brings each key to the document's state with ordinary writes (commented
+//! `import`, so each is a revision in history, pushed to subscribers): the stable value,
+//! then the gray release (started as in the document, at the same step) or the end of a
+//! release the document does not have. `dry_run` answers the diff without writing; `prune`
+//! also deletes the keys the document does not have. An import is not one transaction: a
+//! write refused midway (quota, an unavailable store) stops it, the keys before stay
+//! imported, and a second run finishes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::StreamExt;
+use graycast_protocol::gray::GrayRequest;
+use graycast_protocol::rest::{ExportDocument, ImportReport, KeyRef};
+use graycast_protocol::ws::ALL_NAMESPACES;
+use graycast_protocol::{Entry, ErrorBody, Gray};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{check_names, check_value, read_json_within};
+use crate::app::{authorize, AppState};
+use crate::auth::Access;
+use crate::error::ApiError;
+use crate::selection::META_NAMESPACE;
+use crate::store::{Mutation, Precondition, WriteRequest};
+
+/// The comment of every write an import makes.
+pub const IMPORT_COMMENT: &str = "import";
+/// Bytes of an export serialized before they are handed to the connection.
+const EXPORT_CHUNK: usize = 256 * 1024;
+/// Keys an import writes at once (their writes share commits).
+const IMPORT_CONCURRENCY: usize = 64;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/v1/export").route(web::get().to(export)))
+        .service(web::resource("/v1/import").route(web::post().to(import)));
+}
+
+/// Every entry of every namespace as of one revision (admins only).
+#[utoipa::path(get, path = "/v1/export", tag = "operations",
+    responses((status = 200, body = ExportDocument), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn export(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req, Access::Read, None)?;
+    let store = state.store.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    // Serialized on a blocking thread, a chunk at a time: the connection's pace holds it.
+    tokio::task::spawn_blocking(move || {
+        let (revision, entries) = store.snapshot(&[ALL_NAMESPACES.to_owned()]);
+        let mut chunk = format!("{{\"revision\":{revision},\"entries\":[").into_bytes();
+        for (i, entry) in entries.iter().enumerate() {
+            if i > 0 {
+                chunk.push(b',');
+            }
+            // Plain data with string keys always serializes.
+            let _ = serde_json::to_writer(&mut chunk, entry.as_ref());
+            if chunk.len() >= EXPORT_CHUNK
+                && tx.blocking_send(Bytes::from(std::mem::take(&mut chunk))).is_err()
+            {
+                return;
+            }
+        }
+        chunk.extend_from_slice(b"]}");
+        let _ = tx.blocking_send(Bytes::from(chunk));
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, actix_web::Error>(chunk), rx))
+    });
+    Ok(HttpResponse::Ok().content_type("application/json").streaming(body))
+}
+
+/// Query of an import.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// Answer what would change, and change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Also delete the keys the document does not have.
+    #[serde(default)]
+    prune: bool,
+}
+
+/// Brings the server to a document's state (admins only); see the module docs.
+#[utoipa::path(post, path = "/v1/import", tag = "operations", params(ImportQuery),
+    request_body = ExportDocument,
+    responses((status = 200, body = ImportReport), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn import(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ImportQuery>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authorize(&state, &req, Access::Write, None)?;
+    let limit = usize::try_from(state.config.max_import_bytes).unwrap_or(usize::MAX);
+    let document: ExportDocument = read_json_within(&req, payload, &state, limit).await?;
+    let plans = plan(&state, document)?;
+    let (_, current) = state.store.snapshot(&[ALL_NAMESPACES.to_owned()]);
+    let mut present: BTreeMap<(String, String), Arc<Entry>> =
+        current.into_iter().map(|e| ((e.namespace.clone(), e.key.clone()), e)).collect();
+
+    let mut report = ImportReport {
+        dry_run: query.dry_run,
+        revision: state.store.revision(),
+        added: Vec::new(),
+        changed: Vec::new(),
+        unchanged: Vec::new(),
+        removed: Vec::new(),
+    };
+    let mut work: Vec<(KeyRef, Vec<Mutation>)> = Vec::new();
+    for plan in plans {
+        let name = KeyRef { namespace: plan.namespace.clone(), key: plan.key.clone() };
+        let mutations = match present.remove(&(plan.namespace.clone(), plan.key.clone())) {
+            None => {
+                report.added.push(name.clone());
+                let mut steps = vec![Mutation::Put { value: plan.value }];
+                steps.extend(plan.gray.map(|gray| Mutation::GrayStart { gray: Box::new(gray) }));
+                steps
+            }
+            Some(entry) => {
+                let mut steps = Vec::new();
+                if entry.value != plan.value {
+                    steps.push(Mutation::Put { value: plan.value });
+                }
+                match (&entry.gray, plan.gray) {
+                    (Some(running), Some(gray)) if same_release(running, &gray) => {}
+                    (_, Some(gray)) => steps.push(Mutation::GrayStart { gray: Box::new(gray) }),
+                    (Some(_), None) => steps.push(Mutation::Abort { started_at: None, note: None }),
+                    (None, None) => {}
+                }
+                if steps.is_empty() {
+                    report.unchanged.push(name.clone());
+                } else {
+                    report.changed.push(name.clone());
+                }
+                steps
+            }
+        };
+        if !mutations.is_empty() {
+            work.push((name, mutations));
+        }
+    }
+    if query.prune {
+        for (namespace, key) in present.into_keys() {
+            let name = KeyRef { namespace, key };
+            report.removed.push(name.clone());
+            work.push((name, vec![Mutation::Delete]));
+        }
+    }
+    if query.dry_run {
+        return Ok(HttpResponse::Ok().json(report));
+    }
+
+    let remote = req.peer_addr().map(|a| a.to_string());
+    let store = state.store.clone();
+    let mut writes = futures_util::stream::iter(work.into_iter().map(|(name, mutations)| {
+        let (store, actor, remote) = (store.clone(), actor.clone(), remote.clone());
+        async move {
+            for mutation in mutations {
+                let request = WriteRequest {
+                    namespace: name.namespace.clone(),
+                    key: name.key.clone(),
+                    mutation,
+                    precondition: Precondition::None,
+                    actor: actor.clone(),
+                    comment: Some(IMPORT_COMMENT.to_owned()),
+                    remote: remote.clone(),
+                };
+                store.write(request).await.map_err(|err| {
+                    let err = ApiError::from(err);
+                    (name.clone(), err)
+                })?;
+            }
+            Ok::<(), (KeyRef, ApiError)>(())
+        }
+    }))
+    .buffer_unordered(IMPORT_CONCURRENCY);
+    while let Some(done) = writes.next().await {
+        if let Err((name, err)) = done {
+            return Err(err.reworded(format!(
+                "the import stopped at {}/{}: {err}; the keys written before it are imported, \
+                 and running the import again finishes it",
+                name.namespace, name.key
+            )));
+        }
+    }
+    report.revision = state.store.revision();
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// One key as the document wants it, checked.
+struct Plan {
+    namespace: String,
+    key: String,
+    value: serde_json::Value,
+    gray: Option<Gray>,
+}
+
+/// Checks every entry of a document as the write routes would, before anything is written.
+fn plan(state: &AppState, document: ExportDocument) -> Result<Vec<Plan>, ApiError> {
+    let mut seen = BTreeSet::new();
+    let mut plans = Vec::with_capacity(document.entries.len());
+    for entry in document.entries {
+        let Entry { namespace, key, value, gray, .. } = entry;
+        let at = |what: &str| format!("{what} of {namespace}/{key}");
+        check_names(&namespace, Some(&key))?;
+        if !seen.insert((namespace.clone(), key.clone())) {
+            return Err(ApiError::InvalidValue(format!(
+                "{namespace}/{key} is in the document twice"
+            )));
+        }
+        check_value(state, &value, &at("the value"))?;
+        if namespace == META_NAMESPACE {
+            check_names(&key, None)?;
+            if !value.get("description").is_some_and(serde_json::Value::is_string) || gray.is_some()
+            {
+                return Err(ApiError::InvalidValue(format!(
+                    "{namespace}/{key} must be {{\"description\": \"…\"}}, without a gray release"
+                )));
+            }
+        }
+        let gray = match gray {
+            None => None,
+            Some(gray) => {
+                check_value(state, &gray.value, &at("the gray value"))?;
+                Some(release(&namespace, &key, gray).map_err(|e| {
+                    ApiError::InvalidValue(format!("the gray release of {namespace}/{key}: {e}"))
+                })?)
+            }
+        };
+        if gray.as_ref().is_some_and(|g| g.value == value) {
+            return Err(ApiError::InvalidValue(format!(
+                "the gray value of {namespace}/{key} equals its stable value"
+            )));
+        }
+        plans.push(Plan { namespace, key, value, gray });
+    }
+    Ok(plans)
+}
+
+/// A document's release, validated as a start would be, at the document's step.
+fn release(namespace: &str, key: &str, gray: Gray) -> Result<Gray, String> {
+    let step = gray.step;
+    let request = GrayRequest {
+        value: gray.value,
+        percent: Some(gray.percent),
+        salt: Some(gray.salt),
+        allow: gray.allow,
+        deny: gray.deny,
+        rules: gray.rules,
+        steps: gray.steps,
+        auto_promote: gray.auto_promote,
+        guard: gray.guard,
+        paused: gray.paused,
+        comment: None,
+    };
+    let mut started = request.into_gray(namespace, key, Utc::now()).map_err(|e| e.to_string())?;
+    if step as usize >= started.steps.len().max(1) {
+        return Err(format!("step {step} is beyond its {} steps", started.steps.len()));
+    }
+    started.step = step;
+    Ok(started)
+}
+
+/// Whether a running release is the one a document describes (its start time and
+/// schedule aside).
+fn same_release(running: &Gray, wanted: &Gray) -> bool {
+    running.value == wanted.value
+        && running.percent == wanted.percent
+        && running.salt == wanted.salt
+        && running.allow == wanted.allow
+        && running.deny == wanted.deny
+        && running.rules == wanted.rules
+        && running.steps == wanted.steps
+        && running.step == wanted.step
+        && running.paused == wanted.paused
+        && running.auto_promote == wanted.auto_promote
+        && running.guard == wanted.guard
+}
