@@ -43,6 +43,21 @@ pub struct Status {
     /// request is invalid. The client still retries, at its longest backoff (the server's
     /// tokens may be changed), but [`Client::wait_synced`] returns this error at once.
     pub failure: Option<Error>,
+    /// How the current or last connection is made.
+    pub transport: Option<Transport>,
+}
+
+/// How a client receives its pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// A WebSocket (`/v1/watch`), falling back to server-sent events for an endpoint whose
+    /// upgrade is refused by something in between (a proxy that drops WebSockets).
+    #[default]
+    Auto,
+    /// WebSocket only.
+    WebSocket,
+    /// Server-sent events (`/v1/events`) only.
+    Sse,
 }
 
 /// Settings of a client, filled by [`ClientBuilder`].
@@ -59,6 +74,7 @@ pub(crate) struct Settings {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub timeout: Duration,
+    pub transport: Transport,
 }
 
 /// Builds a [`Client`].
@@ -127,6 +143,13 @@ impl ClientBuilder {
         self
     }
 
+    /// How pushes arrive: [`Transport::Auto`] (the default) uses a WebSocket and falls
+    /// back to server-sent events where the upgrade is refused on the way.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.settings.transport = transport;
+        self
+    }
+
     /// Time allowed to open a connection and to make a REST call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeout = timeout;
@@ -188,6 +211,7 @@ impl ClientBuilder {
             endpoint: None,
             last_error: None,
             failure: None,
+            transport: None,
         });
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let inner = Arc::new(Inner {
@@ -273,6 +297,7 @@ impl Client {
                 backoff_min: DEFAULT_BACKOFF_MIN,
                 backoff_max: DEFAULT_BACKOFF_MAX,
                 timeout: DEFAULT_TIMEOUT,
+                transport: Transport::Auto,
             },
         }
     }

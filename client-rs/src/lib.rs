@@ -80,7 +80,8 @@ mod tls;
 mod typed;
 
 pub use client::{
-    Client, ClientBuilder, Status, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_TIMEOUT,
+    Client, ClientBuilder, Status, Transport, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
+    DEFAULT_TIMEOUT,
 };
 pub use error::Error;
 pub use events::{ChangeEvent, Filter};

@@ -12,13 +12,28 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cache;
-use crate::client::Inner;
+use crate::client::{Inner, Transport};
 use crate::events::ChangeEvent;
 use crate::Error;
 
 /// A connection that brings no frame for this long is considered dead. The server pings
 /// every 15 s, so this allows two missed pings.
 const SILENCE_LIMIT: Duration = Duration::from_secs(40);
+
+/// Why a connection ended.
+struct Ended {
+    /// It got as far as bringing the cache in sync.
+    synced: bool,
+    error: Error,
+    /// The server said it is going away (close 1001: a restart or a shutdown).
+    going_away: bool,
+}
+
+impl Ended {
+    fn new(synced: bool, error: Error) -> Ended {
+        Ended { synced, error, going_away: false }
+    }
+}
 
 /// Runs until `stop` turns true.
 pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
@@ -28,23 +43,41 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         tokio::spawn(persist_loop(inner, path, dirty_rx))
     });
     let endpoints = inner.settings.endpoints.len();
+    // Per endpoint, whether to use server-sent events: from the start when asked, or once
+    // its WebSocket upgrade was refused by something in between (Transport::Auto).
+    let mut sse = vec![inner.settings.transport == Transport::Sse; endpoints];
     let mut next_endpoint = 0;
     let mut failures: u32 = 0;
     loop {
-        let endpoint = inner.settings.endpoints[next_endpoint % endpoints].clone();
+        let index = next_endpoint % endpoints;
+        let endpoint = inner.settings.endpoints[index].clone();
+        let transport = if sse[index] { Transport::Sse } else { Transport::WebSocket };
         let outcome = tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
-            outcome = session(&inner, &endpoint, &dirty_tx) => outcome,
-        };
-        let (error, permanent) = match outcome {
-            Ok(()) => ("the server closed the connection".to_owned(), None),
-            Err((synced, err)) => {
-                if synced {
-                    failures = 0;
+            outcome = async {
+                match transport {
+                    Transport::Sse => session_sse(&inner, &endpoint, &dirty_tx).await,
+                    _ => session_ws(&inner, &endpoint, &dirty_tx).await,
                 }
-                (err.to_string(), (!err.is_temporary()).then_some(err))
-            }
+            } => outcome,
         };
+        let ended = match outcome {
+            Ok(()) => Ended::new(true, Error::Transport("the server closed the connection".into())),
+            Err(ended) => ended,
+        };
+        if ended.synced {
+            failures = 0;
+        }
+        if inner.settings.transport == Transport::Auto
+            && transport == Transport::WebSocket
+            && upgrade_blocked(&ended.error)
+        {
+            tracing::warn!(endpoint, error = %ended.error, "the WebSocket upgrade was refused; using server-sent events");
+            sse[index] = true;
+            continue;
+        }
+        let error = ended.error.to_string();
+        let permanent = (!ended.error.is_temporary()).then_some(ended.error);
         if permanent.is_some() {
             tracing::warn!(endpoint, error, "graycast refused the subscription; retrying slowly");
         } else {
@@ -52,6 +85,10 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         }
         let delay = if permanent.is_some() {
             inner.settings.backoff_max
+        } else if ended.going_away {
+            // Every client of a server that stops hears it at once: spread the returns over
+            // a second, so the next server is not met by all of them together.
+            inner.settings.backoff_min + Duration::from_millis(rand::rng().random_range(0..=1000))
         } else {
             backoff(&inner, failures.saturating_add(1))
         };
@@ -74,6 +111,17 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     drop(dirty_tx);
     if let Some(persister) = persister {
         let _ = persister.await;
+    }
+}
+
+/// Whether a failed upgrade looks refused by something between the client and graycast
+/// (a proxy that drops WebSockets), so server-sent events may get through. graycast itself
+/// refuses an upgrade only for a token (401, 403) or its limit (503).
+fn upgrade_blocked(error: &Error) -> bool {
+    match error {
+        Error::Server { status, .. } => matches!(status, 400 | 404 | 405 | 426 | 501 | 502),
+        Error::Protocol(_) => true,
+        _ => false,
     }
 }
 
@@ -107,13 +155,83 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// One connection. Returns `Err((synced, why))` when it ends, `synced` telling whether
-/// it got as far as bringing the cache in sync.
-async fn session(
+/// The revision after `since` the connection starts from: the cache's, if it has one.
+fn resume_point(inner: &Inner) -> Option<graycast_protocol::Revision> {
+    Some(inner.cache().revision).filter(|r| *r > 0)
+}
+
+/// Marks the connection open.
+fn connected(inner: &Inner, endpoint: &str, transport: Transport) {
+    inner.status.send_modify(|s| {
+        s.connected = true;
+        s.endpoint = Some(endpoint.to_owned());
+        s.transport = Some(transport);
+        s.last_error = None;
+    });
+}
+
+/// Applies one server message to the cache, tells the listeners, and returns the revision
+/// the client is now at (to acknowledge); `synced` turns true with the first snapshot or
+/// progress. An `error` message ends the connection.
+fn apply(
     inner: &Inner,
-    endpoint: &str,
+    message: ServerMessage,
+    synced: &mut bool,
     dirty: &watch::Sender<()>,
-) -> Result<(), (bool, Error)> {
+) -> Result<graycast_protocol::Revision, Error> {
+    let (events, revision, now_synced) = {
+        let mut cache = inner.cache_mut();
+        match message {
+            ServerMessage::Snapshot { revision, entries, .. } => {
+                if revision < cache.revision {
+                    tracing::warn!(revision, cached = cache.revision, "the server's snapshot is older than the cache; the server's store was replaced");
+                }
+                (cache.apply_snapshot(revision, entries), revision, true)
+            }
+            ServerMessage::Change { revision, op, namespace, key, entry, comment, note } => {
+                let event = cache.apply_change(ChangeEvent {
+                    revision,
+                    op,
+                    namespace,
+                    key,
+                    entry: entry.map(|e| Arc::new(*e)),
+                    previous: None,
+                    comment,
+                    note,
+                });
+                (event.into_iter().collect(), cache.revision, *synced)
+            }
+            ServerMessage::Progress { revision } => {
+                cache.apply_progress(revision);
+                (Vec::new(), cache.revision, true)
+            }
+            ServerMessage::Error { code, message } => {
+                let status = crate::error::status_of(&code);
+                return Err(Error::Server { status, code, message });
+            }
+        }
+    };
+    *synced = now_synced;
+    // Events first: whoever wakes on `synced` and then subscribes to changes must
+    // not be handed the changes that led up to it.
+    for event in events {
+        // Nobody listening is fine.
+        let _ = inner.events.send(event);
+    }
+    inner.status.send_modify(|s| {
+        s.revision = revision;
+        if now_synced {
+            s.synced = true;
+            s.stale_since = None;
+            s.failure = None;
+        }
+    });
+    let _ = dirty.send(());
+    Ok(revision)
+}
+
+/// One WebSocket connection, until it ends.
+async fn session_ws(inner: &Inner, endpoint: &str, dirty: &watch::Sender<()>) -> Result<(), Ended> {
     let mut request = watch_url(endpoint);
     if let Some(token) = &inner.settings.token {
         request = format!("{request}?token={}", percent_encode(token));
@@ -127,14 +245,14 @@ async fn session(
     );
     #[cfg(not(feature = "tls"))]
     let connect = tokio_tungstenite::connect_async(&request);
-    let connected = tokio::time::timeout(inner.settings.timeout, connect).await;
-    let (ws, _) = match connected {
-        Err(_) => return Err((false, Error::Timeout(inner.settings.timeout))),
-        Ok(Err(err)) => return Err((false, connect_error(err))),
+    let connected_ws = tokio::time::timeout(inner.settings.timeout, connect).await;
+    let (ws, _) = match connected_ws {
+        Err(_) => return Err(Ended::new(false, Error::Timeout(inner.settings.timeout))),
+        Ok(Err(err)) => return Err(Ended::new(false, connect_error(err))),
         Ok(Ok(ws)) => ws,
     };
     let (mut sink, mut stream) = ws.split();
-    let since = Some(inner.cache().revision).filter(|r| *r > 0);
+    let since = resume_point(inner);
     let subscribe = ClientMessage::Subscribe {
         namespaces: inner.settings.namespaces.clone(),
         since,
@@ -143,90 +261,153 @@ async fn session(
             labels: inner.settings.labels.clone(),
         }),
     };
-    let text =
-        serde_json::to_string(&subscribe).map_err(|e| (false, Error::Protocol(e.to_string())))?;
-    sink.send(Message::text(text)).await.map_err(|e| (false, Error::Transport(e.to_string())))?;
-    inner.status.send_modify(|s| {
-        s.connected = true;
-        s.endpoint = Some(endpoint.to_owned());
-        s.last_error = None;
-    });
+    let text = serde_json::to_string(&subscribe)
+        .map_err(|e| Ended::new(false, Error::Protocol(e.to_string())))?;
+    sink.send(Message::text(text))
+        .await
+        .map_err(|e| Ended::new(false, Error::Transport(e.to_string())))?;
+    connected(inner, endpoint, Transport::WebSocket);
     tracing::debug!(endpoint, ?since, "subscribed");
 
     let mut synced = false;
     loop {
         let frame = match tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
-            Err(_) => return Err((synced, Error::Timeout(SILENCE_LIMIT))),
-            Ok(None) => return Err((synced, Error::Transport("connection closed".into()))),
-            Ok(Some(Err(err))) => return Err((synced, Error::Transport(err.to_string()))),
+            Err(_) => return Err(Ended::new(synced, Error::Timeout(SILENCE_LIMIT))),
+            Ok(None) => {
+                return Err(Ended::new(synced, Error::Transport("connection closed".into())))
+            }
+            Ok(Some(Err(err))) => {
+                return Err(Ended::new(synced, Error::Transport(err.to_string())))
+            }
             Ok(Some(Ok(frame))) => frame,
         };
         let text = match frame {
             Message::Text(text) => text,
             Message::Close(frame) => {
+                let going_away = frame.as_ref().is_some_and(|f| u16::from(f.code) == 1001);
                 let why = frame
                     .map(|f| format!("{} {}", u16::from(f.code), f.reason))
                     .unwrap_or_default();
-                return Err((
-                    synced,
-                    Error::Transport(format!("server closed the connection {why}")),
-                ));
+                let error = Error::Transport(format!("server closed the connection {why}"));
+                return Err(Ended { synced, error, going_away });
             }
             // tungstenite answers pings itself while reading.
             _ => continue,
         };
-        let message: ServerMessage = serde_json::from_str(text.as_str())
-            .map_err(|e| (synced, Error::Protocol(format!("bad message from the server: {e}"))))?;
-        let (events, revision, now_synced) = {
-            let mut cache = inner.cache_mut();
-            match message {
-                ServerMessage::Snapshot { revision, entries, .. } => {
-                    if revision < cache.revision {
-                        tracing::warn!(revision, cached = cache.revision, "the server's snapshot is older than the cache; the server's store was replaced");
-                    }
-                    (cache.apply_snapshot(revision, entries), revision, true)
-                }
-                ServerMessage::Change { revision, op, namespace, key, entry, comment, note } => {
-                    let event = cache.apply_change(ChangeEvent {
-                        revision,
-                        op,
-                        namespace,
-                        key,
-                        entry: entry.map(|e| Arc::new(*e)),
-                        previous: None,
-                        comment,
-                        note,
-                    });
-                    (event.into_iter().collect(), cache.revision, synced)
-                }
-                ServerMessage::Progress { revision } => {
-                    cache.apply_progress(revision);
-                    (Vec::new(), cache.revision, true)
-                }
-                ServerMessage::Error { code, message } => {
-                    let status = crate::error::status_of(&code);
-                    return Err((synced, Error::Server { status, code, message }));
-                }
-            }
-        };
-        synced = now_synced;
-        inner.status.send_modify(|s| {
-            s.revision = revision;
-            if synced {
-                s.synced = true;
-                s.stale_since = None;
-                s.failure = None;
-            }
-        });
-        for event in events {
-            // Nobody listening is fine.
-            let _ = inner.events.send(event);
-        }
-        let _ = dirty.send(());
+        let message: ServerMessage = serde_json::from_str(text.as_str()).map_err(|e| {
+            Ended::new(synced, Error::Protocol(format!("bad message from the server: {e}")))
+        })?;
+        let revision =
+            apply(inner, message, &mut synced, dirty).map_err(|e| Ended::new(synced, e))?;
         let ack = serde_json::to_string(&ClientMessage::Ack { revision }).unwrap_or_default();
         sink.send(Message::text(ack))
             .await
-            .map_err(|e| (synced, Error::Transport(e.to_string())))?;
+            .map_err(|e| Ended::new(synced, Error::Transport(e.to_string())))?;
+    }
+}
+
+/// One server-sent events stream (`/v1/events`), until it ends. The server acknowledges
+/// on the stream's behalf what it passed on.
+async fn session_sse(
+    inner: &Inner,
+    endpoint: &str,
+    dirty: &watch::Sender<()>,
+) -> Result<(), Ended> {
+    let mut query = vec![
+        ("namespaces", inner.settings.namespaces.join(",")),
+        ("client", inner.settings.client_id.clone()),
+    ];
+    if let Some(since) = resume_point(inner) {
+        query.push(("since", since.to_string()));
+    }
+    let mut request = inner
+        .http
+        .get(format!("{endpoint}/v1/events"))
+        .query(&query)
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        // The stream lasts; the client's request timeout is for its start only.
+        .timeout(Duration::from_secs(365 * 24 * 3600));
+    if let Some(token) = &inner.settings.token {
+        request = request.bearer_auth(token);
+    }
+    let response = match tokio::time::timeout(inner.settings.timeout, request.send()).await {
+        Err(_) => return Err(Ended::new(false, Error::Timeout(inner.settings.timeout))),
+        Ok(Err(err)) => return Err(Ended::new(false, err.into())),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        let error = match serde_json::from_str::<graycast_protocol::ErrorBody>(&text) {
+            Ok(body) => Error::Server {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => Error::Server {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: format!("the event stream was refused with HTTP {status}"),
+            },
+        };
+        return Err(Ended::new(false, error));
+    }
+    connected(inner, endpoint, Transport::Sse);
+    let mut stream = response.bytes_stream();
+    let mut events = EventReader::default();
+    let mut synced = false;
+    loop {
+        let chunk = match tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
+            Err(_) => return Err(Ended::new(synced, Error::Timeout(SILENCE_LIMIT))),
+            // The server ends the stream when it stops (or refuses, after an error event).
+            Ok(None) => {
+                let error = Error::Transport("the server ended the event stream".into());
+                return Err(Ended { synced, error, going_away: synced });
+            }
+            Ok(Some(Err(err))) => return Err(Ended::new(synced, err.into())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        for data in events.push(&chunk) {
+            let message: ServerMessage = serde_json::from_str(&data).map_err(|e| {
+                Ended::new(synced, Error::Protocol(format!("bad event from the server: {e}")))
+            })?;
+            apply(inner, message, &mut synced, dirty).map_err(|e| Ended::new(synced, e))?;
+        }
+    }
+}
+
+/// Splits an event stream into the `data` of its events (comments, `retry:`, `event:`
+/// and `id:` lines are not needed: the data says its type and revision).
+#[derive(Default)]
+struct EventReader {
+    buf: Vec<u8>,
+    data: String,
+}
+
+impl EventReader {
+    /// Adds bytes; returns the data of every event they complete.
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(bytes);
+        let mut done = Vec::new();
+        let mut start = 0;
+        while let Some(end) = self.buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &self.buf[start..start + end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    done.push(std::mem::take(&mut self.data));
+                }
+            } else if let Some(data) = line.strip_prefix(b"data:") {
+                let data = data.strip_prefix(b" ").unwrap_or(data);
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(&String::from_utf8_lossy(data));
+            }
+            start += end + 1;
+        }
+        self.buf.drain(..start);
+        done
     }
 }
 
@@ -286,6 +467,17 @@ async fn persist_loop(inner: Arc<Inner>, path: std::path::PathBuf, mut dirty: wa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_streams_split_into_their_data() {
+        let mut reader = EventReader::default();
+        assert!(reader.push(b"retry: 1000\n\nevent: change\nid: 2\ndata: {\"a\"").is_empty());
+        assert_eq!(
+            reader.push(b":1}\n\n: heartbeat\n\ndata: x\r\ndata: y\r\n\r\n"),
+            ["{\"a\":1}", "x\ny"]
+        );
+        assert!(reader.buf.is_empty());
+    }
 
     #[test]
     fn tokens_are_percent_encoded() {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+pub(crate) const OP_CONTINUATION: u8 = 0x0;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
 
 /// Close codes the server sends.
 pub mod close {
@@ -120,6 +120,19 @@ fn header(opcode: u8, len: usize) -> Vec<u8> {
         out.put_u64(len as u64);
     }
     out
+}
+
+/// A frame as a client sends it (masked, here with a zero key): for the in-process client
+/// that carries a subscription over server-sent events.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let head = header(opcode, payload.len());
+    let mut out = Vec::with_capacity(head.len() + 4 + payload.len());
+    out.extend_from_slice(&head);
+    out[1] |= 0x80;
+    // A zero mask key leaves the payload as it is.
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+    Bytes::from(out)
 }
 
 /// An encoded ping frame.

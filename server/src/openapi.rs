@@ -23,7 +23,7 @@ use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type
 use utoipa::OpenApi;
 
 use crate::routes::{
-    changes, clients, configs, gray, health, namespaces, release, transfer, watch,
+    changes, clients, configs, events, gray, health, namespaces, release, transfer, watch,
 };
 
 /// The API document served at `/openapi.json`.
@@ -53,6 +53,7 @@ use crate::routes::{
         release::release,
         clients::clients,
         watch::watch,
+        events::events,
         health::healthz,
         health::readyz,
         health::metrics,

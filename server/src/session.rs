@@ -658,7 +658,10 @@ impl Session {
 }
 
 /// Validates a subscription request before anything is registered.
-fn check_subscription(namespaces: &[String], client: &ClientHello) -> Result<(), ApiError> {
+pub(crate) fn check_subscription(
+    namespaces: &[String],
+    client: &ClientHello,
+) -> Result<(), ApiError> {
     if namespaces.is_empty() {
         return Err(ApiError::BadRequest("subscribe names no namespace".into()));
     }

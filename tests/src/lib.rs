@@ -414,3 +414,22 @@ impl Watcher {
         self.ws
     }
 }
+
+/// Writes a token file (SPEC §7) of `(name, secret, role, namespace patterns)` into `dir`
+/// and returns its path.
+pub fn token_file(dir: &Path, tokens: &[(&str, &str, &str, &[&str])]) -> PathBuf {
+    use sha2::Digest as _;
+    let mut text = String::new();
+    for (name, secret, role, patterns) in tokens {
+        let hash: String =
+            sha2::Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let patterns: Vec<String> = patterns.iter().map(|p| format!("{p:?}")).collect();
+        text.push_str(&format!(
+            "[[token]]\nname = {name:?}\nsecret_sha256 = \"{hash}\"\nrole = {role:?}\nnamespaces = [{}]\n\n",
+            patterns.join(", ")
+        ));
+    }
+    let path = dir.join("tokens.toml");
+    std::fs::write(&path, text).expect("token file");
+    path
+}

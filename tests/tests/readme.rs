@@ -66,7 +66,8 @@ fn blocks(text: &str) -> Vec<Block> {
 }
 
 /// The walkthrough as one bash script for a server at `address` (`host:port`): curl fails
-/// on an error status, and `watch`, which runs until interrupted, runs for 3 s.
+/// on an error status; `watch` and the event stream, which run until interrupted, run for a
+/// few seconds.
 fn script(blocks: &[&Block], address: &str) -> String {
     let mut script = String::from(
         "set -euo pipefail\n\
@@ -75,7 +76,11 @@ fn script(blocks: &[&Block], address: &str) -> String {
     for block in blocks {
         script.push_str(&format!("echo '=== {}'\n", block.heading));
         for line in block.text.replace("localhost:8080", address).lines() {
-            if line.starts_with("graycastctl watch ") {
+            if line.starts_with("curl -N ") {
+                // The event stream runs until interrupted too.
+                let (command, _comment) = line.split_once("  #").unwrap_or((line, ""));
+                script.push_str(&format!("timeout 2 {command} || [ $? -eq 124 ]\n"));
+            } else if line.starts_with("graycastctl watch ") {
                 let (command, _comment) = line.split_once("  #").unwrap_or((line, ""));
                 script.push_str(&format!("timeout 3 {command} || [ $? -eq 124 ]\n"));
             } else {
@@ -143,6 +148,7 @@ fn the_walkthrough_runs_in_order_on_a_fresh_server() {
         "started a gray release of payments/timeout_ms: 350 to 5% (stable 250)",
         "promoted payments/timeout_ms: the gray value 350 is now the stable value",
         "anonymous (admin) on *",
+        "event: snapshot\nid: ",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
     }
@@ -159,8 +165,12 @@ fn the_sdk_example_is_the_quickstart_and_runs() {
     assert_eq!(rust[0].text, file, "the README's Rust example is client-rs/examples/quickstart.rs");
 
     let server = TestServer::start();
+    // The example keeps its cache file in the temp dir; a fresh one per run, so a
+    // cache left by an earlier server cannot leak into this one.
+    let tmp = tempfile::tempdir().unwrap();
     let output = Command::new(quickstart_binary())
         .env("GRAYCAST_SERVER", &server.url)
+        .env("TMPDIR", tmp.path())
         .output()
         .expect("the quickstart runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

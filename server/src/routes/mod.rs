@@ -4,6 +4,7 @@ pub mod changes;
 pub mod clients;
 pub mod configs;
 pub mod console;
+pub mod events;
 pub mod gray;
 pub mod health;
 pub mod namespaces;
@@ -77,6 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     changes::configure(cfg);
     transfer::configure(cfg);
     watch::configure(cfg);
+    events::configure(cfg);
 }
 
 /// The `{ns}` and `{key}` of a route, both checked against the naming rule.
