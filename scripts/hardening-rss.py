@@ -101,7 +101,7 @@ def stuck_attack(binary):
         clients = json.loads(urllib.request.urlopen(f"{url}/v1/clients").read())["clients"]
         metrics = urllib.request.urlopen(f"{url}/metrics").read().decode()
         counters = {line.split()[0]: line.split()[1] for line in metrics.splitlines()
-                    if line.startswith(("graycast_snapshots_total", "graycast_lag_resyncs_total"))}
+                    if line.startswith("graycast_snapshots_total")}
         print(f"stuck={stuck}: RSS after 100 values of 1 MB {before} MiB, after {ROUNDS * 100} changes more {during} MiB "
               f"(peak {mem(proc.pid, 'VmHWM')} MiB); subscribers listed: {len(clients)}; {counters}")
         proc.kill()

@@ -194,6 +194,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// A human-readable explanation naming the offending value.
     pub message: String,
+    /// The id of the request (its `X-Request-Id`), which the server's logs carry too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[cfg(test)]

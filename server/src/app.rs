@@ -100,6 +100,7 @@ pub fn build_app(
     App::new()
         .wrap(actix_web::middleware::from_fn(protect::middleware))
         .wrap(actix_web::middleware::from_fn(crate::error::json_bodies))
+        .wrap(actix_web::middleware::from_fn(crate::request_id::middleware))
         .app_data(web::Data::new(state))
         .app_data(query_errors)
         .app_data(path_errors)

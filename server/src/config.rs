@@ -51,6 +51,16 @@ pub enum StoreKind {
     Etcd,
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans), for log
+    /// collectors.
+    Json,
+}
+
 /// graycast: a real-time configuration center with gray releases.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "graycast", version, about)]
@@ -190,6 +200,11 @@ pub struct Config {
     /// Private key (PEM) of `--tls-cert`.
     #[arg(long, env = "GRAYCAST_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Log lines as readable text or as one JSON object per line; `GRAYCAST_LOG` sets the
+    /// level (`info` by default; `debug`, or per module: `graycast_server::session=debug`).
+    #[arg(long, env = "GRAYCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Number of HTTP worker threads; 0 means one per core.
     #[arg(long, env = "GRAYCAST_WORKERS", default_value_t = 0)]

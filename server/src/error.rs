@@ -103,7 +103,13 @@ impl ApiError {
 
     /// The JSON body of this error.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: self.code().to_owned(), message: self.to_string() } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                request_id: crate::request_id::current(),
+            },
+        }
     }
 }
 
@@ -138,7 +144,7 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     /// The error that an answer of `status` produced elsewhere (by actix-web's routing, an
     /// extractor, a handshake) stands for, with `message` as its text.
-    fn for_status(status: StatusCode, message: String) -> ApiError {
+    pub(crate) fn for_status(status: StatusCode, message: String) -> ApiError {
         match status.as_u16() {
             401 => ApiError::Unauthorized(message),
             403 => ApiError::Forbidden(message),

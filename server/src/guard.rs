@@ -268,8 +268,9 @@ pub async fn report(
     if let Some(abort) = reported.abort {
         tracing::warn!(namespace, key, "guard aborts the gray release");
         match store.write(abort).await {
+            Ok(_) => store.metrics().record_guard_abort(),
             // Someone else ended or replaced the release first: nothing to abort.
-            Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Superseded(_)) => {}
+            Err(StoreError::NotFound { .. } | StoreError::Superseded(_)) => {}
             Err(err) => return Err(err),
         }
     }
@@ -308,7 +309,8 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             if let Some(abort) = sum.abort(&entry, None) {
                 tracing::warn!(namespace = %entry.namespace, key = %entry.key, "guard aborts the gray release");
                 match store.write(abort).await {
-                    Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Superseded(_)) => {}
+                    Ok(_) => store.metrics().record_guard_abort(),
+                    Err(StoreError::NotFound { .. } | StoreError::Superseded(_)) => {}
                     Err(err) => tracing::warn!(error = %err, "cannot abort the gray release"),
                 }
             }

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -46,6 +47,8 @@ pub struct Pushed {
     pub key: String,
     /// The `change` message as a WebSocket text frame.
     pub frame: Bytes,
+    /// When this node learnt of the commit.
+    pub committed_at: Instant,
 }
 
 /// The wire form of a `change` message, borrowing the change instead of copying it.
@@ -93,8 +96,9 @@ pub fn change_frame(change: &Change) -> Bytes {
 }
 
 /// A change as the hub pushes it: the `change` message in a text frame.
-pub fn pushed(change: &Change) -> Arc<Pushed> {
+pub fn pushed(change: &Change, committed_at: Instant) -> Arc<Pushed> {
     Arc::new(Pushed {
+        committed_at,
         revision: change.revision,
         namespace: change.namespace.clone(),
         key: change.key.clone(),
@@ -159,9 +163,9 @@ impl Hub {
         std::thread::Builder::new().name("graycast-hub".into()).spawn(move || {
             for fed in feed {
                 match fed {
-                    Fed::Changes(batch) => {
+                    Fed::Changes(batch, committed_at) => {
                         for change in &batch {
-                            hub.publish(change);
+                            hub.publish(change, committed_at);
                         }
                     }
                     Fed::Reloaded(revision) => hub.resync_everyone(revision),
@@ -170,8 +174,8 @@ impl Hub {
         })
     }
 
-    fn publish(&self, change: &Change) {
-        let pushed = pushed(change);
+    fn publish(&self, change: &Change, committed_at: Instant) {
+        let pushed = pushed(change, committed_at);
         // Recorded before the fan-out: a session that registers after this change went out
         // finds it here.
         {
@@ -201,7 +205,7 @@ impl Hub {
                 }
             }
         }
-        self.metrics.pushed_messages.fetch_add(sent, Ordering::Relaxed);
+        self.metrics.record_pushed(sent);
         self.published.store(change.revision, Ordering::Release);
     }
 
@@ -313,14 +317,19 @@ impl Hub {
         if admitted {
             Some(ConnectionPermit { hub: self.clone() })
         } else {
-            self.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            self.metrics.record_refused_connection();
             None
         }
     }
 
-    /// Open WebSocket connections.
+    /// Open subscriber connections (WebSocket and event stream).
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Connections with a subscription (those `/v1/clients` lists).
+    pub fn subscribers(&self) -> usize {
+        self.clients.len()
     }
 
     /// Lists a client in `/v1/clients` until the returned guard is dropped.
@@ -474,9 +483,9 @@ mod tests {
         let only = |name: &str| Selection::new(&[name.to_owned()], None);
         let _sa = hub.subscribe(&only("a"), a.clone());
         let _sb = hub.subscribe(&only("b"), b.clone());
-        hub.publish(&change(1, "a"));
-        hub.publish(&change(2, "b"));
-        hub.publish(&change(3, "a"));
+        hub.publish(&change(1, "a"), Instant::now());
+        hub.publish(&change(2, "b"), Instant::now());
+        hub.publish(&change(3, "a"), Instant::now());
         assert_eq!((a.sent(), b.sent()), (3, 2));
         assert_eq!(hub.published(), 3);
         let (replay, top) = hub.recent_after(1, &only("a")).expect("in memory");

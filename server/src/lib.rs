@@ -15,7 +15,8 @@
 //! - [`auth`]: access tokens, roles and namespace patterns (SPEC §7).
 //! - [`protect`]: browser-origin protection (Host allowlist, cross-origin refusal).
 //! - [`error`]: the API error type and its JSON rendering.
-//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`request_id`]: each request's id, in its log span, its answer and its error body.
+//! - [`metrics`]: counters, histograms and gauges, rendered for Prometheus.
 //! - [`openapi`]: the generated OpenAPI document.
 //!
 //! A write travels: handler → [`store::Store::write`] → writer thread (batch, persist,
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbound;
 pub mod protect;
+pub mod request_id;
 pub mod routes;
 pub mod scheduler;
 pub mod selection;
@@ -39,4 +41,4 @@ pub mod session;
 pub mod store;
 
 pub use app::{build_app, run, AppState};
-pub use config::Config;
+pub use config::{Config, LogFormat};

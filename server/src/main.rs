@@ -5,19 +5,23 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::Parser;
-use graycast_server::Config;
+use graycast_server::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("GRAYCAST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
         // Colours only for a person at a terminal, never in a redirected log.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
     let checked = config
         .validate()
         .and_then(|()| config.load_tokens().map(|_| ()))

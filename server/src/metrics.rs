@@ -1,116 +1,316 @@
-//! Process-wide counters, rendered in the Prometheus text format at `/metrics`.
+//! The server's metrics, kept with `prometheus-client` and rendered at `/metrics` in the
+//! OpenMetrics text format (which Prometheus scrapes natively).
+//!
+//! Counters and histograms are updated where things happen; the gauges of live state
+//! (revision, connections, subscribers, leadership) are read when a scrape renders them.
+//! Labelled counters are resolved once, here, so the hot paths never look a label up.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// Upper bounds of the commit batch size histogram.
-const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 
-/// Counters updated on the hot paths with relaxed atomics; read only to render.
-#[derive(Default)]
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Why a subscriber connection (WebSocket or event stream) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The connection dropped without a close (the peer went away, a network failure).
+    Gone,
+    /// The server is shutting down (close 1001).
+    Shutdown,
+    /// The peer sent nothing, not even a pong, for the client timeout.
+    Timeout,
+    /// The peer took none of its output for the client timeout (reset).
+    Stalled,
+    /// No `subscribe` within the subscribe timeout.
+    SubscribeTimeout,
+    /// A missing or refused token, or a namespace the token may not read.
+    Unauthorized,
+    /// A message that broke the protocol (bad JSON, too large, binary, bad framing).
+    ProtocolError,
+    /// The server could not serve the subscription (a snapshot or the change log failed).
+    Internal,
+}
+
+impl Disconnect {
+    const ALL: [Disconnect; 9] = [
+        Disconnect::ClientClosed,
+        Disconnect::Gone,
+        Disconnect::Shutdown,
+        Disconnect::Timeout,
+        Disconnect::Stalled,
+        Disconnect::SubscribeTimeout,
+        Disconnect::Unauthorized,
+        Disconnect::ProtocolError,
+        Disconnect::Internal,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Disconnect::ClientClosed => "client_closed",
+            Disconnect::Gone => "gone",
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::Timeout => "timeout",
+            Disconnect::Stalled => "stalled",
+            Disconnect::SubscribeTimeout => "subscribe_timeout",
+            Disconnect::Unauthorized => "unauthorized",
+            Disconnect::ProtocolError => "protocol_error",
+            Disconnect::Internal => "internal",
+        }
+    }
+}
+
+/// Why a subscriber was sent a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotCause {
+    /// It subscribed without a revision to resume from.
+    New,
+    /// Its revision is older than the change log reaches (or newer than the store).
+    TooOld,
+    /// It fell behind by more than its byte budget (or the store reloaded its state).
+    Lag,
+}
+
+impl SnapshotCause {
+    fn label(self) -> &'static str {
+        match self {
+            SnapshotCause::New => "new",
+            SnapshotCause::TooOld => "too_old",
+            SnapshotCause::Lag => "lag",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Cause {
+    cause: &'static str,
+}
+
+/// Gauges of live state, read by the caller when a scrape comes.
+pub struct Live {
+    pub revision: u64,
+    pub connections: usize,
+    pub subscribers: usize,
+    pub subscriber_limit: usize,
+    pub leader: bool,
+}
+
+/// Every metric of the server, registered once.
 pub struct Metrics {
-    /// Changes committed (one per revision).
-    pub writes: AtomicU64,
-    /// Write requests refused by a precondition or a rule.
-    pub write_rejections: AtomicU64,
-    /// Transactions committed.
-    pub commits: AtomicU64,
-    batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
-    /// Change messages queued to subscribers.
-    pub pushed_messages: AtomicU64,
-    /// Snapshots sent, for any reason.
-    pub snapshots: AtomicU64,
-    /// Snapshots sent because a subscriber fell behind.
-    pub lag_resyncs: AtomicU64,
-    /// Subscriptions served by replaying the change log.
-    pub replays: AtomicU64,
-    /// WebSocket connections refused because of the subscriber limit.
-    pub refused_connections: AtomicU64,
+    registry: Registry,
+    writes: Counter,
+    write_rejections: Counter,
+    write_duration: Histogram,
+    commit_batch: Histogram,
+    push_latency: Histogram,
+    pushed_messages: Counter,
+    replays: Counter,
+    snapshots: [Counter; 3],
+    disconnects: [Counter; Disconnect::ALL.len()],
+    refused_connections: Counter,
+    guard_aborts: Counter,
+    revision: Gauge,
+    connections: Gauge,
+    subscribers: Gauge,
+    subscriber_limit: Gauge,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    /// Records one committed transaction of `size` changes.
-    pub fn record_commit(&self, size: usize) {
-        let size = size as u64;
-        self.writes.fetch_add(size, Ordering::Relaxed);
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        if let Some(i) = BATCH_BUCKETS.iter().position(|&bound| size <= bound) {
-            self.batch_buckets[i].fetch_add(1, Ordering::Relaxed);
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let writes = Counter::default();
+        registry.register("graycast_writes", "Changes committed, one per revision", writes.clone());
+        let write_rejections = Counter::default();
+        registry.register(
+            "graycast_write_rejections",
+            "Writes refused by a precondition or a rule (412, 404, 422 from the store)",
+            write_rejections.clone(),
+        );
+        // 0.25 ms to about 4 s.
+        let write_duration = Histogram::new(exponential_buckets(0.000_25, 2.0, 15));
+        registry.register(
+            "graycast_write_duration_seconds",
+            "From a write reaching the store to its durable commit (or refusal)",
+            write_duration.clone(),
+        );
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "graycast_commit_batch_size",
+            "Changes per committed transaction",
+            commit_batch.clone(),
+        );
+        // 0.1 ms to about 3 s.
+        let push_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
+        registry.register(
+            "graycast_push_latency_seconds",
+            "From a change's commit to its frame handed to a subscriber's socket, per subscriber",
+            push_latency.clone(),
+        );
+        let pushed_messages = Counter::default();
+        registry.register(
+            "graycast_pushed_messages",
+            "Change messages queued to subscribers",
+            pushed_messages.clone(),
+        );
+        let replays = Counter::default();
+        registry.register(
+            "graycast_replays",
+            "Subscriptions resumed by replaying the changes they missed",
+            replays.clone(),
+        );
+        let snapshot_family = Family::<Cause, Counter>::default();
+        registry.register(
+            "graycast_snapshots",
+            "Snapshots sent to subscribers, by cause: new (no revision to resume from), too_old (the change log no longer reaches back), lag (fell behind its byte budget)",
+            snapshot_family.clone(),
+        );
+        let snapshots = [SnapshotCause::New, SnapshotCause::TooOld, SnapshotCause::Lag]
+            .map(|c| snapshot_family.get_or_create(&Cause { cause: c.label() }).clone());
+        let disconnect_family = Family::<Reason, Counter>::default();
+        registry.register(
+            "graycast_disconnects",
+            "Subscriber connections ended, by reason",
+            disconnect_family.clone(),
+        );
+        let disconnects = Disconnect::ALL
+            .map(|d| disconnect_family.get_or_create(&Reason { reason: d.label() }).clone());
+        let refused_connections = Counter::default();
+        registry.register(
+            "graycast_refused_connections",
+            "Subscriber connections refused because the subscriber limit was reached",
+            refused_connections.clone(),
+        );
+        let guard_aborts = Counter::default();
+        registry.register(
+            "graycast_guard_aborts",
+            "Gray releases aborted by their guard",
+            guard_aborts.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let revision = gauge(&mut registry, "graycast_revision", "Revision of the last change");
+        let connections = gauge(
+            &mut registry,
+            "graycast_connections",
+            "Open subscriber connections (WebSocket and event stream), subscribed or not",
+        );
+        let subscribers =
+            gauge(&mut registry, "graycast_subscribers", "Connections with a subscription");
+        let subscriber_limit = gauge(
+            &mut registry,
+            "graycast_subscriber_limit",
+            "Most subscriber connections served at once",
+        );
+        let leader = gauge(
+            &mut registry,
+            "graycast_leader",
+            "Whether this node runs ramps and the cluster's guard (always 1 alone)",
+        );
+        Metrics {
+            registry,
+            writes,
+            write_rejections,
+            write_duration,
+            commit_batch,
+            push_latency,
+            pushed_messages,
+            replays,
+            snapshots,
+            disconnects,
+            refused_connections,
+            guard_aborts,
+            revision,
+            connections,
+            subscribers,
+            subscriber_limit,
+            leader,
         }
     }
 
-    /// Renders every counter, with the gauges the caller reads from live state.
-    pub fn render(
-        &self,
-        revision: u64,
-        subscribers: usize,
-        subscriber_limit: usize,
-        leader: bool,
-    ) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        };
-        counter("graycast_writes_total", "Changes committed, one per revision.", get(&self.writes));
-        counter(
-            "graycast_write_rejections_total",
-            "Writes refused by a precondition or a rule.",
-            get(&self.write_rejections),
-        );
-        counter(
-            "graycast_pushed_messages_total",
-            "Change messages queued to subscribers.",
-            get(&self.pushed_messages),
-        );
-        counter("graycast_snapshots_total", "Snapshots sent to subscribers.", get(&self.snapshots));
-        counter(
-            "graycast_lag_resyncs_total",
-            "Snapshots sent because a subscriber fell behind.",
-            get(&self.lag_resyncs),
-        );
-        counter(
-            "graycast_replays_total",
-            "Subscriptions resumed from the change log.",
-            get(&self.replays),
-        );
-        counter(
-            "graycast_refused_connections_total",
-            "WebSocket connections refused by the subscriber limit.",
-            get(&self.refused_connections),
-        );
+    /// One committed transaction of `size` changes.
+    pub fn record_commit(&self, size: usize) {
+        self.writes.inc_by(size as u64);
+        self.commit_batch.observe(size as f64);
+    }
 
-        let name = "graycast_commit_batch_size";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Changes per committed transaction.\n# TYPE {name} histogram"
-        );
-        let mut cumulative = 0;
-        for (bound, bucket) in BATCH_BUCKETS.iter().zip(&self.batch_buckets) {
-            cumulative += get(bucket);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    /// Writes the store refused.
+    pub fn record_rejections(&self, count: u64) {
+        if count > 0 {
+            self.write_rejections.inc_by(count);
         }
-        let commits = get(&self.commits);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {commits}");
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {commits}", get(&self.writes));
+    }
 
-        let _ = writeln!(
-            out,
-            "# HELP graycast_revision Revision of the last committed change.\n# TYPE graycast_revision gauge\ngraycast_revision {revision}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP graycast_subscribers Connected WebSocket subscribers.\n# TYPE graycast_subscribers gauge\ngraycast_subscribers {subscribers}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP graycast_subscriber_limit Most WebSocket subscribers served at once.\n# TYPE graycast_subscriber_limit gauge\ngraycast_subscriber_limit {subscriber_limit}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP graycast_leader Whether this node runs ramps and the guard (always, alone; in a cluster, the elected node).\n# TYPE graycast_leader gauge\ngraycast_leader {}",
-            u8::from(leader)
-        );
+    /// A write answered (committed or refused) after `elapsed`.
+    pub fn record_write(&self, elapsed: Duration) {
+        self.write_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A change handed to a subscriber's socket `elapsed` after its commit.
+    pub fn record_push(&self, elapsed: Duration) {
+        self.push_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_pushed(&self, messages: u64) {
+        if messages > 0 {
+            self.pushed_messages.inc_by(messages);
+        }
+    }
+
+    pub fn record_replay(&self) {
+        self.replays.inc();
+    }
+
+    pub fn record_snapshot(&self, cause: SnapshotCause) {
+        self.snapshots[cause as usize].inc();
+    }
+
+    pub fn record_disconnect(&self, reason: Disconnect) {
+        let index = Disconnect::ALL.iter().position(|d| *d == reason).unwrap_or(0);
+        self.disconnects[index].inc();
+    }
+
+    pub fn record_refused_connection(&self) {
+        self.refused_connections.inc();
+    }
+
+    pub fn record_guard_abort(&self) {
+        self.guard_aborts.inc();
+    }
+
+    /// The OpenMetrics text of every metric, with `live` as the gauges.
+    pub fn render(&self, live: &Live) -> String {
+        let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.revision.set(as_gauge(live.revision));
+        self.connections.set(as_gauge(live.connections as u64));
+        self.subscribers.set(as_gauge(live.subscribers as u64));
+        self.subscriber_limit.set(as_gauge(live.subscriber_limit as u64));
+        self.leader.set(i64::from(live.leader));
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -119,19 +319,38 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn live() -> Live {
+        Live { revision: 7, connections: 3, subscribers: 2, subscriber_limit: 10, leader: true }
+    }
+
     #[test]
     fn batch_histogram_is_cumulative() {
-        let m = Metrics::default();
+        let m = Metrics::new();
         m.record_commit(1);
         m.record_commit(3);
         m.record_commit(2000);
-        let text = m.render(7, 2, 10, true);
-        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1\"} 1\n"));
-        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"4\"} 2\n"));
-        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1024\"} 2\n"));
-        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"+Inf\"} 3\n"));
-        assert!(text.contains("graycast_commit_batch_size_sum 2004\n"));
-        assert!(text.contains("graycast_writes_total 2004\n"));
-        assert!(text.contains("graycast_subscribers 2\n"));
+        let text = m.render(&live());
+        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1.0\"} 1\n"), "{text}");
+        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"4.0\"} 2\n"), "{text}");
+        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"1024.0\"} 2\n"), "{text}");
+        assert!(text.contains("graycast_commit_batch_size_bucket{le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("graycast_commit_batch_size_sum 2004.0\n"), "{text}");
+        assert!(text.contains("graycast_writes_total 2004\n"), "{text}");
+        assert!(text.contains("graycast_subscribers 2\n"), "{text}");
+        assert!(text.contains("graycast_connections 3\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn labelled_counters_start_at_zero_and_count_apart() {
+        let m = Metrics::new();
+        m.record_disconnect(Disconnect::Shutdown);
+        m.record_disconnect(Disconnect::Shutdown);
+        m.record_snapshot(SnapshotCause::Lag);
+        let text = m.render(&live());
+        assert!(text.contains("graycast_disconnects_total{reason=\"shutdown\"} 2\n"), "{text}");
+        assert!(text.contains("graycast_disconnects_total{reason=\"gone\"} 0\n"), "{text}");
+        assert!(text.contains("graycast_snapshots_total{cause=\"lag\"} 1\n"), "{text}");
+        assert!(text.contains("graycast_snapshots_total{cause=\"new\"} 0\n"), "{text}");
     }
 }

@@ -39,6 +39,8 @@ struct Piece {
     counted: bool,
     /// The piece begins a frame (not a continuation piece of a frame in pieces).
     frame_start: bool,
+    /// For a change pushed live: when it was committed (for the push latency).
+    committed_at: Option<Instant>,
 }
 
 struct State {
@@ -117,6 +119,7 @@ impl Outbound {
             bytes: pushed.frame.clone(),
             counted: true,
             frame_start: true,
+            committed_at: Some(pushed.committed_at),
         });
         if was_empty {
             state.progress_at = Instant::now();
@@ -138,7 +141,12 @@ impl Outbound {
         if state.queue.is_empty() {
             state.progress_at = Instant::now();
         }
-        state.queue.push_back(Piece { bytes: frame, counted: !shared, frame_start: true });
+        state.queue.push_back(Piece {
+            bytes: frame,
+            counted: !shared,
+            frame_start: true,
+            committed_at: None,
+        });
     }
 
     /// Appends a frame built as several pieces (a snapshot), shared: not counted against
@@ -155,6 +163,7 @@ impl Outbound {
             bytes: bytes.clone(),
             counted: false,
             frame_start: i == 0,
+            committed_at: None,
         }));
     }
 
@@ -185,7 +194,12 @@ impl Outbound {
         if state.queue.is_empty() {
             state.progress_at = Instant::now();
         }
-        state.queue.push_back(Piece { bytes, counted: true, frame_start: true });
+        state.queue.push_back(Piece {
+            bytes,
+            counted: true,
+            frame_start: true,
+            committed_at: None,
+        });
         true
     }
 
@@ -207,6 +221,7 @@ impl Outbound {
                 bytes: pushed.frame.clone(),
                 counted: true,
                 frame_start: true,
+                committed_at: Some(pushed.committed_at),
             });
         }
     }
@@ -307,8 +322,9 @@ impl Outbound {
         out
     }
 
-    /// Drops `written` bytes from the front of the queue, once the writer got them out.
-    pub fn advance(&self, mut written: usize) {
+    /// Drops `written` bytes from the front of the queue, once the writer got them out;
+    /// `delivered` gets the commit time of each live change whose frame went out whole.
+    pub fn advance(&self, mut written: usize, mut delivered: impl FnMut(Instant)) {
         let mut state = self.state();
         if written > 0 {
             state.progress_at = Instant::now();
@@ -328,6 +344,9 @@ impl Outbound {
                 if piece.counted {
                     state.counted -= piece.bytes.len();
                 }
+                if let Some(at) = piece.committed_at {
+                    delivered(at);
+                }
             }
             state.front_started = false;
         }
@@ -344,6 +363,7 @@ mod tests {
             namespace: "ns".into(),
             key: "k".into(),
             frame: Bytes::from(format!("{revision:0>width$}", width = size)),
+            committed_at: Instant::now(),
         })
     }
 
@@ -358,7 +378,7 @@ mod tests {
             all.extend(
                 chunk.iter().map(|b| String::from_utf8_lossy(b).trim_start_matches('0').to_owned()),
             );
-            out.advance(n);
+            out.advance(n, |_| {});
         }
     }
 
@@ -383,7 +403,7 @@ mod tests {
         out.push_change(&change(1, 10));
         out.push_change(&change(2, 10));
         let first = out.next_write();
-        out.advance(3); // part of change 1 is on the wire
+        out.advance(3, |_| {}); // part of change 1 is on the wire
         assert!(!first.is_empty());
         out.push_change(&change(3, 10));
         assert!(out.lagged(), "30 bytes over a budget of 25");
@@ -419,7 +439,7 @@ mod tests {
         ];
         out.push_shared_pieces(&pieces);
         out.go_live(1);
-        out.advance(4 + 5); // the header and the first piece of the payload went out
+        out.advance(4 + 5, |_| {}); // the header and the first piece of the payload went out
         out.push_change(&change(2, 30));
         out.begin_resync();
         assert_eq!(drain(&out), ["body2"], "the frame on the wire is finished");

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use crate::error::ApiError;
 use crate::frame::{self, close, FrameError, Inbound};
 use crate::guard;
 use crate::hub::{self, ClientRegistration, ClientState, Pushed, Subscription};
+use crate::metrics::{Disconnect, Metrics, SnapshotCause};
 use crate::outbound::Outbound;
 use crate::routes::check_names;
 use crate::selection::Selection;
@@ -128,6 +129,10 @@ struct Session {
     last_inbound: Instant,
     /// `out.sent()` at the last heartbeat, to tell an idle subscriber.
     sent_at_tick: Revision,
+    /// Why the snapshot being prepared is sent.
+    snapshot_cause: SnapshotCause,
+    /// Why the session is ending, once it is (the first reason wins).
+    ended_by: Option<Disconnect>,
 }
 
 /// Runs a session until the peer leaves, misbehaves, goes silent, or the server stops.
@@ -149,6 +154,8 @@ pub async fn run<S: Socket>(
         catch_up: CatchUp::Live,
         last_inbound: Instant::now(),
         sent_at_tick: 0,
+        snapshot_cause: SnapshotCause::New,
+        ended_by: None,
         state,
     };
     let mut shutdown = session.state.shutdown.clone();
@@ -181,9 +188,10 @@ pub async fn run<S: Socket>(
         let step = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop), if ended.is_none() => {
+                session.end_because(Disconnect::Shutdown);
                 Err(session.close(close::GOING_AWAY, "server is shutting down"))
             }
-            written = write_some(&mut writer, &session.out), if writing => match written {
+            written = write_some(&mut writer, &session.out, &session.state.metrics), if writing => match written {
                 Ok(()) => Ok(()),
                 Err(_) => Err(End::Gone),
             },
@@ -213,6 +221,7 @@ pub async fn run<S: Socket>(
         }
     };
     session.out.close();
+    session.state.metrics.record_disconnect(session.ended_by.unwrap_or(Disconnect::Gone));
     drop(session);
     let socket = reader.unsplit(writer);
     match end {
@@ -226,14 +235,18 @@ pub async fn run<S: Socket>(
 }
 
 /// Writes what the queue holds (one vectored write) and drops what went out.
-async fn write_some<W: AsyncWrite + Unpin>(writer: &mut W, out: &Outbound) -> std::io::Result<()> {
+async fn write_some<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &Outbound,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let chunk = out.next_write();
     let slices: Vec<IoSlice<'_>> = chunk.iter().map(|b| IoSlice::new(b)).collect();
     let written = writer.write_vectored(&slices).await?;
     if written == 0 {
         return Err(std::io::ErrorKind::WriteZero.into());
     }
-    out.advance(written);
+    out.advance(written, |committed_at| metrics.record_push(committed_at.elapsed()));
     Ok(())
 }
 
@@ -270,8 +283,19 @@ impl Session {
         End::Closing
     }
 
+    /// Records why the session ends, unless a reason was given already.
+    fn end_because(&mut self, reason: Disconnect) {
+        self.ended_by.get_or_insert(reason);
+    }
+
     /// Tells the peer what went wrong, then closes with `code`.
     fn refuse(&mut self, code: u16, err: ApiError) -> End {
+        self.end_because(match &err {
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) => Disconnect::Unauthorized,
+            ApiError::RequestTimeout(_) => Disconnect::SubscribeTimeout,
+            ApiError::Internal(_) | ApiError::Unavailable(_) => Disconnect::Internal,
+            _ => Disconnect::ProtocolError,
+        });
         self.send(&ServerMessage::Error { code: err.code().to_owned(), message: err.to_string() });
         self.close(code, &err.to_string())
     }
@@ -310,6 +334,7 @@ impl Session {
             Inbound::Pong => Ok(()),
             Inbound::Close(code) => {
                 let code = code.filter(|c| (1000..5000).contains(c)).unwrap_or(close::NORMAL);
+                self.end_because(Disconnect::ClientClosed);
                 Err(self.close(code, "goodbye"))
             }
         }
@@ -417,8 +442,9 @@ impl Session {
         self.active = Some(Active { _sub: sub, selection, client: registration });
         match since {
             Some(since) if since <= self.state.store.revision() => self.start_replay(since),
-            // No position, or a position this store never reached: start from a snapshot.
-            _ => self.start_snapshot(),
+            // A position this store never reached: start from a snapshot.
+            Some(_) => self.start_snapshot(SnapshotCause::TooOld),
+            None => self.start_snapshot(SnapshotCause::New),
         }
     }
 
@@ -429,7 +455,7 @@ impl Session {
     /// Replays every change after `since` in the subscribed namespaces: from the hub's
     /// memory when it reaches back that far, else from the store's change log.
     fn start_replay(&mut self, since: Revision) {
-        self.state.metrics.replays.fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.record_replay();
         match self.state.hub.recent_after(since, &self.selection()) {
             Some((frames, upto)) => self.catch_up = CatchUp::Memory { frames: frames.into(), upto },
             None => {
@@ -445,7 +471,8 @@ impl Session {
     /// Starts a snapshot of the subscribed namespaces: a shared one when subscribers of
     /// the same namespaces took one at the current revision, else built on a blocking
     /// thread (a namespace can hold hundreds of megabytes).
-    fn start_snapshot(&mut self) {
+    fn start_snapshot(&mut self, cause: SnapshotCause) {
+        self.snapshot_cause = cause;
         let selection = self.selection();
         let store = self.state.store.clone();
         let hub = self.state.hub.clone();
@@ -482,7 +509,7 @@ impl Session {
         self.out.push_shared_pieces(&frame);
         self.out.go_live(revision);
         self.sent_at_tick = self.out.sent();
-        self.state.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.record_snapshot(self.snapshot_cause);
     }
 
     /// Queues catch-up frames while the queue has room; never waits.
@@ -499,7 +526,7 @@ impl Session {
                     self.finish_replay(upto);
                 }
             }
-            CatchUp::Resync if !self.out.has_output() => self.start_snapshot(),
+            CatchUp::Resync if !self.out.has_output() => self.start_snapshot(SnapshotCause::Lag),
             CatchUp::Log { after, cap, fetch } if fetch.is_none() && room(&self.out) => {
                 if after >= cap {
                     let cap = *cap;
@@ -538,7 +565,7 @@ impl Session {
             )),
             CatchUpDone::Page(Ok(ChangePage::Compacted)) => {
                 // The log no longer reaches back to the client's revision.
-                self.start_snapshot();
+                self.start_snapshot(SnapshotCause::TooOld);
                 Ok(())
             }
             CatchUpDone::Page(Ok(ChangePage::Changes(changes))) => {
@@ -571,7 +598,6 @@ impl Session {
         if self.active.is_some() && self.out.lagged() {
             // Drop what the client could not take and snapshot once it took the rest: the
             // registration stays, so nothing is missed meanwhile.
-            self.state.metrics.lag_resyncs.fetch_add(1, Ordering::Relaxed);
             tracing::info!(remote = %self.remote, "subscriber fell behind; resyncing with a snapshot");
             match std::mem::replace(&mut self.catch_up, CatchUp::Live) {
                 CatchUp::Snapshot(handle) => handle.abort(),
@@ -589,11 +615,13 @@ impl Session {
         if let Some(since) = self.out.stalled_since() {
             if since.elapsed() >= config.client_timeout() {
                 tracing::debug!(remote = %self.remote, "resetting a connection that takes no output");
+                self.end_because(Disconnect::Stalled);
                 return Err(End::Stalled);
             }
         }
         if self.last_inbound.elapsed() >= config.client_timeout() {
             tracing::debug!(remote = %self.remote, "closing a silent peer");
+            self.end_because(Disconnect::Timeout);
             return Err(self.close(close::POLICY, "no frame received within the client timeout"));
         }
         self.out.push(frame::ping(), false);

@@ -305,7 +305,7 @@ async fn a_subscriber_that_stops_reading_is_resynced_while_others_keep_receiving
         api.http.get(format!("{}/metrics", api.url)).send().await.unwrap().text().await.unwrap();
     let resyncs = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("graycast_lag_resyncs_total "))
+        .find_map(|l| l.strip_prefix("graycast_snapshots_total{cause=\"lag\"} "))
         .and_then(|v| v.parse::<u64>().ok());
     assert!(resyncs.is_some_and(|n| n >= 1), "{metrics}");
 }

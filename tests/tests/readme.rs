@@ -8,7 +8,7 @@ use std::process::Command;
 use graycast_tests::{cli_binary, server_binary, TestServer};
 
 /// Headings whose `sh` blocks form the walkthrough, in README order.
-const WALKTHROUGH: [&str; 3] = ["Try it", "Gray releases", "CLI"];
+const WALKTHROUGH: [&str; 4] = ["Try it", "Gray releases", "CLI", "Operations"];
 
 /// Headings whose `sh` blocks are not run here, and why.
 const NOT_RUN: [(&str, &str); 2] = [
@@ -130,6 +130,8 @@ fn the_walkthrough_runs_in_order_on_a_fresh_server() {
         .arg("-c")
         .arg(script(&walkthrough, &address))
         .env("PATH", path)
+        // Files the walkthrough writes (backup.json) go to a temp dir.
+        .current_dir(bin.path())
         .env("GRAYCAST_SERVER", &server.url)
         .env_remove("GRAYCAST_TOKEN")
         .output()
@@ -149,6 +151,9 @@ fn the_walkthrough_runs_in_order_on_a_fresh_server() {
         "promoted payments/timeout_ms: the gray value 350 is now the stable value",
         "anonymous (admin) on *",
         "event: snapshot\nid: ",
+        "0 added, 0 changed, 0 removed,",
+        "(a dry run: nothing written)",
+        "graycast_writes_total ",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
     }

@@ -359,7 +359,8 @@ async fn operations_endpoints() {
         "graycast_commit_batch_size_count 1",
         "graycast_subscribers 0",
         "graycast_pushed_messages_total",
-        "graycast_lag_resyncs_total",
+        "graycast_snapshots_total{cause=\"lag\"} 0",
+        "graycast_write_duration_seconds_count 1",
         "graycast_revision 1",
     ] {
         assert!(metrics.contains(name), "metrics lack {name:?}:\n{metrics}");

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::metrics::{Live, CONTENT_TYPE};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
@@ -31,15 +32,17 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         .json(serde_json::json!({"status": "ready", "revision": state.store.revision()})))
 }
 
-/// Prometheus text exposition of the server's counters.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
+/// The server's metrics in the OpenMetrics text format (Prometheus scrapes it).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "application/openmetrics-text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render(
-        state.store.revision(),
-        state.hub.connections(),
-        state.subscriber_limit,
-        *state.store.leadership().borrow(),
-    ))
+    let live = Live {
+        revision: state.store.revision(),
+        connections: state.hub.connections(),
+        subscribers: state.hub.subscribers(),
+        subscriber_limit: state.subscriber_limit,
+        leader: *state.store.leadership().borrow(),
+    };
+    HttpResponse::Ok().content_type(CONTENT_TYPE).body(state.metrics.render(&live))
 }
 
 /// This API as an OpenAPI 3 document, generated from the handlers and wire types.

@@ -79,7 +79,7 @@ fn fed_until(feed: &FeedReceiver, last: Revision) -> Vec<Revision> {
     let mut fed = Vec::new();
     while fed.last().is_none_or(|r| *r < last) {
         match feed.recv_timeout(Duration::from_secs(10)) {
-            Ok(super::Fed::Changes(batch)) => fed.extend(batch.iter().map(|c| c.revision)),
+            Ok(super::Fed::Changes(batch, _)) => fed.extend(batch.iter().map(|c| c.revision)),
             Ok(super::Fed::Reloaded(_)) => {}
             Err(_) => panic!("the feed stopped at {fed:?} before revision {last}"),
         }

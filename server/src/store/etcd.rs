@@ -864,7 +864,7 @@ impl Watcher {
             }
             if !batch.is_empty() {
                 self.shared.apply(&batch);
-                let _ = self.feed.send(Fed::Changes(batch));
+                let _ = self.feed.send(Fed::Changes(batch, std::time::Instant::now()));
             }
         }
     }

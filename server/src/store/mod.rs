@@ -249,8 +249,9 @@ pub type CommittedBatch = Vec<Arc<Change>>;
 /// What the feed carries to the hub.
 #[derive(Debug)]
 pub enum Fed {
-    /// Changes committed, in revision order.
-    Changes(CommittedBatch),
+    /// Changes committed, in revision order, and when this node learnt of their commit
+    /// (the start of their push latency).
+    Changes(CommittedBatch, std::time::Instant),
     /// The cache was reloaded as of this revision (an etcd watch lost its place to a
     /// compaction): every subscriber needs a fresh snapshot.
     Reloaded(Revision),
@@ -531,11 +532,19 @@ impl Store {
             }
             request.mutation = Mutation::Restore { to_revision, value: item.value };
         }
-        match &self.engine {
+        let started = std::time::Instant::now();
+        let written = match &self.engine {
             Engine::Local(writer) => writer.write(request).await,
             #[cfg(feature = "etcd")]
             Engine::Etcd(engine) => engine.write(&self.shared, request).await,
-        }
+        };
+        self.shared.metrics.record_write(started.elapsed());
+        written
+    }
+
+    /// The server's metrics, which the store records its writes in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// Stops the engine: the local writer commits what was queued first.

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use chrono::{SubsecRound, Utc};
 use graycast_protocol::{Entry, HistoryItem, Revision};
@@ -243,7 +244,7 @@ impl Writer {
             }
         }
         let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
-        shared.metrics.write_rejections.fetch_add(rejected, Ordering::Relaxed);
+        shared.metrics.record_rejections(rejected);
 
         let committed: Vec<Arc<Change>> = if changes.is_empty() {
             Vec::new()
@@ -263,12 +264,13 @@ impl Writer {
             self.stored.store(self.backend.stored_bytes(), Ordering::Release);
             committed
         };
+        let committed_at = Instant::now();
         for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
             let _ = reply.send(outcome.map(|index| committed[index].clone()));
         }
         if !committed.is_empty() {
             // The hub may be gone during shutdown; the changes are durable regardless.
-            let _ = self.feed.send(Fed::Changes(committed));
+            let _ = self.feed.send(Fed::Changes(committed, committed_at));
         }
     }
 }
@@ -418,7 +420,7 @@ mod tests {
         let fed: Vec<Revision> = feed
             .try_iter()
             .flat_map(|fed| match fed {
-                Fed::Changes(batch) => batch,
+                Fed::Changes(batch, _) => batch,
                 Fed::Reloaded(_) => Vec::new(),
             })
             .map(|c| c.revision)
@@ -472,7 +474,7 @@ mod tests {
         let fed: Vec<Revision> = feed
             .try_iter()
             .flat_map(|fed| match fed {
-                Fed::Changes(batch) => batch,
+                Fed::Changes(batch, _) => batch,
                 Fed::Reloaded(_) => Vec::new(),
             })
             .map(|c| c.revision)
