@@ -5,8 +5,14 @@
 //! - `fanout`: time from a PUT being sent to its change message arriving at each of N
 //!   WebSocket subscribers, per round, and to the last of them.
 //!
+//! - `reconnect`: SDK clients following a server this command restarts.
+//! - `compare`: graycast, etcd and Redis started here and run through the same scenario,
+//!   side by side (see [`compare`]).
+//!
 //! Every loop is bounded in count and time, and talks only to the URL it is given
 //! (meant for a server on loopback).
+
+mod compare;
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +67,9 @@ enum Scenario {
         #[arg(long)]
         kill9: bool,
     },
+    /// graycast side by side with etcd and Redis, each started here on loopback with
+    /// temporary data; prints a markdown table with graycast's ratio to each.
+    Compare(compare::Settings),
 }
 
 #[tokio::main]
@@ -75,6 +84,7 @@ async fn main() -> Result<()> {
         Scenario::Reconnect { clients, server_bin, kill9 } => {
             reconnect(&args.server, clients, &server_bin, kill9).await
         }
+        Scenario::Compare(settings) => compare::run(settings).await,
     }
 }
 

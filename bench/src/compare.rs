@@ -1,0 +1,679 @@
+//! `compare`: graycast side by side with etcd and Redis in one run, on loopback.
+//!
+//! Each system is started here with temporary data (graycast on redb, etcd with its
+//! default fsync, Redis without persistence, as pub/sub has none), the same scenario is
+//! run against each in turn, and a markdown table compares them, with graycast's ratio to
+//! each peer. Server CPU comes from `/proc/PID/stat` (user + system time of the server
+//! process only), which a shared machine disturbs far less than wall time.
+//!
+//! - `fanout`: N subscribers, each on its own connection (graycast: WebSocket; etcd: a
+//!   gRPC watch per client; Redis: `SUBSCRIBE`), then U updates of one key (`PUT`, etcd
+//!   `put`, `PUBLISH`), either paced (`--interval-ms`) or back to back (each sent once the
+//!   previous is acknowledged). Latency is from sending the update to its receipt.
+//! - `writes`: W concurrent writers, each writing its own key as fast as durable
+//!   acknowledgements come (graycast and etcd; Redis pub/sub stores nothing).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{ms, percentile};
+
+/// What `compare` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Fanout,
+    Writes,
+}
+
+/// The settings of a comparison.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Settings {
+    /// The scenario to run against every system.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Subscribers (fanout).
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Updates sent (fanout).
+    #[arg(long, default_value_t = 30)]
+    pub updates: usize,
+    /// Time between updates in milliseconds; 0 sends them back to back (fanout).
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
+    /// Concurrent writers (writes).
+    #[arg(long, default_value_t = 64)]
+    pub writers: usize,
+    /// Seconds of writing (writes).
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// The graycast server binary.
+    #[arg(long, default_value = "target/release/graycast")]
+    pub graycast_bin: PathBuf,
+    /// The peers to compare with: etcd, redis (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "etcd,redis")]
+    pub peers: Vec<String>,
+}
+
+/// A server process started for the comparison, stopped and cleaned up when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    address: String,
+    data: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(data) = &self.data {
+            let _ = std::fs::remove_dir_all(data);
+        }
+    }
+}
+
+impl Server {
+    /// User + system CPU time of the process so far.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start after ") ".
+        let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        let total = ticks(11) + ticks(12);
+        Duration::from_secs_f64(total as f64 / clock_ticks() as f64)
+    }
+
+    /// Resident memory of the process, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("graycast-compare-{}-{name}", std::process::id()))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_listening(address: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(address).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {address}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn start_graycast(bin: &Path) -> Result<Server> {
+    use std::io::BufRead as _;
+    let data = temp_dir("graycast");
+    let mut child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("GRAYCAST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {} (cargo build --release first)", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("graycast listening on http://")
+        .ok_or_else(|| anyhow!("unexpected graycast output {line:?}"))?;
+    Ok(Server { name: "graycast", address: url.to_owned(), child, data: Some(data) })
+}
+
+async fn start_etcd() -> Result<Server> {
+    let data = temp_dir("etcd");
+    let (client, peer) = (free_port()?, free_port()?);
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .args(["--name", "compare", "--data-dir"])
+        .arg(&data)
+        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("compare={peer_url}")])
+        .args(["--logger", "zap", "--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting etcd (Debian: apt-get install etcd-server)")?;
+    let server =
+        Server { name: "etcd", address: format!("127.0.0.1:{client}"), child, data: Some(data) };
+    wait_listening(&server.address).await?;
+    // Listening comes before serving: wait for a write to go through.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = async {
+            let mut client = etcd_client::Client::connect([&server.address], None).await?;
+            client.put("compare/ready", "1", None).await?;
+            Ok::<_, etcd_client::Error>(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(server),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(err) => bail!("etcd never served: {err}"),
+        }
+    }
+}
+
+async fn start_redis() -> Result<Server> {
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--maxclients", "50000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server (Debian: apt-get install redis-server)")?;
+    let server = Server { name: "redis", address: format!("127.0.0.1:{port}"), child, data: None };
+    wait_listening(&server.address).await?;
+    Ok(server)
+}
+
+/// One system's figures.
+#[derive(Default)]
+struct Row {
+    name: &'static str,
+    figures: Vec<(String, String, Option<f64>)>,
+}
+
+impl Row {
+    /// A figure, with the number ratios are computed from (`None`: no ratio).
+    fn add(&mut self, what: &str, shown: String, number: Option<f64>) {
+        self.figures.push((what.to_owned(), shown, number));
+    }
+}
+
+pub async fn run(settings: Settings) -> Result<()> {
+    let mut rows = Vec::new();
+    let graycast = start_graycast(&settings.graycast_bin)?;
+    rows.push(run_on(&graycast, &settings).await?);
+    drop(graycast);
+    for peer in &settings.peers {
+        if settings.scenario == Scenario::Writes && peer == "redis" {
+            continue; // pub/sub stores nothing to compare durable writes with
+        }
+        let server = match peer.as_str() {
+            "etcd" => start_etcd().await?,
+            "redis" => start_redis().await?,
+            other => bail!("unknown peer {other:?} (etcd, redis)"),
+        };
+        rows.push(run_on(&server, &settings).await?);
+    }
+    print_table(&settings, &rows);
+    Ok(())
+}
+
+async fn run_on(server: &Server, settings: &Settings) -> Result<Row> {
+    eprintln!("compare: {:?} on {}", settings.scenario, server.name);
+    match settings.scenario {
+        Scenario::Fanout => fanout(server, settings).await,
+        Scenario::Writes => writes(server, settings).await,
+    }
+}
+
+fn print_table(settings: &Settings, rows: &[Row]) {
+    let Some(first) = rows.first() else { return };
+    let what = match settings.scenario {
+        Scenario::Fanout if settings.interval_ms == 0 => format!(
+            "fanout: {} subscribers, {} updates back to back",
+            settings.subscribers, settings.updates
+        ),
+        Scenario::Fanout => format!(
+            "fanout: {} subscribers, {} updates {} ms apart",
+            settings.subscribers, settings.updates, settings.interval_ms
+        ),
+        Scenario::Writes => format!(
+            "writes: {} writers for {} s, each write durable",
+            settings.writers, settings.seconds
+        ),
+    };
+    println!("\n{what}\n");
+    let mut header = String::from("| |");
+    let mut rule = String::from("|---|");
+    for row in rows {
+        header.push_str(&format!(" {} |", row.name));
+        rule.push_str("---|");
+    }
+    for row in &rows[1..] {
+        header.push_str(&format!(" graycast / {} |", row.name));
+        rule.push_str("---|");
+    }
+    println!("{header}\n{rule}");
+    for (i, (name, _, _)) in first.figures.iter().enumerate() {
+        let mut line = format!("| {name} |");
+        for row in rows {
+            line.push_str(&format!(" {} |", row.figures.get(i).map_or("", |f| f.1.as_str())));
+        }
+        let ours = first.figures[i].2;
+        for row in &rows[1..] {
+            let ratio = match (ours, row.figures.get(i).and_then(|f| f.2)) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "—".into(),
+            };
+            line.push_str(&format!(" {ratio} |"));
+        }
+        println!("{line}");
+    }
+}
+
+/// Receipts of updates: (update number, when it arrived).
+type Arrivals = mpsc::UnboundedSender<(usize, Instant)>;
+
+/// Subscribes `n` clients of `server`'s kind; returns once all are subscribed.
+async fn subscribe_all(server: &Server, n: usize, arrivals: &Arrivals) -> Result<()> {
+    let (ready_tx, mut ready) = mpsc::unbounded_channel::<()>();
+    for _ in 0..n {
+        let (arrivals, ready) = (arrivals.clone(), ready_tx.clone());
+        match server.name {
+            "graycast" => graycast_subscriber(&server.address, arrivals, ready).await?,
+            "etcd" => etcd_subscriber(&server.address, arrivals, ready).await?,
+            _ => redis_subscriber(&server.address, arrivals, ready).await?,
+        }
+    }
+    for _ in 0..n {
+        tokio::time::timeout(Duration::from_secs(60), ready.recv())
+            .await
+            .context("the subscribers were not all ready within 60 s")?;
+    }
+    Ok(())
+}
+
+async fn graycast_subscriber(
+    address: &str,
+    arrivals: Arrivals,
+    ready: mpsc::UnboundedSender<()>,
+) -> Result<()> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/v1/watch"))
+        .await
+        .context("connecting to graycast")?;
+    let subscribe = json!({"type": "subscribe", "namespaces": ["compare"]});
+    ws.send(Message::text(subscribe.to_string())).await?;
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = ws.next().await {
+            let at = Instant::now();
+            let Message::Text(text) = frame else { continue };
+            let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
+            match message["type"].as_str() {
+                Some("snapshot") => {
+                    let _ = ready.send(());
+                }
+                Some("change") => {
+                    let update = message["entry"]["value"].as_u64().unwrap_or(u64::MAX);
+                    if arrivals.send((update as usize, at)).is_err() {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn etcd_subscriber(
+    address: &str,
+    arrivals: Arrivals,
+    ready: mpsc::UnboundedSender<()>,
+) -> Result<()> {
+    // A client per subscriber: its own connection, as every other system's subscribers.
+    let mut client = etcd_client::Client::connect([address], None).await?;
+    let mut stream = client.watch("compare/flag", None).await?;
+    let _ = ready.send(());
+    tokio::spawn(async move {
+        let _keep = client;
+        while let Ok(Some(response)) = stream.message().await {
+            let at = Instant::now();
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                let update = std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse().ok());
+                if arrivals.send((update.unwrap_or(usize::MAX), at)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// A RESP command of bulk strings.
+fn resp(parts: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
+    for part in parts {
+        out.extend_from_slice(format!("${}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    out
+}
+
+/// One RESP reply from the front of `buf`, flattened to its strings and integers;
+/// `None` until it is whole.
+fn parse_reply(buf: &mut BytesMut) -> Option<Vec<String>> {
+    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        Some((&buf[at..end], end + 2))
+    }
+    fn value(buf: &[u8], at: usize, out: &mut Vec<String>) -> Option<usize> {
+        let kind = *buf.get(at)?;
+        let (text, next) = line(buf, at + 1)?;
+        let text = std::str::from_utf8(text).ok()?;
+        match kind {
+            b'*' => {
+                let mut at = next;
+                for _ in 0..text.parse::<i64>().ok()?.max(0) {
+                    at = value(buf, at, out)?;
+                }
+                Some(at)
+            }
+            b'$' => {
+                let len = text.parse::<i64>().ok()?;
+                if len < 0 {
+                    return Some(next);
+                }
+                let end = next + len as usize;
+                let data = buf.get(next..end)?;
+                out.push(String::from_utf8_lossy(data).into_owned());
+                buf.get(end..end + 2)?;
+                Some(end + 2)
+            }
+            _ => {
+                out.push(text.to_owned());
+                Some(next)
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let used = value(buf, 0, &mut out)?;
+    let _ = buf.split_to(used);
+    Some(out)
+}
+
+async fn redis_subscriber(
+    address: &str,
+    arrivals: Arrivals,
+    ready: mpsc::UnboundedSender<()>,
+) -> Result<()> {
+    let mut stream = TcpStream::connect(address).await.context("connecting to redis")?;
+    stream.set_nodelay(true)?;
+    stream.write_all(&resp(&["SUBSCRIBE", "compare"])).await?;
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let at = Instant::now();
+            while let Some(reply) = parse_reply(&mut buf) {
+                match reply.first().map(String::as_str) {
+                    Some("subscribe") => {
+                        let _ = ready.send(());
+                    }
+                    Some("message") => {
+                        let update = reply.get(2).and_then(|v| v.parse().ok());
+                        if arrivals.send((update.unwrap_or(usize::MAX), at)).is_err() {
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Sends updates to one system: each returns once acknowledged.
+enum Publisher {
+    Graycast { http: reqwest::Client, url: String },
+    Etcd(Box<etcd_client::Client>),
+    Redis { stream: TcpStream, buf: BytesMut },
+}
+
+impl Publisher {
+    async fn connect(server: &Server) -> Result<Publisher> {
+        Ok(match server.name {
+            "graycast" => Publisher::Graycast {
+                http: reqwest::Client::new(),
+                url: format!("http://{}/v1/configs/compare/flag", server.address),
+            },
+            "etcd" => Publisher::Etcd(Box::new(
+                etcd_client::Client::connect([&server.address], None).await?,
+            )),
+            _ => {
+                let stream = TcpStream::connect(&server.address).await?;
+                stream.set_nodelay(true)?;
+                Publisher::Redis { stream, buf: BytesMut::new() }
+            }
+        })
+    }
+
+    async fn send(&mut self, update: usize) -> Result<()> {
+        match self {
+            Publisher::Graycast { http, url } => {
+                let response =
+                    http.put(url.as_str()).json(&json!({"value": update})).send().await?;
+                if !response.status().is_success() {
+                    bail!("PUT {url}: {}", response.status());
+                }
+            }
+            Publisher::Etcd(client) => {
+                client.put("compare/flag", update.to_string(), None).await?;
+            }
+            Publisher::Redis { stream, buf } => {
+                stream.write_all(&resp(&["PUBLISH", "compare", &update.to_string()])).await?;
+                loop {
+                    if parse_reply(buf).is_some() {
+                        break;
+                    }
+                    if stream.read_buf(buf).await? == 0 {
+                        bail!("redis closed the connection");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn fanout(server: &Server, settings: &Settings) -> Result<Row> {
+    let (n, updates) = (settings.subscribers, settings.updates);
+    let rss_before = server.rss();
+    let (arrivals, mut arrived) = mpsc::unbounded_channel();
+    subscribe_all(server, n, &arrivals).await?;
+    drop(arrivals);
+    let rss_subscribed = server.rss();
+    let mut publisher = Publisher::connect(server).await?;
+    // Not counted: one update for every connection to warm up.
+    publisher.send(usize::MAX - 1).await?;
+    let mut warm = 0;
+    while warm < n {
+        let (update, _) = tokio::time::timeout(Duration::from_secs(60), arrived.recv())
+            .await
+            .context("the warm-up update never reached every subscriber")?
+            .context("subscribers ended")?;
+        if update == usize::MAX - 1 {
+            warm += 1;
+        }
+    }
+
+    let cpu_before = server.cpu();
+    let started = Instant::now();
+    let mut sent_at = Vec::with_capacity(updates);
+    let mut acks = Vec::with_capacity(updates);
+    let collect = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(n * updates);
+        while got.len() < n * updates {
+            match tokio::time::timeout(Duration::from_secs(60), arrived.recv()).await {
+                Ok(Some(arrival)) => got.push(arrival),
+                _ => break,
+            }
+        }
+        got
+    });
+    for update in 0..updates {
+        let sent = Instant::now();
+        sent_at.push(sent);
+        publisher.send(update).await?;
+        acks.push(sent.elapsed());
+        if settings.interval_ms > 0 {
+            tokio::time::sleep_until((sent + Duration::from_millis(settings.interval_ms)).into())
+                .await;
+        }
+    }
+    let got = collect.await?;
+    let cpu = server.cpu().saturating_sub(cpu_before);
+    if got.len() < n * updates {
+        bail!("{}: {} of {} deliveries arrived", server.name, got.len(), n * updates);
+    }
+    let last = got.iter().map(|(_, at)| *at).max().unwrap_or(started);
+    let mut latencies: Vec<Duration> = got
+        .iter()
+        .filter_map(|(update, at)| {
+            sent_at.get(*update).map(|sent| at.saturating_duration_since(*sent))
+        })
+        .collect();
+    latencies.sort();
+    acks.sort();
+    let deliveries = latencies.len() as f64;
+    let per_second = deliveries / (last - started).as_secs_f64().max(1e-9);
+    let cpu_per = cpu.as_secs_f64() / deliveries * 1e6;
+    let per_connection = rss_subscribed.saturating_sub(rss_before) as f64 / n as f64 / 1024.0;
+    let p50 = percentile(&latencies, 0.5);
+    let p99 = percentile(&latencies, 0.99);
+    let mut row = Row { name: server.name, ..Row::default() };
+    row.add("latency p50", ms(p50), Some(p50.as_secs_f64()));
+    row.add("latency p99", ms(p99), Some(p99.as_secs_f64()));
+    row.add("deliveries/s", format!("{per_second:.0}"), Some(per_second));
+    row.add("server CPU per delivery", format!("{cpu_per:.1} µs"), Some(cpu_per));
+    row.add("update acknowledged, p50", ms(percentile(&acks, 0.5)), None);
+    row.add(
+        "server RSS subscribed (per connection)",
+        format!("{:.1} MiB ({per_connection:.1} KiB)", rss_subscribed as f64 / 1048576.0),
+        Some(per_connection),
+    );
+    Ok(row)
+}
+
+async fn writes(server: &Server, settings: &Settings) -> Result<Row> {
+    let deadline = Instant::now() + Duration::from_secs(settings.seconds);
+    let cpu_before = server.cpu();
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..settings.writers {
+        let mut publisher = match server.name {
+            "graycast" => Publisher::Graycast {
+                http: reqwest::Client::new(),
+                url: format!("http://{}/v1/configs/compare/w{w}", server.address),
+            },
+            _ => Publisher::Etcd(Box::new(
+                etcd_client::Client::connect([&server.address], None).await?,
+            )),
+        };
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                match &mut publisher {
+                    Publisher::Etcd(client) => {
+                        client.put(format!("compare/w{w}"), i.to_string(), None).await?;
+                    }
+                    other => other.send(i).await?,
+                }
+                latencies.push(sent.elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    let cpu = server.cpu().saturating_sub(cpu_before);
+    latencies.sort();
+    let per_second = latencies.len() as f64 / elapsed.as_secs_f64();
+    let p50 = percentile(&latencies, 0.5);
+    let p99 = percentile(&latencies, 0.99);
+    let cpu_per = cpu.as_secs_f64() / latencies.len().max(1) as f64 * 1e6;
+    let mut row = Row { name: server.name, ..Row::default() };
+    row.add("durable writes/s", format!("{per_second:.0}"), Some(per_second));
+    row.add("latency p50", ms(p50), Some(p50.as_secs_f64()));
+    row.add("latency p99", ms(p99), Some(p99.as_secs_f64()));
+    row.add("server CPU per write", format!("{cpu_per:.1} µs"), Some(cpu_per));
+    row.add("server RSS after", format!("{:.1} MiB", server.rss() as f64 / 1048576.0), None);
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_parsed_whole_or_not_at_all() {
+        let mut buf = BytesMut::from(
+            &b"*3\r\n$7\r\nmessage\r\n$7\r\ncompare\r\n$2\r\n42\r\n:1\r\n*3\r\n$7\r\nmes"[..],
+        );
+        assert_eq!(
+            parse_reply(&mut buf),
+            Some(vec!["message".into(), "compare".into(), "42".into()])
+        );
+        assert_eq!(parse_reply(&mut buf), Some(vec!["1".into()]));
+        assert_eq!(parse_reply(&mut buf), None);
+        assert_eq!(&buf[..], b"*3\r\n$7\r\nmes");
+        assert_eq!(resp(&["PING"]), b"*1\r\n$4\r\nPING\r\n".to_vec());
+    }
+}
