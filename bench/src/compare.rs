@@ -511,6 +511,9 @@ impl Publisher {
             Publisher::Redis { stream, buf } => {
                 stream.write_all(&resp(&["PUBLISH", "compare", &update.to_string()])).await?;
                 loop {
+                    if buf.first() == Some(&b'-') && parse_reply(buf).is_some() {
+                        bail!("redis refused PUBLISH");
+                    }
                     if parse_reply(buf).is_some() {
                         break;
                     }
@@ -604,13 +607,10 @@ async fn fanout(server: &Server, settings: &Settings) -> Result<Row> {
 }
 
 async fn writes(server: &Server, settings: &Settings) -> Result<Row> {
-    let deadline = Instant::now() + Duration::from_secs(settings.seconds);
-    let cpu_before = server.cpu();
-    let started = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    // Connections first, so that connecting is neither timed nor counted as server CPU.
+    let mut publishers = Vec::with_capacity(settings.writers);
     for w in 0..settings.writers {
-        let mut publisher = match server.name {
+        publishers.push(match server.name {
             "graycast" => Publisher::Graycast {
                 http: reqwest::Client::new(),
                 url: format!("http://{}/v1/configs/compare/w{w}", server.address),
@@ -618,7 +618,14 @@ async fn writes(server: &Server, settings: &Settings) -> Result<Row> {
             _ => Publisher::Etcd(Box::new(
                 etcd_client::Client::connect([&server.address], None).await?,
             )),
-        };
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(settings.seconds);
+    let cpu_before = server.cpu();
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (w, mut publisher) in publishers.into_iter().enumerate() {
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();

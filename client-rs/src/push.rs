@@ -70,6 +70,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         }
         if inner.settings.transport == Transport::Auto
             && transport == Transport::WebSocket
+            // The upgrade failed (a connection that was up and then broke is no reason).
+            && !inner.status.borrow().connected
             && upgrade_blocked(&ended.error)
         {
             tracing::warn!(endpoint, error = %ended.error, "the WebSocket upgrade was refused; using server-sent events");
@@ -387,11 +389,15 @@ struct EventReader {
 impl EventReader {
     /// Adds bytes; returns the data of every event they complete.
     fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        // What is left from the last call holds no line end: search only the new bytes
+        // (a snapshot is one line of many chunks).
+        let mut search = self.buf.len();
         self.buf.extend_from_slice(bytes);
         let mut done = Vec::new();
         let mut start = 0;
-        while let Some(end) = self.buf[start..].iter().position(|b| *b == b'\n') {
-            let line = &self.buf[start..start + end];
+        while let Some(end) = self.buf[search..].iter().position(|b| *b == b'\n') {
+            let end = search + end;
+            let line = &self.buf[start..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 if !self.data.is_empty() {
@@ -404,7 +410,8 @@ impl EventReader {
                 }
                 self.data.push_str(&String::from_utf8_lossy(data));
             }
-            start += end + 1;
+            start = end + 1;
+            search = start;
         }
         self.buf.drain(..start);
         done

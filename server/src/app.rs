@@ -116,6 +116,31 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     )))
 }
 
+/// An accepted connection's TCP socket, whatever runs over it.
+trait Accepted {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Accepted for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Accepted for TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// Bounds how long what the server sent may stay unacknowledged (TCP_USER_TIMEOUT): a
+/// peer that vanished without a word (its machine gone, a cable pulled) is dropped by the
+/// kernel after `timeout` of heartbeats going unanswered, even where no reply is read
+/// (an event stream's client never writes back).
+fn drop_vanished_peers(socket: &impl Accepted, timeout: Duration) {
+    let _ = socket2::SockRef::from(socket.tcp()).set_tcp_user_timeout(Some(timeout));
+}
+
 /// Raises the soft limit on open files to the hard limit and returns it: every subscriber
 /// holds a socket.
 fn raise_fd_limit() -> u64 {
@@ -197,8 +222,12 @@ pub async fn run(
             );
             let app = build_app(state.clone()).into_factory().map_err(|err| err.error_response());
             let stopping = stopping.clone();
+            let user_timeout = state.config.client_timeout();
             HttpService::build()
                 .local_addr(local)
+                .on_connect_ext(move |socket: &$socket, _| {
+                    drop_vanished_peers(socket, user_timeout)
+                })
                 // As actix-web's `HttpServer`: 5 s for a request's head, and 1 s for a
                 // client to finish sending a body the server refused before answering.
                 .client_request_timeout(Duration::from_secs(5))

@@ -323,8 +323,9 @@ impl Outbound {
     }
 
     /// Drops `written` bytes from the front of the queue, once the writer got them out;
-    /// `delivered` gets the commit time of each live change whose frame went out whole.
-    pub fn advance(&self, mut written: usize, mut delivered: impl FnMut(Instant)) {
+    /// returns the commit time of each live change whose frame went out whole.
+    pub fn advance(&self, mut written: usize) -> Vec<Instant> {
+        let mut delivered = Vec::new();
         let mut state = self.state();
         if written > 0 {
             state.progress_at = Instant::now();
@@ -337,7 +338,7 @@ impl Outbound {
                     state.counted -= written;
                 }
                 state.front_started = true;
-                return;
+                return delivered;
             }
             written -= front.bytes.len();
             if let Some(piece) = state.queue.pop_front() {
@@ -345,11 +346,12 @@ impl Outbound {
                     state.counted -= piece.bytes.len();
                 }
                 if let Some(at) = piece.committed_at {
-                    delivered(at);
+                    delivered.push(at);
                 }
             }
             state.front_started = false;
         }
+        delivered
     }
 }
 
@@ -378,7 +380,7 @@ mod tests {
             all.extend(
                 chunk.iter().map(|b| String::from_utf8_lossy(b).trim_start_matches('0').to_owned()),
             );
-            out.advance(n, |_| {});
+            out.advance(n);
         }
     }
 
@@ -403,7 +405,7 @@ mod tests {
         out.push_change(&change(1, 10));
         out.push_change(&change(2, 10));
         let first = out.next_write();
-        out.advance(3, |_| {}); // part of change 1 is on the wire
+        out.advance(3); // part of change 1 is on the wire
         assert!(!first.is_empty());
         out.push_change(&change(3, 10));
         assert!(out.lagged(), "30 bytes over a budget of 25");
@@ -439,7 +441,7 @@ mod tests {
         ];
         out.push_shared_pieces(&pieces);
         out.go_live(1);
-        out.advance(4 + 5, |_| {}); // the header and the first piece of the payload went out
+        out.advance(4 + 5); // the header and the first piece of the payload went out
         out.push_change(&change(2, 30));
         out.begin_resync();
         assert_eq!(drain(&out), ["body2"], "the frame on the wire is finished");

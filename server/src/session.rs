@@ -246,7 +246,10 @@ async fn write_some<W: AsyncWrite + Unpin>(
     if written == 0 {
         return Err(std::io::ErrorKind::WriteZero.into());
     }
-    out.advance(written, |committed_at| metrics.record_push(committed_at.elapsed()));
+    // Recorded once the queue's lock is released: the histogram is shared by every session.
+    for committed_at in out.advance(written) {
+        metrics.record_push(committed_at.elapsed());
+    }
     Ok(())
 }
 
@@ -455,7 +458,6 @@ impl Session {
     /// Replays every change after `since` in the subscribed namespaces: from the hub's
     /// memory when it reaches back that far, else from the store's change log.
     fn start_replay(&mut self, since: Revision) {
-        self.state.metrics.record_replay();
         match self.state.hub.recent_after(since, &self.selection()) {
             Some((frames, upto)) => self.catch_up = CatchUp::Memory { frames: frames.into(), upto },
             None => {
@@ -545,6 +547,7 @@ impl Session {
 
     /// The replay is queued: the client has everything up to `upto`; go live and say so.
     fn finish_replay(&mut self, upto: Revision) {
+        self.state.metrics.record_replay();
         self.catch_up = CatchUp::Live;
         self.out.go_live(upto);
         let revision = self.out.sent();

@@ -170,6 +170,15 @@ async fn an_import_into_a_live_server_diffs_prunes_and_refuses_bad_documents_who
     assert_eq!(api.get("/v1/namespaces").await.unwrap().1["revision"], before);
     let (status, _) = import("", json!({"revision": 1})).await;
     assert_eq!(status, 400);
+    // A bad name inside a well-formed document makes the document invalid (found by
+    // schemathesis: it was a 400, which the schema does not allow for a valid body).
+    let mut unnamed = document.clone();
+    unnamed["entries"].as_array_mut().unwrap().push(json!({
+        "namespace": "", "key": "k", "value": 1, "revision": 1, "created_revision": 1, "version": 1,
+        "updated_at": "2026-12-01T00:00:00Z", "updated_by": "x", "gray": null
+    }));
+    let (status, body) = import("?dry_run=true", unnamed).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_value")), "{body}");
 
     let (status, report) = import("?prune=true", document).await;
     assert_eq!(status, 200, "{report}");

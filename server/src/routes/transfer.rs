@@ -217,7 +217,11 @@ fn plan(state: &AppState, document: ExportDocument) -> Result<Vec<Plan>, ApiErro
     for entry in document.entries {
         let Entry { namespace, key, value, gray, .. } = entry;
         let at = |what: &str| format!("{what} of {namespace}/{key}");
-        check_names(&namespace, Some(&key))?;
+        // A name inside the document is part of the body: an invalid one makes the
+        // document invalid (422), as an invalid value does.
+        let invalid =
+            |err: ApiError| ApiError::InvalidValue(format!("an entry of the document: {err}"));
+        check_names(&namespace, Some(&key)).map_err(invalid)?;
         if !seen.insert((namespace.clone(), key.clone())) {
             return Err(ApiError::InvalidValue(format!(
                 "{namespace}/{key} is in the document twice"
@@ -225,7 +229,7 @@ fn plan(state: &AppState, document: ExportDocument) -> Result<Vec<Plan>, ApiErro
         }
         check_value(state, &value, &at("the value"))?;
         if namespace == META_NAMESPACE {
-            check_names(&key, None)?;
+            check_names(&key, None).map_err(invalid)?;
             if !value.get("description").is_some_and(serde_json::Value::is_string) || gray.is_some()
             {
                 return Err(ApiError::InvalidValue(format!(

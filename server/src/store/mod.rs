@@ -536,7 +536,21 @@ impl Store {
         let written = match &self.engine {
             Engine::Local(writer) => writer.write(request).await,
             #[cfg(feature = "etcd")]
-            Engine::Etcd(engine) => engine.write(&self.shared, request).await,
+            Engine::Etcd(engine) => {
+                // Each write is its own etcd transaction; the local writer counts its own.
+                let written = engine.write(&self.shared, request).await;
+                match &written {
+                    Ok(_) => self.shared.metrics.record_commit(1),
+                    Err(
+                        StoreError::Unavailable(_)
+                        | StoreError::Closed
+                        | StoreError::Backend(_)
+                        | StoreError::Corrupt(_),
+                    ) => {}
+                    Err(_) => self.shared.metrics.record_rejections(1),
+                }
+                written
+            }
         };
         self.shared.metrics.record_write(started.elapsed());
         written
