@@ -102,6 +102,7 @@ pub struct Gray {
     /// When the scheduler next moves the ramp (to the next step, or to the end of the
     /// ramp); null while paused, without steps, and once the ramp has ended.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_step_at: Option<DateTime<Utc>>,
     /// Whether the end of the ramp promotes the gray value; only with `steps`.
     #[serde(default)]

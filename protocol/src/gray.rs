@@ -117,6 +117,7 @@ pub struct ReportRequest {
     /// The release the outcomes were seen with (its `started_at`). With it, outcomes of a
     /// release that has ended or been replaced are refused instead of counted for another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub release: Option<DateTime<Utc>>,
 }
 

@@ -168,8 +168,9 @@ async fn an_import_into_a_live_server_diffs_prunes_and_refuses_bad_documents_who
     let (status, body) = import("", bad).await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_value")), "{body}");
     assert_eq!(api.get("/v1/namespaces").await.unwrap().1["revision"], before);
+    // Well-formed JSON that is no export document is an invalid document; broken JSON is 400.
     let (status, _) = import("", json!({"revision": 1})).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     // A bad name inside a well-formed document makes the document invalid (found by
     // schemathesis: it was a 400, which the schema does not allow for a valid body).
     let mut unnamed = document.clone();
@@ -178,6 +179,11 @@ async fn an_import_into_a_live_server_diffs_prunes_and_refuses_bad_documents_who
         "updated_at": "2026-12-01T00:00:00Z", "updated_by": "x", "gray": null
     }));
     let (status, body) = import("?dry_run=true", unnamed).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_value")), "{body}");
+    // So does a timestamp that is not one (schemathesis again: `"next_step_at": ""`).
+    let mut untimely = document.clone();
+    untimely["entries"][0]["updated_at"] = json!("");
+    let (status, body) = import("?dry_run=true", untimely).await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_value")), "{body}");
 
     let (status, report) = import("?prune=true", document).await;

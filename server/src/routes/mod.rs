@@ -195,6 +195,32 @@ pub(crate) async fn read_json_within<T: DeserializeOwned>(
     state: &AppState,
     limit: usize,
 ) -> Result<T, ApiError> {
+    let body = read_json_body(req, payload, state, limit).await?;
+    serde_json::from_slice(&body).map_err(|e| body_error(&e))
+}
+
+/// What a body that serde refused is: a value nested beyond the limit (422), else
+/// malformed or mistyped JSON (400).
+pub(crate) fn body_error(e: &serde_json::Error) -> ApiError {
+    // serde_json stops at 128 levels; anything that deep is a value beyond our limit.
+    if e.to_string().starts_with("recursion limit exceeded") {
+        ApiError::InvalidValue(format!(
+            "the request body is nested more than 127 levels deep; values may be nested \
+             at most {} levels",
+            graycast_protocol::value::MAX_VALUE_DEPTH
+        ))
+    } else {
+        ApiError::InvalidJson(format!("invalid request body: {e}"))
+    }
+}
+
+/// Reads a JSON object body (checking its type, size and time) without parsing it.
+pub(crate) async fn read_json_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
     let headers = req.headers();
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or_default();
@@ -219,18 +245,7 @@ pub(crate) async fn read_json_within<T: DeserializeOwned>(
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::InvalidJson("the request body must be a JSON object".into()));
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        // serde_json stops at 128 levels; anything that deep is a value beyond our limit.
-        if e.to_string().starts_with("recursion limit exceeded") {
-            ApiError::InvalidValue(format!(
-                "the request body is nested more than 127 levels deep; values may be nested \
-                 at most {} levels",
-                graycast_protocol::value::MAX_VALUE_DEPTH
-            ))
-        } else {
-            ApiError::InvalidJson(format!("invalid request body: {e}"))
-        }
-    })
+    Ok(body.freeze())
 }
 
 /// Reads `If-Match` and `If-None-Match` into the write's precondition.

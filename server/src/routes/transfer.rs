@@ -25,7 +25,7 @@ use graycast_protocol::{Entry, ErrorBody, Gray};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{check_names, check_value, read_json_within};
+use super::{body_error, check_names, check_value, read_json_body};
 use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -107,7 +107,17 @@ pub async fn import(
 ) -> Result<HttpResponse, ApiError> {
     let actor = authorize(&state, &req, Access::Write, None)?;
     let limit = usize::try_from(state.config.max_import_bytes).unwrap_or(usize::MAX);
-    let document: ExportDocument = read_json_within(&req, payload, &state, limit).await?;
+    let body = read_json_body(&req, payload, &state, limit).await?;
+    // Well-formed JSON that is not a valid document (a bad timestamp or a field of the
+    // wrong type in some entry) is an invalid document, 422, as a bad value in it is.
+    let document: ExportDocument =
+        serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::InvalidValue(format!("not a valid export document: {e}"))
+            }
+            _ => body_error(&e),
+        })?;
+    drop(body);
     let plans = plan(&state, document)?;
     let (_, current) = state.store.snapshot(&[ALL_NAMESPACES.to_owned()]);
     let mut present: BTreeMap<(String, String), Arc<Entry>> =
