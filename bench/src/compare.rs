@@ -35,6 +35,7 @@ use crate::{ms, percentile};
 pub enum Scenario {
     Fanout,
     Writes,
+    Conns,
 }
 
 /// The settings of a comparison.
@@ -258,6 +259,7 @@ async fn run_on(server: &Server, settings: &Settings) -> Result<Row> {
     match settings.scenario {
         Scenario::Fanout => fanout(server, settings).await,
         Scenario::Writes => writes(server, settings).await,
+        Scenario::Conns => conns(server, settings).await,
     }
 }
 
@@ -276,6 +278,9 @@ fn print_table(settings: &Settings, rows: &[Row]) {
             "writes: {} writers for {} s, each write durable",
             settings.writers, settings.seconds
         ),
+        Scenario::Conns => {
+            format!("conns: {} idle subscribed connections, then all closed", settings.subscribers)
+        }
     };
     println!("\n{what}\n");
     let mut header = String::from("| |");
@@ -602,6 +607,41 @@ async fn fanout(server: &Server, settings: &Settings) -> Result<Row> {
         "server RSS subscribed (per connection)",
         format!("{:.1} MiB ({per_connection:.1} KiB)", rss_subscribed as f64 / 1048576.0),
         Some(per_connection),
+    );
+    Ok(row)
+}
+
+/// Idle subscribed connections: what each costs the server, and whether the memory comes
+/// back once they close.
+async fn conns(server: &Server, settings: &Settings) -> Result<Row> {
+    let n = settings.subscribers;
+    // One update first, so the server's own first-use allocations are in the baseline.
+    let mut publisher = Publisher::connect(server).await?;
+    publisher.send(0).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = server.rss();
+    let (arrivals, arrived) = mpsc::unbounded_channel();
+    subscribe_all(server, n, &arrivals).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let open = server.rss();
+    // Dropping the receiver ends every subscriber task at its next message; one update
+    // reaches them all, and their connections close.
+    drop(arrived);
+    drop(arrivals);
+    publisher.send(1).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let closed = server.rss();
+    let per = open.saturating_sub(baseline) as f64 / n as f64 / 1024.0;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let mut row = Row { name: server.name, ..Row::default() };
+    row.add("RSS per idle subscribed connection", format!("{per:.1} KiB"), Some(per));
+    row.add("RSS before", mib(baseline), None);
+    row.add("RSS with the connections open", mib(open), None);
+    let back = closed as f64 / baseline.max(1) as f64;
+    row.add(
+        "RSS after they closed (× before)",
+        format!("{} ({back:.2}×)", mib(closed)),
+        Some(back),
     );
     Ok(row)
 }

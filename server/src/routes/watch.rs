@@ -45,19 +45,27 @@ pub async fn watch() -> Result<HttpResponse, ApiError> {
 /// Serves an upgraded connection: answers the handshake, or the error that refuses it.
 pub async fn upgrade<S: Socket>(state: AppState, req: Request, framed: Framed<S, h1::Codec>) {
     let parts = framed.into_parts();
-    let (mut socket, inbound, unsent) = (parts.io, parts.read_buf, parts.write_buf);
+    let (mut socket, read_buf, unsent) = (parts.io, parts.read_buf, parts.write_buf);
     // Answers to earlier requests on this connection that are not out yet come first.
     if !unsent.is_empty() && socket.write_all(&unsent).await.is_err() {
         return;
     }
+    drop(unsent);
+    // The HTTP codec's read buffer has room for request heads (kilobytes): a session
+    // keeps only the bytes the client sent behind its handshake.
+    let inbound = BytesMut::from(&read_buf[..]);
+    drop(read_buf);
     let remote = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     match accept(&state, &req) {
         Ok((principal, permit)) => {
             let answer = handshake_answer(&req);
+            // Nor does a session keep the request it was upgraded from.
+            drop(req);
             if socket.write_all(&answer).await.is_err() {
                 return;
             }
-            session::run(state, socket, BytesMut::from(&inbound[..]), remote, principal).await;
+            drop(answer);
+            session::run(state, socket, inbound, remote, principal).await;
             drop(permit);
         }
         Err(err) => {
