@@ -343,17 +343,28 @@ async fn graycast_subscriber(
         .context("connecting to graycast")?;
     let subscribe = json!({"type": "subscribe", "namespaces": ["compare"]});
     ws.send(Message::text(subscribe.to_string())).await?;
+    // Decoded only as far as the probe needs (the other systems' probes decode no more).
+    #[derive(serde::Deserialize)]
+    struct Pushed {
+        #[serde(rename = "type")]
+        kind: String,
+        entry: Option<PushedEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PushedEntry {
+        value: Value,
+    }
     tokio::spawn(async move {
         while let Some(Ok(frame)) = ws.next().await {
             let at = Instant::now();
             let Message::Text(text) = frame else { continue };
-            let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
-            match message["type"].as_str() {
-                Some("snapshot") => {
+            let Ok(message) = serde_json::from_str::<Pushed>(&text) else { continue };
+            match message.kind.as_str() {
+                "snapshot" => {
                     let _ = ready.send(());
                 }
-                Some("change") => {
-                    let update = message["entry"]["value"].as_u64().unwrap_or(u64::MAX);
+                "change" => {
+                    let update = message.entry.and_then(|e| e.value.as_u64()).unwrap_or(u64::MAX);
                     if arrivals.send((update as usize, at)).is_err() {
                         break;
                     }
