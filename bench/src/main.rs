@@ -279,8 +279,20 @@ async fn reconnect(server: &str, clients: usize, bin: &std::path::Path, kill9: b
         caught_up.push(waited?);
     }
     caught_up.sort();
+    // How the clients came back: by replaying what they missed, or with a snapshot.
+    let metrics = reqwest::get(format!("{server}/metrics")).await?.text().await?;
+    let count = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let replays = count("graycast_replays_total ");
+    let snapshots = count("graycast_snapshots_total{cause=\"new\"} ")
+        + count("graycast_snapshots_total{cause=\"too_old\"} ")
+        + count("graycast_snapshots_total{cause=\"lag\"} ");
     println!(
-        "reconnect: {clients} SDK clients back at revision {latest} after the restart: p50 {} p99 {} all {}",
+        "reconnect: {clients} SDK clients back at revision {latest} after the restart: p50 {} p99 {} all {}; {replays} resumed by replay, {snapshots} by snapshot",
         ms(percentile(&caught_up, 0.5)),
         ms(percentile(&caught_up, 0.99)),
         ms(percentile(&caught_up, 1.0)),
