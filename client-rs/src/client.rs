@@ -19,9 +19,10 @@ pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Default time allowed to open a connection and to make a REST call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Change events buffered per stream before a slow stream misses some; large enough for
-/// the differences of a big snapshot, which arrive at once.
-const EVENT_BUFFER: usize = 65_536;
+/// Change events buffered per stream before a slow stream misses some; enough for the
+/// differences of a large snapshot, which arrive at once. The buffer is allocated whole
+/// when the client is built (a slot per event, each an `Arc`: 4096 cost about 160 KiB).
+const EVENT_BUFFER: usize = 4096;
 
 /// The connection state of a client, as [`Client::status`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +244,7 @@ pub(crate) struct Inner {
     pub tls: Arc<rustls::ClientConfig>,
     pub cache: RwLock<CacheState>,
     pub status: watch::Sender<Status>,
-    pub events: broadcast::Sender<ChangeEvent>,
+    pub events: broadcast::Sender<Arc<ChangeEvent>>,
 }
 
 impl Inner {
@@ -427,7 +428,7 @@ impl Client {
             loop {
                 match receiver.recv().await {
                     Ok(event) if filter.matches(&event) => {
-                        return Some((event, (receiver, filter)))
+                        return Some((Arc::unwrap_or_clone(event), (receiver, filter)))
                     }
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {

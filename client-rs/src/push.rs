@@ -218,7 +218,7 @@ fn apply(
     // not be handed the changes that led up to it.
     for event in events {
         // Nobody listening is fine.
-        let _ = inner.events.send(event);
+        let _ = inner.events.send(Arc::new(event));
     }
     inner.status.send_modify(|s| {
         s.revision = revision;
