@@ -110,6 +110,22 @@ impl From<reqwest::Error> for Error {
 
 /// An error with its causes, `outer: inner: innermost`, so that "connection refused" or
 /// "invalid peer certificate" is not hidden behind "error sending request".
+/// The error a server's refusal stands for: its JSON error body when it has one, else
+/// the `code` and `message` that `otherwise` makes of the answer.
+pub(crate) fn from_answer(
+    status: u16,
+    body: &[u8],
+    otherwise: impl FnOnce() -> (&'static str, String),
+) -> Error {
+    match serde_json::from_slice::<graycast_protocol::ErrorBody>(body) {
+        Ok(body) => Error::Server { status, code: body.error.code, message: body.error.message },
+        Err(_) => {
+            let (code, message) = otherwise();
+            Error::Server { status, code: code.into(), message }
+        }
+    }
+}
+
 pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -339,19 +339,10 @@ async fn session_sse(
     };
     let status = response.status();
     if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        let error = match serde_json::from_str::<graycast_protocol::ErrorBody>(&text) {
-            Ok(body) => Error::Server {
-                status: status.as_u16(),
-                code: body.error.code,
-                message: body.error.message,
-            },
-            Err(_) => Error::Server {
-                status: status.as_u16(),
-                code: "http".into(),
-                message: format!("the event stream was refused with HTTP {status}"),
-            },
-        };
+        let body = response.bytes().await.unwrap_or_default();
+        let error = crate::error::from_answer(status.as_u16(), &body, || {
+            ("http", format!("the event stream was refused with HTTP {status}"))
+        });
         return Err(Ended::new(false, error));
     }
     connected(inner, endpoint, Transport::Sse);
@@ -426,16 +417,9 @@ fn connect_error(err: tokio_tungstenite::tungstenite::Error) -> Error {
         WsError::Http(response) => {
             let status = response.status().as_u16();
             let body = response.body().as_deref().unwrap_or_default();
-            match serde_json::from_slice::<graycast_protocol::ErrorBody>(body) {
-                Ok(body) => {
-                    Error::Server { status, code: body.error.code, message: body.error.message }
-                }
-                Err(_) => Error::Server {
-                    status,
-                    code: "http".into(),
-                    message: format!("the upgrade was refused with HTTP {status}"),
-                },
-            }
+            crate::error::from_answer(status, body, || {
+                ("http", format!("the upgrade was refused with HTTP {status}"))
+            })
         }
         other => {
             let described = crate::error::describe(&other);

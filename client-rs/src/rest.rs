@@ -4,7 +4,7 @@ use graycast_protocol::rest::{
     ChangeList, ClientList, ConfigList, DeleteResponse, ExportDocument, HistoryList, ImportReport,
     NamespaceDescribed, NamespaceDescription, NamespaceList, PutRequest, RollbackRequest, WhoAmI,
 };
-use graycast_protocol::{Entry, ErrorBody, HistoryItem, Revision};
+use graycast_protocol::{Entry, HistoryItem, Revision};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -57,18 +57,9 @@ impl Client {
                 return Ok((status, None));
             }
             let text = response.text().await.unwrap_or_default();
-            let err = match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(body) => Error::Server {
-                    status: status.as_u16(),
-                    code: body.error.code,
-                    message: body.error.message,
-                },
-                Err(_) => Error::Server {
-                    status: status.as_u16(),
-                    code: "unknown".into(),
-                    message: text.chars().take(200).collect(),
-                },
-            };
+            let err = crate::error::from_answer(status.as_u16(), text.as_bytes(), || {
+                ("unknown", text.chars().take(200).collect())
+            });
             // Another node may serve while this one is unavailable.
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 last = err;

@@ -283,6 +283,17 @@ mod tests {
 
     use super::super::{MemoryBackend, Mutation, Precondition, Store};
     use super::*;
+
+    /// The revisions the feed has carried so far.
+    fn fed_revisions(feed: &FeedReceiver) -> Vec<Revision> {
+        feed.try_iter()
+            .flat_map(|fed| match fed {
+                Fed::Changes(batch, _) => batch,
+                Fed::Reloaded(_) => Vec::new(),
+            })
+            .map(|c| c.revision)
+            .collect()
+    }
     use crate::metrics::Metrics;
 
     /// A memory backend that can be made to fail, or to hold commits until released,
@@ -417,14 +428,7 @@ mod tests {
         assert!(store.write(put("k", json!(3), Precondition::None)).await.is_err());
         assert_eq!(backend.commits.load(Ordering::SeqCst), 1);
         // Only the committed change was fed to subscribers.
-        let fed: Vec<Revision> = feed
-            .try_iter()
-            .flat_map(|fed| match fed {
-                Fed::Changes(batch, _) => batch,
-                Fed::Reloaded(_) => Vec::new(),
-            })
-            .map(|c| c.revision)
-            .collect();
+        let fed = fed_revisions(&feed);
         assert_eq!(fed, [1]);
     }
 
@@ -471,14 +475,7 @@ mod tests {
         let x = store.get("ns", "x").expect("x exists");
         assert_eq!((x.value.clone(), x.version, x.created_revision), (json!(2), 2, 2));
         assert_eq!(backend.commits.load(Ordering::SeqCst), 2, "one commit for the whole queue");
-        let fed: Vec<Revision> = feed
-            .try_iter()
-            .flat_map(|fed| match fed {
-                Fed::Changes(batch, _) => batch,
-                Fed::Reloaded(_) => Vec::new(),
-            })
-            .map(|c| c.revision)
-            .collect();
+        let fed = fed_revisions(&feed);
         assert_eq!(fed, [1, 2, 3]);
     }
 
