@@ -167,3 +167,24 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
     assert_eq!(abort["level"], "WARN");
     assert!(lines.iter().any(|l| l["fields"]["message"] == "shutting down"), "{log}");
 }
+
+/// A resumption the change log no longer reaches is a snapshot (too_old), not also a
+/// replay (the replay was counted when it began, before the log said it was compacted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumption_beyond_the_change_log_counts_as_a_snapshot_only() {
+    let server = TestServer::start_with(&["--changelog-retain", "1"]);
+    let api = Api::new(&server);
+    for i in 0..5 {
+        api.put_ok("app", "k", json!(i)).await;
+    }
+    let mut late = Watcher::subscribe(&server, &["app"], Some(1)).await.unwrap();
+    assert!(matches!(late.next_data().await.unwrap(), ServerMessage::Snapshot { .. }));
+    assert_eq!(server.metric("graycast_snapshots_total{cause=\"too_old\"}").await, Some(1.0));
+    assert_eq!(server.metric("graycast_replays_total").await, Some(0.0));
+
+    // One that the log does reach is a replay.
+    let mut recent = Watcher::subscribe(&server, &["app"], Some(4)).await.unwrap();
+    assert!(matches!(recent.next_data().await.unwrap(), ServerMessage::Change { .. }));
+    metric_reaches(&server, "graycast_replays_total", 1.0).await;
+    assert_eq!(server.metric("graycast_snapshots_total{cause=\"too_old\"}").await, Some(1.0));
+}
