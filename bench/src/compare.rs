@@ -62,7 +62,7 @@ pub struct Settings {
     /// The graycast server binary.
     #[arg(long, default_value = "target/release/graycast")]
     pub graycast_bin: PathBuf,
-    /// The peers to compare with: etcd, redis (comma separated).
+    /// The peers to compare with: etcd, redis (comma separated; empty: graycast alone).
     #[arg(long, value_delimiter = ',', default_value = "etcd,redis")]
     pub peers: Vec<String>,
 }
@@ -140,12 +140,17 @@ async fn wait_listening(address: &str) -> Result<()> {
     Ok(())
 }
 
-fn start_graycast(bin: &Path) -> Result<Server> {
+fn start_graycast(bin: &Path, subscribers: usize) -> Result<Server> {
     use std::io::BufRead as _;
     let data = temp_dir("graycast");
+    // By default the server keeps an eighth of its file descriptors (up to 4,096) for REST
+    // clients; a run with more subscribers than that allows raises the limit.
+    let max_subscribers = (subscribers + 256).max(10_000);
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
+        .arg("--max-subscribers")
+        .arg(max_subscribers.to_string())
         .env("GRAYCAST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -236,10 +241,10 @@ impl Row {
 
 pub async fn run(settings: Settings) -> Result<()> {
     let mut rows = Vec::new();
-    let graycast = start_graycast(&settings.graycast_bin)?;
+    let graycast = start_graycast(&settings.graycast_bin, settings.subscribers)?;
     rows.push(run_on(&graycast, &settings).await?);
     drop(graycast);
-    for peer in &settings.peers {
+    for peer in settings.peers.iter().filter(|p| !p.is_empty()) {
         if settings.scenario == Scenario::Writes && peer == "redis" {
             continue; // pub/sub stores nothing to compare durable writes with
         }
@@ -622,6 +627,9 @@ async fn fanout(server: &Server, settings: &Settings) -> Result<Row> {
     Ok(row)
 }
 
+/// How long after the connections close their memory is measured.
+const SETTLE_AFTER_CLOSE: Duration = Duration::from_secs(12);
+
 /// Idle subscribed connections: what each costs the server, and whether the memory comes
 /// back once they close.
 async fn conns(server: &Server, settings: &Settings) -> Result<Row> {
@@ -640,7 +648,9 @@ async fn conns(server: &Server, settings: &Settings) -> Result<Row> {
     drop(arrived);
     drop(arrivals);
     publisher.send(1).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Allocators hand freed memory back over seconds (jemalloc's decay is 10 s): the
+    // same wait for every system.
+    tokio::time::sleep(SETTLE_AFTER_CLOSE).await;
     let closed = server.rss();
     let per = open.saturating_sub(baseline) as f64 / n as f64 / 1024.0;
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
@@ -650,7 +660,7 @@ async fn conns(server: &Server, settings: &Settings) -> Result<Row> {
     row.add("RSS with the connections open", mib(open), None);
     let back = closed as f64 / baseline.max(1) as f64;
     row.add(
-        "RSS after they closed (× before)",
+        "RSS 12 s after they closed (× before)",
         format!("{} ({back:.2}×)", mib(closed)),
         Some(back),
     );

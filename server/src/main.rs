@@ -8,6 +8,12 @@ use clap::Parser;
 use graycast_server::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc with background threads returns the memory of closed connections to the
+/// system within seconds; glibc's allocator keeps it (BENCHMARKS.md, `compare conns`).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let logs = tracing_subscriber::fmt()
