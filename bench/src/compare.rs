@@ -12,6 +12,16 @@
 //!   previous is acknowledged). Latency is from sending the update to its receipt.
 //! - `writes`: W concurrent writers, each writing its own key as fast as durable
 //!   acknowledgements come (graycast and etcd; Redis pub/sub stores nothing).
+//! - `ack`: how long an update takes to be acknowledged, first with nobody subscribed,
+//!   then while it fans out to N subscribers.
+//! - `conns`: N idle subscribed connections: resident memory each, and how much of it the
+//!   server gives back 12 s after they close.
+//! - `storm`: N clients following one key across a restart of the server (SIGTERM, down
+//!   2 s): the time from the server serving again until each has the update written then,
+//!   and how many resumed by replay. graycast's clients are the SDK; etcd's reconnect and
+//!   watch from the revision after the last they saw; Redis subscribers subscribe again
+//!   (pub/sub replays nothing). All reconnect with the SDK's backoff (100 ms doubling to
+//!   5 s, jittered).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +46,8 @@ pub enum Scenario {
     Fanout,
     Writes,
     Conns,
+    Storm,
+    Ack,
 }
 
 /// The settings of a comparison.
@@ -44,13 +56,13 @@ pub struct Settings {
     /// The scenario to run against every system.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Subscribers (fanout).
+    /// Subscribers (fanout, ack, conns) or clients (storm).
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
-    /// Updates sent (fanout).
+    /// Updates sent (fanout, ack).
     #[arg(long, default_value_t = 30)]
     pub updates: usize,
-    /// Time between updates in milliseconds; 0 sends them back to back (fanout).
+    /// Time between updates in milliseconds; 0 sends them back to back (fanout, ack).
     #[arg(long, default_value_t = 100)]
     pub interval_ms: u64,
     /// Concurrent writers (writes).
@@ -73,6 +85,8 @@ struct Server {
     child: Child,
     address: String,
     data: Option<PathBuf>,
+    /// The program and arguments that start it again on the same address and data.
+    relaunch: (PathBuf, Vec<String>),
 }
 
 impl Drop for Server {
@@ -97,6 +111,34 @@ impl Server {
         // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
         let total = ticks(11) + ticks(12);
         Duration::from_secs_f64(total as f64 / clock_ticks() as f64)
+    }
+
+    /// Stops the process as an operator would (SIGTERM), leaves it down for `down`, and
+    /// starts it again on the same address with the same data; returns once it serves.
+    async fn restart(&mut self, down: Duration) -> Result<()> {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
+        self.child.wait()?;
+        tokio::time::sleep(down).await;
+        let (program, args) = &self.relaunch;
+        let mut command = Command::new(program);
+        command.args(args).stderr(Stdio::null());
+        if self.name == "graycast" {
+            command.env("GRAYCAST_LOG", "warn").stdout(Stdio::piped());
+        } else {
+            command.stdout(Stdio::null());
+        }
+        self.child = command.spawn().with_context(|| format!("restarting {}", self.name))?;
+        match self.name {
+            "graycast" => {
+                use std::io::BufRead as _;
+                let stdout = self.child.stdout.take().context("no stdout")?;
+                let mut line = String::new();
+                std::io::BufReader::new(stdout).read_line(&mut line)?;
+            }
+            "etcd" => serving_etcd(&self.address).await?,
+            _ => wait_listening(&self.address).await?,
+        }
+        Ok(())
     }
 
     /// Resident memory of the process, in bytes.
@@ -146,11 +188,16 @@ fn start_graycast(bin: &Path, subscribers: usize) -> Result<Server> {
     // By default the server keeps an eighth of its file descriptors (up to 4,096) for REST
     // clients; a run with more subscribers than that allows raises the limit.
     let max_subscribers = (subscribers + 256).max(10_000);
+    let data_arg = data.to_string_lossy().into_owned();
+    let args = |listen: &str| {
+        ["--listen", listen, "--data-dir", &data_arg, "--max-subscribers"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([max_subscribers.to_string()])
+            .collect::<Vec<String>>()
+    };
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .arg("--max-subscribers")
-        .arg(max_subscribers.to_string())
+        .args(args("127.0.0.1:0"))
         .env("GRAYCAST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -162,7 +209,8 @@ fn start_graycast(bin: &Path, subscribers: usize) -> Result<Server> {
         .trim()
         .strip_prefix("graycast listening on http://")
         .ok_or_else(|| anyhow!("unexpected graycast output {line:?}"))?;
-    Ok(Server { name: "graycast", address: url.to_owned(), child, data: Some(data) })
+    let relaunch = (bin.to_owned(), args(url));
+    Ok(Server { name: "graycast", address: url.to_owned(), child, data: Some(data), relaunch })
 }
 
 async fn start_etcd() -> Result<Server> {
@@ -170,30 +218,57 @@ async fn start_etcd() -> Result<Server> {
     let (client, peer) = (free_port()?, free_port()?);
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
+    let args: Vec<String> = [
+        "--name",
+        "compare",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--listen-client-urls",
+        &client_url,
+        "--advertise-client-urls",
+        &client_url,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster",
+        &format!("compare={peer_url}"),
+        "--logger",
+        "zap",
+        "--log-level",
+        "error",
+    ]
+    .map(str::to_owned)
+    .into();
     let child = Command::new("etcd")
-        .args(["--name", "compare", "--data-dir"])
-        .arg(&data)
-        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("compare={peer_url}")])
-        .args(["--logger", "zap", "--log-level", "error"])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting etcd (Debian: apt-get install etcd-server)")?;
-    let server =
-        Server { name: "etcd", address: format!("127.0.0.1:{client}"), child, data: Some(data) };
-    wait_listening(&server.address).await?;
-    // Listening comes before serving: wait for a write to go through.
+    let server = Server {
+        name: "etcd",
+        address: format!("127.0.0.1:{client}"),
+        child,
+        data: Some(data),
+        relaunch: ("etcd".into(), args),
+    };
+    serving_etcd(&server.address).await?;
+    Ok(server)
+}
+
+/// Waits until etcd at `address` takes a write (it listens before it serves).
+async fn serving_etcd(address: &str) -> Result<()> {
+    wait_listening(address).await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let attempt = async {
-            let mut client = etcd_client::Client::connect([&server.address], None).await?;
+            let mut client = etcd_client::Client::connect([address], None).await?;
             client.put("compare/ready", "1", None).await?;
             Ok::<_, etcd_client::Error>(())
         };
         match attempt.await {
-            Ok(()) => return Ok(server),
+            Ok(()) => return Ok(()),
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
@@ -204,23 +279,33 @@ async fn start_etcd() -> Result<Server> {
 
 async fn start_redis() -> Result<Server> {
     let port = free_port()?;
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxclients",
+        "50000",
+    ]
+    .map(str::to_owned)
+    .into();
     let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--maxclients", "50000"])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting redis-server (Debian: apt-get install redis-server)")?;
-    let server = Server { name: "redis", address: format!("127.0.0.1:{port}"), child, data: None };
+    let server = Server {
+        name: "redis",
+        address: format!("127.0.0.1:{port}"),
+        child,
+        data: None,
+        relaunch: ("redis-server".into(), args),
+    };
     wait_listening(&server.address).await?;
     Ok(server)
 }
@@ -241,30 +326,32 @@ impl Row {
 
 pub async fn run(settings: Settings) -> Result<()> {
     let mut rows = Vec::new();
-    let graycast = start_graycast(&settings.graycast_bin, settings.subscribers)?;
-    rows.push(run_on(&graycast, &settings).await?);
+    let mut graycast = start_graycast(&settings.graycast_bin, settings.subscribers)?;
+    rows.push(run_on(&mut graycast, &settings).await?);
     drop(graycast);
     for peer in settings.peers.iter().filter(|p| !p.is_empty()) {
         if settings.scenario == Scenario::Writes && peer == "redis" {
             continue; // pub/sub stores nothing to compare durable writes with
         }
-        let server = match peer.as_str() {
+        let mut server = match peer.as_str() {
             "etcd" => start_etcd().await?,
             "redis" => start_redis().await?,
             other => bail!("unknown peer {other:?} (etcd, redis)"),
         };
-        rows.push(run_on(&server, &settings).await?);
+        rows.push(run_on(&mut server, &settings).await?);
     }
     print_table(&settings, &rows);
     Ok(())
 }
 
-async fn run_on(server: &Server, settings: &Settings) -> Result<Row> {
+async fn run_on(server: &mut Server, settings: &Settings) -> Result<Row> {
     eprintln!("compare: {:?} on {}", settings.scenario, server.name);
     match settings.scenario {
         Scenario::Fanout => fanout(server, settings).await,
         Scenario::Writes => writes(server, settings).await,
         Scenario::Conns => conns(server, settings).await,
+        Scenario::Storm => storm(server, settings).await,
+        Scenario::Ack => ack(server, settings).await,
     }
 }
 
@@ -286,6 +373,16 @@ fn print_table(settings: &Settings, rows: &[Row]) {
         Scenario::Conns => {
             format!("conns: {} idle subscribed connections, then all closed", settings.subscribers)
         }
+        Scenario::Storm => format!(
+            "storm: {} clients following one key across a restart (down 2 s); times from the \
+             restarted server serving until each client has the update written then",
+            settings.subscribers
+        ),
+        Scenario::Ack => format!(
+            "ack: update acknowledgements, {} updates {} ms apart, with no subscribers and \
+             while fanning out to {}",
+            settings.updates, settings.interval_ms, settings.subscribers
+        ),
     };
     println!("\n{what}\n");
     let mut header = String::from("| |");
@@ -548,7 +645,61 @@ impl Publisher {
     }
 }
 
+/// What one fan-out run measured.
+struct FanoutRun {
+    latencies: Vec<Duration>,
+    acks: Vec<Duration>,
+    per_second: f64,
+    cpu_per: f64,
+    rss_subscribed: u64,
+    per_connection: f64,
+}
+
 async fn fanout(server: &Server, settings: &Settings) -> Result<Row> {
+    let run = fanout_run(server, settings).await?;
+    let p50 = percentile(&run.latencies, 0.5);
+    let p99 = percentile(&run.latencies, 0.99);
+    let (per_second, cpu_per, per_connection) = (run.per_second, run.cpu_per, run.per_connection);
+    let mut row = Row { name: server.name, ..Row::default() };
+    row.add("latency p50", ms(p50), Some(p50.as_secs_f64()));
+    row.add("latency p99", ms(p99), Some(p99.as_secs_f64()));
+    row.add("deliveries/s", format!("{per_second:.0}"), Some(per_second));
+    row.add("server CPU per delivery", format!("{cpu_per:.1} µs"), Some(cpu_per));
+    row.add("update acknowledged, p50", ms(percentile(&run.acks, 0.5)), None);
+    row.add(
+        "server RSS subscribed (per connection)",
+        format!("{:.1} MiB ({per_connection:.1} KiB)", run.rss_subscribed as f64 / 1048576.0),
+        Some(per_connection),
+    );
+    Ok(row)
+}
+
+/// Acknowledgements of updates with nobody subscribed, then while fanning them out.
+async fn ack(server: &Server, settings: &Settings) -> Result<Row> {
+    let mut publisher = Publisher::connect(server).await?;
+    let mut idle = Vec::with_capacity(settings.updates);
+    for _ in 0..settings.updates {
+        let sent = Instant::now();
+        publisher.send(usize::MAX - 2).await?;
+        idle.push(sent.elapsed());
+        tokio::time::sleep_until((sent + Duration::from_millis(settings.interval_ms)).into()).await;
+    }
+    drop(publisher);
+    idle.sort();
+    let run = fanout_run(server, settings).await?;
+    let mut row = Row { name: server.name, ..Row::default() };
+    for (what, figure) in [
+        ("acknowledged p50, no subscribers", percentile(&idle, 0.5)),
+        ("acknowledged p50, fanning out", percentile(&run.acks, 0.5)),
+        ("acknowledged p99, fanning out", percentile(&run.acks, 0.99)),
+        ("delivered p99 (for reference)", percentile(&run.latencies, 0.99)),
+    ] {
+        row.add(what, ms(figure), Some(figure.as_secs_f64()));
+    }
+    Ok(row)
+}
+
+async fn fanout_run(server: &Server, settings: &Settings) -> Result<FanoutRun> {
     let (n, updates) = (settings.subscribers, settings.updates);
     let rss_before = server.rss();
     let (arrivals, mut arrived) = mpsc::unbounded_channel();
@@ -611,20 +762,7 @@ async fn fanout(server: &Server, settings: &Settings) -> Result<Row> {
     let per_second = deliveries / (last - started).as_secs_f64().max(1e-9);
     let cpu_per = cpu.as_secs_f64() / deliveries * 1e6;
     let per_connection = rss_subscribed.saturating_sub(rss_before) as f64 / n as f64 / 1024.0;
-    let p50 = percentile(&latencies, 0.5);
-    let p99 = percentile(&latencies, 0.99);
-    let mut row = Row { name: server.name, ..Row::default() };
-    row.add("latency p50", ms(p50), Some(p50.as_secs_f64()));
-    row.add("latency p99", ms(p99), Some(p99.as_secs_f64()));
-    row.add("deliveries/s", format!("{per_second:.0}"), Some(per_second));
-    row.add("server CPU per delivery", format!("{cpu_per:.1} µs"), Some(cpu_per));
-    row.add("update acknowledged, p50", ms(percentile(&acks, 0.5)), None);
-    row.add(
-        "server RSS subscribed (per connection)",
-        format!("{:.1} MiB ({per_connection:.1} KiB)", rss_subscribed as f64 / 1048576.0),
-        Some(per_connection),
-    );
-    Ok(row)
+    Ok(FanoutRun { latencies, acks, per_second, cpu_per, rss_subscribed, per_connection })
 }
 
 /// How long after the connections close their memory is measured.
@@ -724,6 +862,325 @@ async fn writes(server: &Server, settings: &Settings) -> Result<Row> {
     row.add("server CPU per write", format!("{cpu_per:.1} µs"), Some(cpu_per));
     row.add("server RSS after", format!("{:.1} MiB", server.rss() as f64 / 1048576.0), None);
     Ok(row)
+}
+
+/// Reconnection delays as the SDK's: from 100 ms, doubling up to 5 s, each drawn between
+/// half and all of the step, so that clients spread out.
+struct Backoff {
+    step: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new(seed: u64) -> Backoff {
+        Backoff {
+            step: Duration::from_millis(100),
+            seed: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.step = Duration::from_millis(100);
+    }
+
+    fn next(&mut self) -> Duration {
+        // xorshift64: spread enough for a load generator.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let step = self.step;
+        self.step = (self.step * 2).min(Duration::from_secs(5));
+        step / 2 + step.mul_f64((self.seed % 1000) as f64 / 2000.0)
+    }
+}
+
+/// What the followers of a storm report.
+enum Followed {
+    /// Subscribed (or synced) for the first time.
+    Ready,
+    /// Follower `.0` received update `.1` at `.2`.
+    Update(usize, usize, Instant),
+}
+
+/// How followers came back after the restart.
+#[derive(Default)]
+struct Resumptions {
+    /// Resumed from where they were, the server replaying what they missed.
+    replayed: AtomicU64,
+    /// Had to start over from the current state.
+    restarted: AtomicU64,
+}
+
+/// An etcd client that watches the key and, when its connection breaks, connects again
+/// and watches from the revision after the last one it saw (etcd replays the rest).
+fn etcd_follower(
+    address: String,
+    index: usize,
+    report: mpsc::UnboundedSender<Followed>,
+    resumptions: Arc<Resumptions>,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(index as u64 + 1);
+        let mut next: Option<i64> = None;
+        let mut ready = false;
+        loop {
+            let resuming = next.is_some();
+            let watched = async {
+                let mut client = etcd_client::Client::connect([address.as_str()], None).await?;
+                let options = next.map(|r| etcd_client::WatchOptions::new().with_start_revision(r));
+                let stream = client.watch("compare/flag", options).await?;
+                Ok::<_, etcd_client::Error>((client, stream))
+            };
+            let Ok((_client, mut stream)) = watched.await else {
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            };
+            while let Ok(Some(response)) = stream.message().await {
+                let at = Instant::now();
+                if response.canceled() {
+                    // Compacted past the revision: the client must read the state anew.
+                    resumptions.restarted.fetch_add(1, Ordering::Relaxed);
+                    next = None;
+                    break;
+                }
+                if response.created() {
+                    backoff.reset();
+                    if resuming {
+                        resumptions.replayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if next.is_none() {
+                        next = response.header().map(|h| h.revision() + 1);
+                    }
+                    if !ready {
+                        ready = true;
+                        if report.send(Followed::Ready).is_err() {
+                            return;
+                        }
+                    }
+                }
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    next = Some(kv.mod_revision() + 1);
+                    let update = std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse().ok());
+                    if report
+                        .send(Followed::Update(index, update.unwrap_or(usize::MAX), at))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    });
+}
+
+/// A Redis subscriber that connects and subscribes again when its connection breaks;
+/// pub/sub keeps nothing, so whatever was published meanwhile is gone for it.
+fn redis_follower(
+    address: String,
+    index: usize,
+    report: mpsc::UnboundedSender<Followed>,
+    resumptions: Arc<Resumptions>,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(index as u64 + 1);
+        let mut ready = false;
+        loop {
+            let connected = async {
+                let mut stream = TcpStream::connect(address.as_str()).await?;
+                stream.set_nodelay(true)?;
+                stream.write_all(&resp(&["SUBSCRIBE", "compare"])).await?;
+                Ok::<_, std::io::Error>(stream)
+            };
+            let Ok(mut stream) = connected.await else {
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            };
+            let mut buf = BytesMut::with_capacity(1024);
+            while let Ok(read) = stream.read_buf(&mut buf).await {
+                if read == 0 {
+                    break;
+                }
+                let at = Instant::now();
+                while let Some(reply) = parse_reply(&mut buf) {
+                    let sent = match reply.first().map(String::as_str) {
+                        Some("subscribe") => {
+                            backoff.reset();
+                            if ready {
+                                resumptions.restarted.fetch_add(1, Ordering::Relaxed);
+                                Ok(())
+                            } else {
+                                ready = true;
+                                report.send(Followed::Ready)
+                            }
+                        }
+                        Some("message") => {
+                            let update = reply.get(2).and_then(|v| v.parse().ok());
+                            report.send(Followed::Update(index, update.unwrap_or(usize::MAX), at))
+                        }
+                        _ => Ok(()),
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    });
+}
+
+/// Waits until every follower has `update`; returns when each got it.
+async fn followed(
+    reports: &mut mpsc::UnboundedReceiver<Followed>,
+    n: usize,
+    update: usize,
+    within: Duration,
+) -> Result<Vec<Option<Instant>>> {
+    let mut got: Vec<Option<Instant>> = vec![None; n];
+    let mut count = 0;
+    let deadline = tokio::time::Instant::now() + within;
+    while count < n {
+        match tokio::time::timeout_at(deadline, reports.recv()).await {
+            Ok(Some(Followed::Update(index, u, at))) if u == update => {
+                if got[index].is_none() {
+                    got[index] = Some(at);
+                    count += 1;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the followers ended"),
+            Err(_) => break,
+        }
+    }
+    Ok(got)
+}
+
+/// Clients following one key across a restart of the server: how long until each has the
+/// update written after it, and how many resumed without starting over.
+async fn storm(server: &mut Server, settings: &Settings) -> Result<Row> {
+    let n = settings.subscribers;
+    let (caught_up, replayed) = if server.name == "graycast" {
+        storm_sdk(server, n).await?
+    } else {
+        storm_peer(server, n).await?
+    };
+    let mut caught_up: Vec<Duration> = caught_up;
+    caught_up.sort();
+    let mut row = Row { name: server.name, ..Row::default() };
+    row.add(
+        "clients current, all",
+        ms(percentile(&caught_up, 1.0)),
+        Some(percentile(&caught_up, 1.0).as_secs_f64()),
+    );
+    for (what, q) in [("clients current, p50", 0.5), ("clients current, p99", 0.99)] {
+        let at = percentile(&caught_up, q);
+        row.add(what, ms(at), Some(at.as_secs_f64()));
+    }
+    let share = replayed as f64 / n as f64 * 100.0;
+    row.add(
+        "resumed by replay (no snapshot or re-read)",
+        format!("{replayed} ({share:.1} %)"),
+        None,
+    );
+    Ok(row)
+}
+
+/// The storm with graycast's SDK: each client resumes on its own, by replay or snapshot.
+async fn storm_sdk(server: &mut Server, n: usize) -> Result<(Vec<Duration>, u64)> {
+    use graycast_client::{Client, Expect};
+    let url = format!("http://{}", server.address);
+    let writer = Client::builder().endpoint(&url).build()?;
+    writer.put("compare", "flag", &1, Expect::Any).await?;
+    let mut followers = Vec::with_capacity(n);
+    for _ in 0..n {
+        followers.push(Client::builder().endpoint(&url).namespace("compare").build()?);
+    }
+    for client in &followers {
+        client.wait_synced(Duration::from_secs(60)).await?;
+    }
+    server.restart(Duration::from_secs(2)).await?;
+    let restarted = Instant::now();
+    let latest = writer.put("compare", "flag", &2, Expect::Any).await?.revision;
+    let waits = followers.iter().map(|client| async move {
+        client
+            .wait_for_revision(latest, Duration::from_secs(120))
+            .await
+            .map(|_| restarted.elapsed())
+    });
+    let mut caught_up = Vec::with_capacity(n);
+    for waited in futures_util::future::join_all(waits).await {
+        caught_up.push(waited?);
+    }
+    // The restarted server's own count of how its subscribers came back.
+    let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    let replays = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("graycast_replays_total ")?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Ok((caught_up, replays as u64))
+}
+
+/// The storm with etcd watchers or Redis subscribers that reconnect as the SDK does.
+async fn storm_peer(server: &mut Server, n: usize) -> Result<(Vec<Duration>, u64)> {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let resumptions = Arc::new(Resumptions::default());
+    for index in 0..n {
+        let (address, report, resumptions) =
+            (server.address.clone(), report.clone(), resumptions.clone());
+        match server.name {
+            "etcd" => etcd_follower(address, index, report, resumptions),
+            _ => redis_follower(address, index, report, resumptions),
+        }
+    }
+    drop(report);
+    let mut ready = 0;
+    while ready < n {
+        match tokio::time::timeout(Duration::from_secs(60), reports.recv()).await {
+            Ok(Some(Followed::Ready)) => ready += 1,
+            Ok(Some(_)) => {}
+            _ => bail!("{}: {ready} of {n} followers ready within 60 s", server.name),
+        }
+    }
+    let mut publisher = Publisher::connect(server).await?;
+    publisher.send(1).await?;
+    let got = followed(&mut reports, n, 1, Duration::from_secs(60)).await?;
+    if got.iter().any(Option::is_none) {
+        bail!("{}: not every follower had the update before the restart", server.name);
+    }
+    drop(publisher);
+    server.restart(Duration::from_secs(2)).await?;
+    let restarted = Instant::now();
+    let mut publisher = Publisher::connect(server).await?;
+    let mut got: Vec<Option<Instant>> = vec![None; n];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // etcd keeps the update for watchers that come back later; Redis delivers it only
+        // to those subscribed at the time, so it is published again until all have it.
+        publisher.send(2).await?;
+        let round = if server.name == "etcd" {
+            Duration::from_secs(120)
+        } else {
+            Duration::from_millis(100)
+        };
+        let more = followed(&mut reports, n, 2, round.min(deadline - Instant::now())).await?;
+        for (have, new) in got.iter_mut().zip(more) {
+            if have.is_none() {
+                *have = new;
+            }
+        }
+        let missing = got.iter().filter(|g| g.is_none()).count();
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("{}: {missing} of {n} followers never had the update", server.name);
+        }
+    }
+    let caught_up =
+        got.into_iter().flatten().map(|at| at.saturating_duration_since(restarted)).collect();
+    Ok((caught_up, resumptions.replayed.load(Ordering::Relaxed)))
 }
 
 #[cfg(test)]
