@@ -598,16 +598,20 @@ enum Publisher {
 
 impl Publisher {
     async fn connect(server: &Server) -> Result<Publisher> {
-        Ok(match server.name {
+        Publisher::connect_to(server.name, &server.address).await
+    }
+
+    async fn connect_to(name: &str, address: &str) -> Result<Publisher> {
+        Ok(match name {
             "graycast" => Publisher::Graycast {
                 http: reqwest::Client::new(),
-                url: format!("http://{}/v1/configs/compare/flag", server.address),
+                url: format!("http://{address}/v1/configs/compare/flag"),
             },
-            "etcd" => Publisher::Etcd(Box::new(
-                etcd_client::Client::connect([&server.address], None).await?,
-            )),
+            "etcd" => {
+                Publisher::Etcd(Box::new(etcd_client::Client::connect([address], None).await?))
+            }
             _ => {
-                let stream = TcpStream::connect(&server.address).await?;
+                let stream = TcpStream::connect(address).await?;
                 stream.set_nodelay(true)?;
                 Publisher::Redis { stream, buf: BytesMut::new() }
             }
@@ -722,8 +726,6 @@ async fn fanout_run(server: &Server, settings: &Settings) -> Result<FanoutRun> {
 
     let cpu_before = server.cpu();
     let started = Instant::now();
-    let mut sent_at = Vec::with_capacity(updates);
-    let mut acks = Vec::with_capacity(updates);
     let collect = tokio::spawn(async move {
         let mut got = Vec::with_capacity(n * updates);
         while got.len() < n * updates {
@@ -734,16 +736,30 @@ async fn fanout_run(server: &Server, settings: &Settings) -> Result<FanoutRun> {
         }
         got
     });
-    for update in 0..updates {
-        let sent = Instant::now();
-        sent_at.push(sent);
-        publisher.send(update).await?;
-        acks.push(sent.elapsed());
-        if settings.interval_ms > 0 {
-            tokio::time::sleep_until((sent + Duration::from_millis(settings.interval_ms)).into())
-                .await;
-        }
-    }
+    // The updates go out from a thread of their own: on the runtime that takes the
+    // deliveries, an acknowledgement would wait for the probe's own subscriber tasks.
+    let interval = Duration::from_millis(settings.interval_ms);
+    let (name, address) = (server.name, server.address.clone());
+    let (sent_at, mut acks) = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let mut publisher = Publisher::connect_to(name, &address).await?;
+            let mut sent_at = Vec::with_capacity(updates);
+            let mut acks = Vec::with_capacity(updates);
+            for update in 0..updates {
+                let sent = Instant::now();
+                sent_at.push(sent);
+                publisher.send(update).await?;
+                acks.push(sent.elapsed());
+                if !interval.is_zero() {
+                    tokio::time::sleep_until((sent + interval).into()).await;
+                }
+            }
+            Ok::<_, anyhow::Error>((sent_at, acks))
+        })
+    })
+    .join()
+    .map_err(|_| anyhow!("the publishing thread panicked"))??;
     let got = collect.await?;
     let cpu = server.cpu().saturating_sub(cpu_before);
     if got.len() < n * updates {
