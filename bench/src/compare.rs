@@ -17,11 +17,11 @@
 //! - `conns`: N idle subscribed connections: resident memory each, and how much of it the
 //!   server gives back 12 s after they close.
 //! - `storm`: N clients following one key across a restart of the server (SIGTERM, down
-//!   2 s): the time from the server serving again until each has the update written then,
-//!   and how many resumed by replay. graycast's clients are the SDK; etcd's reconnect and
-//!   watch from the revision after the last they saw; Redis subscribers subscribe again
-//!   (pub/sub replays nothing). All reconnect with the SDK's backoff (100 ms doubling to
-//!   5 s, jittered).
+//!   2 s): the time from the server process starting again until each has the update
+//!   written as soon as it serves, and how many resumed by replay. graycast's clients are
+//!   the SDK; etcd's reconnect and watch from the revision after the last they saw; Redis
+//!   subscribers subscribe again (pub/sub replays nothing). All reconnect with the SDK's
+//!   backoff (full jitter between 100 ms and a ceiling doubling up to 5 s).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -114,8 +114,9 @@ impl Server {
     }
 
     /// Stops the process as an operator would (SIGTERM), leaves it down for `down`, and
-    /// starts it again on the same address with the same data; returns once it serves.
-    async fn restart(&mut self, down: Duration) -> Result<()> {
+    /// starts it again on the same address with the same data; returns once it serves,
+    /// with the instant it was started again.
+    async fn restart(&mut self, down: Duration) -> Result<Instant> {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
         self.child.wait()?;
         tokio::time::sleep(down).await;
@@ -127,6 +128,7 @@ impl Server {
         } else {
             command.stdout(Stdio::null());
         }
+        let started = Instant::now();
         self.child = command.spawn().with_context(|| format!("restarting {}", self.name))?;
         match self.name {
             "graycast" => {
@@ -138,7 +140,7 @@ impl Server {
             "etcd" => serving_etcd(&self.address).await?,
             _ => wait_listening(&self.address).await?,
         }
-        Ok(())
+        Ok(started)
     }
 
     /// Resident memory of the process, in bytes.
@@ -375,7 +377,8 @@ fn print_table(settings: &Settings, rows: &[Row]) {
         }
         Scenario::Storm => format!(
             "storm: {} clients following one key across a restart (down 2 s); times from the \
-             restarted server serving until each client has the update written then",
+             server process starting again until each client has the update written once it \
+             serves",
             settings.subscribers
         ),
         Scenario::Ack => format!(
@@ -880,23 +883,23 @@ async fn writes(server: &Server, settings: &Settings) -> Result<Row> {
     Ok(row)
 }
 
-/// Reconnection delays as the SDK's: from 100 ms, doubling up to 5 s, each drawn between
-/// half and all of the step, so that clients spread out.
+/// Reconnection delays as the SDK's: full jitter between 100 ms and a ceiling that doubles
+/// with each failure, up to 5 s.
 struct Backoff {
-    step: Duration,
+    failures: u32,
     seed: u64,
 }
 
 impl Backoff {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
     fn new(seed: u64) -> Backoff {
-        Backoff {
-            step: Duration::from_millis(100),
-            seed: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
-        }
+        Backoff { failures: 0, seed: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 }
     }
 
     fn reset(&mut self) {
-        self.step = Duration::from_millis(100);
+        self.failures = 0;
     }
 
     fn next(&mut self) -> Duration {
@@ -904,9 +907,9 @@ impl Backoff {
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
-        let step = self.step;
-        self.step = (self.step * 2).min(Duration::from_secs(5));
-        step / 2 + step.mul_f64((self.seed % 1000) as f64 / 2000.0)
+        self.failures = (self.failures + 1).min(16);
+        let ceiling = (Self::MIN * (1 << self.failures)).min(Self::MAX);
+        Self::MIN + (ceiling - Self::MIN).mul_f64((self.seed % 10_000) as f64 / 10_000.0)
     }
 }
 
@@ -1116,8 +1119,7 @@ async fn storm_sdk(server: &mut Server, n: usize) -> Result<(Vec<Duration>, u64)
     for client in &followers {
         client.wait_synced(Duration::from_secs(60)).await?;
     }
-    server.restart(Duration::from_secs(2)).await?;
-    let restarted = Instant::now();
+    let restarted = server.restart(Duration::from_secs(2)).await?;
     let latest = writer.put("compare", "flag", &2, Expect::Any).await?.revision;
     let waits = followers.iter().map(|client| async move {
         client
@@ -1166,8 +1168,7 @@ async fn storm_peer(server: &mut Server, n: usize) -> Result<(Vec<Duration>, u64
         bail!("{}: not every follower had the update before the restart", server.name);
     }
     drop(publisher);
-    server.restart(Duration::from_secs(2)).await?;
-    let restarted = Instant::now();
+    let restarted = server.restart(Duration::from_secs(2)).await?;
     let mut publisher = Publisher::connect(server).await?;
     let mut got: Vec<Option<Instant>> = vec![None; n];
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -421,7 +421,12 @@ impl ClientRegistration {
 
 impl Drop for ClientRegistration {
     fn drop(&mut self) {
-        self.hub.clients.remove(&self.id);
+        let clients = &self.hub.clients;
+        clients.remove(&self.id);
+        // After a crowd leaves, the table gives its room back (at most every halving).
+        if clients.len() * 4 < clients.capacity() && clients.capacity() > 1024 {
+            clients.shrink_to_fit();
+        }
     }
 }
 
@@ -453,6 +458,28 @@ mod tests {
             comment: None,
             remote: None,
         }
+    }
+
+    #[test]
+    fn the_client_table_gives_its_room_back_after_a_crowd_leaves() {
+        let hub = Hub::new(0, 1000, Arc::new(Metrics::default()));
+        let crowd: Vec<ClientRegistration> = (0..20_000)
+            .map(|i| {
+                hub.register_client(ClientState {
+                    id: format!("client-{i}"),
+                    namespaces: vec!["ns".into()],
+                    labels: BTreeMap::new(),
+                    remote: String::new(),
+                    connected_at: Utc::now(),
+                    applied: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let full = hub.clients.capacity();
+        assert!(full >= 20_000);
+        drop(crowd);
+        assert_eq!(hub.subscribers(), 0);
+        assert!(hub.clients.capacity() <= 4096, "{} of {full} slots kept", hub.clients.capacity());
     }
 
     #[test]
