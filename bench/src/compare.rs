@@ -203,7 +203,13 @@ fn start_graycast(bin: &Path, subscribers: usize) -> Result<Server> {
         .env("GRAYCAST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {} (cargo build --release first)", bin.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {}: run from the repository's root after `cargo build --release -p \
+                 graycast-server -p graycast-bench`, or pass --graycast-bin",
+                bin.display()
+            )
+        })?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
@@ -327,27 +333,71 @@ impl Row {
 }
 
 pub async fn run(settings: Settings) -> Result<()> {
+    let peers = peers(&settings)?;
+    // An interrupt drops the comparison, and with it the servers it started (and their
+    // temporary data), rather than leaving them behind.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        compared = compare(&settings, &peers) => compared,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; the servers were stopped"),
+        _ = terminate.recv() => bail!("terminated; the servers were stopped"),
+    }
+}
+
+/// The peers to run, checked before anything starts: known, each once, and installed.
+fn peers(settings: &Settings) -> Result<Vec<&'static str>> {
+    let mut peers: Vec<&'static str> = Vec::new();
+    for name in settings.peers.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (peer, program) = match name {
+            "etcd" => ("etcd", "etcd"),
+            "redis" => ("redis", "redis-server"),
+            other => bail!("unknown peer {other:?}: the peers are etcd and redis"),
+        };
+        if peers.contains(&peer) {
+            continue;
+        }
+        if settings.scenario == Scenario::Writes && peer == "redis" {
+            eprintln!(
+                "compare: writes skip redis: pub/sub stores nothing to compare durable writes with"
+            );
+            continue;
+        }
+        let installed = Command::new(program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            bail!(
+                "{program} is not installed or not on PATH (Debian: apt-get install {})",
+                if peer == "etcd" { "etcd-server" } else { "redis-server" }
+            );
+        }
+        peers.push(peer);
+    }
+    Ok(peers)
+}
+
+async fn compare(settings: &Settings, peers: &[&str]) -> Result<()> {
     let mut rows = Vec::new();
     let mut graycast = start_graycast(&settings.graycast_bin, settings.subscribers)?;
-    rows.push(run_on(&mut graycast, &settings).await?);
+    rows.push(run_on(&mut graycast, settings).await?);
     drop(graycast);
-    for peer in settings.peers.iter().filter(|p| !p.is_empty()) {
-        if settings.scenario == Scenario::Writes && peer == "redis" {
-            continue; // pub/sub stores nothing to compare durable writes with
-        }
-        let mut server = match peer.as_str() {
+    for peer in peers {
+        let mut server = match *peer {
             "etcd" => start_etcd().await?,
-            "redis" => start_redis().await?,
-            other => bail!("unknown peer {other:?} (etcd, redis)"),
+            _ => start_redis().await?,
         };
-        rows.push(run_on(&mut server, &settings).await?);
+        rows.push(run_on(&mut server, settings).await?);
     }
-    print_table(&settings, &rows);
+    print_table(settings, &rows);
     Ok(())
 }
 
 async fn run_on(server: &mut Server, settings: &Settings) -> Result<Row> {
-    eprintln!("compare: {:?} on {}", settings.scenario, server.name);
+    let scenario = format!("{:?}", settings.scenario).to_lowercase();
+    eprintln!("compare: {scenario} on {}", server.name);
     match settings.scenario {
         Scenario::Fanout => fanout(server, settings).await,
         Scenario::Writes => writes(server, settings).await,
@@ -369,21 +419,23 @@ fn print_table(settings: &Settings, rows: &[Row]) {
             settings.subscribers, settings.updates, settings.interval_ms
         ),
         Scenario::Writes => format!(
-            "writes: {} writers for {} s, each write durable",
-            settings.writers, settings.seconds
+            "writes: {} writer{} for {} s, each write durable",
+            settings.writers,
+            if settings.writers == 1 { "" } else { "s" },
+            settings.seconds
         ),
         Scenario::Conns => {
             format!("conns: {} idle subscribed connections, then all closed", settings.subscribers)
         }
         Scenario::Storm => format!(
-            "storm: {} clients following one key across a restart (down 2 s); times from the \
-             server process starting again until each client has the update written once it \
-             serves",
+            "storm: {} clients following one key across a restart (SIGTERM, down 2 s); time from \
+             the server process starting again until each client has the update written right \
+             after the restart",
             settings.subscribers
         ),
         Scenario::Ack => format!(
-            "ack: update acknowledgements, {} updates {} ms apart, with no subscribers and \
-             while fanning out to {}",
+            "ack: acknowledgements of {} updates {} ms apart, first with nobody subscribed, \
+             then while each update fans out to {} subscribers",
             settings.updates, settings.interval_ms, settings.subscribers
         ),
     };
@@ -407,7 +459,7 @@ fn print_table(settings: &Settings, rows: &[Row]) {
         let ours = first.figures[i].2;
         for row in &rows[1..] {
             let ratio = match (ours, row.figures.get(i).and_then(|f| f.2)) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                (Some(a), Some(b)) if a > 0.0 && b > 0.0 => format!("{:.2}", a / b),
                 _ => "—".into(),
             };
             line.push_str(&format!(" {ratio} |"));
@@ -674,7 +726,7 @@ async fn fanout(server: &Server, settings: &Settings) -> Result<Row> {
     row.add("server CPU per delivery", format!("{cpu_per:.1} µs"), Some(cpu_per));
     row.add("update acknowledged, p50", ms(percentile(&run.acks, 0.5)), None);
     row.add(
-        "server RSS subscribed (per connection)",
+        "server RSS subscribed (per connection: growth over the start ÷ N)",
         format!("{:.1} MiB ({per_connection:.1} KiB)", run.rss_subscribed as f64 / 1048576.0),
         Some(per_connection),
     );

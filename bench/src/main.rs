@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Parser)]
 #[command(name = "graycast-load", about = "Load generator for a running graycast server")]
 struct Args {
-    /// Base URL of the server.
+    /// Base URL of the server (writes, fanout, reconnect; `compare` starts its own servers).
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     server: String,
     #[command(subcommand)]
