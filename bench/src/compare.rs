@@ -548,14 +548,23 @@ async fn etcd_subscriber(
             let at = Instant::now();
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
-                let update = std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse().ok());
-                if arrivals.send((update.unwrap_or(usize::MAX), at)).is_err() {
+                if arrivals.send((etcd_update(kv), at)).is_err() {
                     return;
                 }
             }
         }
     });
     Ok(())
+}
+
+/// The update number an etcd watch event carries (`usize::MAX`: not one of the probe's).
+fn etcd_update(kv: &etcd_client::KeyValue) -> usize {
+    std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
+}
+
+/// The update number of a Redis `message` reply (`usize::MAX`: not one of the probe's).
+fn redis_update(reply: &[String]) -> usize {
+    reply.get(2).and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
 }
 
 /// A RESP command of bulk strings.
@@ -630,12 +639,7 @@ async fn redis_subscriber(
                     Some("subscribe") => {
                         let _ = ready.send(());
                     }
-                    Some("message") => {
-                        let update = reply.get(2).and_then(|v| v.parse().ok());
-                        if arrivals.send((update.unwrap_or(usize::MAX), at)).is_err() {
-                            return;
-                        }
-                    }
+                    Some("message") if arrivals.send((redis_update(&reply), at)).is_err() => return,
                     _ => {}
                 }
             }
@@ -973,23 +977,19 @@ enum Followed {
     Update(usize, usize, Instant),
 }
 
-/// How followers came back after the restart.
-#[derive(Default)]
-struct Resumptions {
-    /// Resumed from where they were, the server replaying what they missed.
-    replayed: AtomicU64,
-    /// Had to start over from the current state.
-    restarted: AtomicU64,
+/// One follower of a storm: which it is, where it connects, whom it tells, and the count
+/// of followers that resumed by replay.
+struct Follower {
+    address: String,
+    index: usize,
+    report: mpsc::UnboundedSender<Followed>,
+    replayed: Arc<AtomicU64>,
 }
 
 /// An etcd client that watches the key and, when its connection breaks, connects again
 /// and watches from the revision after the last one it saw (etcd replays the rest).
-fn etcd_follower(
-    address: String,
-    index: usize,
-    report: mpsc::UnboundedSender<Followed>,
-    resumptions: Arc<Resumptions>,
-) {
+fn etcd_follower(follower: Follower) {
+    let Follower { address, index, report, replayed } = follower;
     tokio::spawn(async move {
         let mut backoff = Backoff::new(index as u64 + 1);
         let mut next: Option<i64> = None;
@@ -1010,14 +1010,13 @@ fn etcd_follower(
                 let at = Instant::now();
                 if response.canceled() {
                     // Compacted past the revision: the client must read the state anew.
-                    resumptions.restarted.fetch_add(1, Ordering::Relaxed);
                     next = None;
                     break;
                 }
                 if response.created() {
                     backoff.reset();
                     if resuming {
-                        resumptions.replayed.fetch_add(1, Ordering::Relaxed);
+                        replayed.fetch_add(1, Ordering::Relaxed);
                     }
                     if next.is_none() {
                         next = response.header().map(|h| h.revision() + 1);
@@ -1032,11 +1031,7 @@ fn etcd_follower(
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     next = Some(kv.mod_revision() + 1);
-                    let update = std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse().ok());
-                    if report
-                        .send(Followed::Update(index, update.unwrap_or(usize::MAX), at))
-                        .is_err()
-                    {
+                    if report.send(Followed::Update(index, etcd_update(kv), at)).is_err() {
                         return;
                     }
                 }
@@ -1048,12 +1043,8 @@ fn etcd_follower(
 
 /// A Redis subscriber that connects and subscribes again when its connection breaks;
 /// pub/sub keeps nothing, so whatever was published meanwhile is gone for it.
-fn redis_follower(
-    address: String,
-    index: usize,
-    report: mpsc::UnboundedSender<Followed>,
-    resumptions: Arc<Resumptions>,
-) {
+fn redis_follower(follower: Follower) {
+    let Follower { address, index, report, .. } = follower;
     tokio::spawn(async move {
         let mut backoff = Backoff::new(index as u64 + 1);
         let mut ready = false;
@@ -1079,7 +1070,6 @@ fn redis_follower(
                         Some("subscribe") => {
                             backoff.reset();
                             if ready {
-                                resumptions.restarted.fetch_add(1, Ordering::Relaxed);
                                 Ok(())
                             } else {
                                 ready = true;
@@ -1087,8 +1077,7 @@ fn redis_follower(
                             }
                         }
                         Some("message") => {
-                            let update = reply.get(2).and_then(|v| v.parse().ok());
-                            report.send(Followed::Update(index, update.unwrap_or(usize::MAX), at))
+                            report.send(Followed::Update(index, redis_update(&reply), at))
                         }
                         _ => Ok(()),
                     };
@@ -1195,13 +1184,17 @@ async fn storm_sdk(server: &mut Server, n: usize) -> Result<(Vec<Duration>, u64)
 /// The storm with etcd watchers or Redis subscribers that reconnect as the SDK does.
 async fn storm_peer(server: &mut Server, n: usize) -> Result<(Vec<Duration>, u64)> {
     let (report, mut reports) = mpsc::unbounded_channel();
-    let resumptions = Arc::new(Resumptions::default());
+    let replayed = Arc::new(AtomicU64::new(0));
     for index in 0..n {
-        let (address, report, resumptions) =
-            (server.address.clone(), report.clone(), resumptions.clone());
+        let follower = Follower {
+            address: server.address.clone(),
+            index,
+            report: report.clone(),
+            replayed: replayed.clone(),
+        };
         match server.name {
-            "etcd" => etcd_follower(address, index, report, resumptions),
-            _ => redis_follower(address, index, report, resumptions),
+            "etcd" => etcd_follower(follower),
+            _ => redis_follower(follower),
         }
     }
     drop(report);
@@ -1249,7 +1242,7 @@ async fn storm_peer(server: &mut Server, n: usize) -> Result<(Vec<Duration>, u64
     }
     let caught_up =
         got.into_iter().flatten().map(|at| at.saturating_duration_since(restarted)).collect();
-    Ok((caught_up, resumptions.replayed.load(Ordering::Relaxed)))
+    Ok((caught_up, replayed.load(Ordering::Relaxed)))
 }
 
 #[cfg(test)]
