@@ -1638,8 +1638,9 @@ function openPanel(panel, opener, focusTarget) {
   if (opener) panelOpeners.set(panel, opener);
   panel.hidden = false;
   syncPanelLayout();
-  // On narrow screens the panel sits above the tables; bring it into view.
-  panel.scrollIntoView({ block: 'nearest' });
+  // On narrow screens the panel sits above the tables; bring it into view, from its title
+  // when it is taller than the window.
+  panel.scrollIntoView({ block: panel.offsetHeight > window.innerHeight ? 'start' : 'nearest' });
   (focusTarget ?? panel.querySelector('h2')).focus({ preventScroll: true });
 }
 

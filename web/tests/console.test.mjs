@@ -813,8 +813,14 @@ for (const { name: width, viewport } of WIDTHS) {
       const subscriber = subscribe(server, ['app']);
       await subscriber.ready();
       await openLive(server, page);
+      // The panel opens with its title in view, even where it is taller than the window.
+      if (width === '375') await page.setViewportSize({ width: 375, height: 420 });
       await page.click(`${row('app', 'config')} button[data-action="gray"]`);
       await page.waitForSelector('#gray-form', { state: 'visible' });
+      const titleTop = await page.$eval('#gray-panel h2', (h) => h.getBoundingClientRect().top);
+      const windowHeight = await page.evaluate(() => innerHeight);
+      assert.ok(titleTop >= 0 && titleTop < windowHeight, `the gray panel's title at ${titleTop} px of ${windowHeight}`);
+      await page.setViewportSize(viewport);
       await page.locator(row('app', 'config')).scrollIntoViewIfNeeded();
       if (width === '1280') {
         const valueWidth = await page.$eval(`${row('app', 'config')} td.value`, (td) => td.getBoundingClientRect().width);
@@ -828,6 +834,11 @@ for (const { name: width, viewport } of WIDTHS) {
         await page.locator(row('app', 'config')).scrollIntoViewIfNeeded();
         await shot(page, 'gray-panel-long-json-1280');
       } else {
+        // Cards keep each label beside its value with a panel open ("By anonymous").
+        for (const cell of ['who', 'when', 'rev']) {
+          const display = await page.$eval(`${row('app', 'config')} td.${cell}`, (td) => getComputedStyle(td).display);
+          assert.equal(display, 'grid', `the ${cell} cell lays out its label beside its value`);
+        }
         await assertNoHorizontalOverflow(page, 'gray panel and long JSON at 375 px');
         await assertButtonsReachable(page, '#layout');
         await shot(page, 'gray-panel-long-json-375');
