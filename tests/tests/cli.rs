@@ -497,3 +497,185 @@ async fn watch_shows_gray_events() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `--server https://…` against a plain-HTTP server fails in the TLS handshake; the hint
+/// says the server speaks plain HTTP and names the http:// URL to use instead.
+#[test]
+fn https_against_a_plain_server_says_to_use_http() {
+    let server = TestServer::start();
+    let plain = server.url.as_str();
+    let https = plain.replacen("http://", "https://", 1);
+    let hint = format!("hint: the server speaks plain HTTP, not HTTPS: use --server {plain}");
+
+    let listed = run(&["--server", &https, "list"]);
+    fails(&listed, 1, &hint);
+    let put = run(&["--server", &https, "put", "app", "k", "1"]);
+    fails(&put, 1, &hint);
+    let watched = run(&["--server", &https, "--timeout", "2", "watch", "app"]);
+    fails(&watched, 1, &hint);
+
+    let json = run(&["--server", &https, "--json", "list"]);
+    assert_eq!(json.status.code(), Some(1));
+    let body: Value = serde_json::from_slice(&json.stdout).expect("a JSON error");
+    assert_eq!(body["error"]["code"], "tls", "{body}");
+    let said = body["error"]["hint"].as_str().unwrap_or_default();
+    assert!(said.contains(&format!("use --server {plain}")), "{body}");
+
+    // The hint's URL works.
+    ok(&run(&["--server", plain, "put", "app", "k", "1"]));
+}
+
+/// A server URL copied with the API's `/v1` (or a trailing slash) still works: the CLI
+/// does not ask for `/v1/v1/...`.
+#[test]
+fn a_server_url_ending_in_v1_works() {
+    let server = TestServer::start();
+    let url = server.url.as_str();
+    for (i, server_url) in
+        [format!("{url}/v1"), format!("{url}/v1/"), format!("{url}/"), format!("{url}//")]
+            .iter()
+            .enumerate()
+    {
+        let key = format!("k{i}");
+        let text = ok(&run(&["--server", server_url, "put", "app", &key, "1"]));
+        assert!(text.starts_with(&format!("created app/{key} = 1")), "{server_url}: {text}");
+        let listed = ok(&run(&["--server", server_url, "list", "app"]));
+        assert!(listed.contains(&format!("{key}\t1")), "{server_url}: {listed}");
+    }
+    // From the environment too.
+    let from_env = Command::new(cli_binary())
+        .env("GRAYCAST_SERVER", format!("{url}/v1"))
+        .args(["--json", "get", "app", "k0"])
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&from_env)["value"], json!(1));
+    // `watch` (the WebSocket) too.
+    let mut child = Command::new(cli_binary())
+        .args(["--server", &format!("{url}/v1/"), "watch", "app"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines.recv_timeout(DEADLINE);
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = first.expect("watch printed the current entries");
+    assert!(first.contains("put app/k"), "{first}");
+}
+
+/// A value the shell stripped of its quotes (`put ns k blue`) is not JSON; the error
+/// names it and shows how to quote it, and what it shows works when pasted into a shell.
+#[test]
+fn an_unquoted_string_value_says_how_to_quote_it() {
+    let server = TestServer::start();
+    fails(
+        &ctl(&server, &["put", "app", "color", "blue"]),
+        2,
+        r#"graycastctl: "blue" is not JSON; for a string write it with JSON quotes inside shell quotes: '"blue"'"#,
+    );
+    fails(
+        &ctl(&server, &["gray", "start", "app", "color", "--value", "green"]),
+        2,
+        r#""green" is not JSON; for a string write it with JSON quotes inside shell quotes: '"green"'"#,
+    );
+    // What the message suggests, pasted into a shell, stores the string as it was typed.
+    for typed in ["blue", "hello world", "it's", "1.2.3", "a\"b"] {
+        let failed = ctl(&server, &["put", "app", "color", typed]);
+        assert_eq!(failed.status.code(), Some(2), "{typed}");
+        let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
+        let (_, quoted) = stderr
+            .split_once("inside shell quotes: ")
+            .unwrap_or_else(|| panic!("no suggestion for {typed:?}: {stderr}"));
+        let line = format!("\"$0\" --server \"$1\" --json put app color {}", quoted.trim());
+        let stored = Command::new("sh")
+            .args(["-c", &line])
+            .arg(cli_binary())
+            .arg(&server.url)
+            .output()
+            .unwrap();
+        assert_eq!(json_of(&stored)["value"], json!(typed), "{line}");
+    }
+    // Text that tries to be JSON gets the parser's reason instead.
+    fails(&ctl(&server, &["put", "app", "color", "{a: 1}"]), 2, "key must be a string");
+}
+
+/// The subcommands a help text lists under "Commands:", without `help`.
+fn subcommands(help: &str) -> Vec<String> {
+    section(help, "Commands:")
+        .iter()
+        .filter_map(|(name, _)| name.split_whitespace().next().map(str::to_owned))
+        .filter(|name| name != "help")
+        .collect()
+}
+
+/// The entries of a help section, each its name and its description: the text after the
+/// name on its line, or the more indented lines under it (`--help`'s long layout).
+fn section(help: &str, title: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            inside = line.trim_end() == title;
+            continue;
+        }
+        if !inside || line.trim().is_empty() {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if indent <= 6 {
+            // `<NAME>  text`, `[NAME]...  text`, `-h, --help  text`, `list  text`.
+            let (name, description) = match text.find("  ") {
+                Some(at) => (text[..at].to_owned(), text[at..].trim().to_owned()),
+                None => (text.to_owned(), String::new()),
+            };
+            entries.push((name, description));
+        } else if let Some((_, description)) = entries.last_mut() {
+            description.push(' ');
+            description.push_str(text);
+        }
+    }
+    entries
+}
+
+/// Every argument and option of every subcommand says what it is in `--help`.
+#[test]
+fn every_argument_has_a_description() {
+    let mut missing = Vec::new();
+    let mut arguments = 0;
+    let mut pending = vec![Vec::<String>::new()];
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = ok(&run(&args));
+        for command in subcommands(&help) {
+            let mut deeper = path.clone();
+            deeper.push(command);
+            pending.push(deeper);
+        }
+        for title in ["Arguments:", "Options:"] {
+            for (name, description) in section(&help, title) {
+                arguments += usize::from(title == "Arguments:");
+                // Clap's own notes, such as `[default: 20]`, do not describe anything.
+                let said: String = description
+                    .split('[')
+                    .map(|part| part.split_once(']').map_or(part, |(_, after)| after))
+                    .collect();
+                if said.trim().is_empty() {
+                    missing.push(format!("graycastctl {} {name}", path.join(" ")));
+                }
+            }
+        }
+    }
+    assert!(arguments >= 30, "only {arguments} arguments found: is the help parsed?");
+    assert!(missing.is_empty(), "no description in --help:\n{}", missing.join("\n"));
+}

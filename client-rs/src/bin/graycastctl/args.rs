@@ -13,12 +13,13 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "graycastctl", bin_name = "graycastctl", version, long_about = None, about = "graycastctl: read, change, watch and gray-release the configuration of a graycast server")]
 pub struct Cli {
-    /// The server's URL (http://, https://, or host:port).
+    /// The server's URL (http://, https://, or host:port; a trailing /v1 is dropped).
     #[arg(
         long,
         env = "GRAYCAST_SERVER",
         default_value = "http://127.0.0.1:8080",
         value_name = "URL",
+        value_parser = server_url,
         global = true
     )]
     pub server: String,
@@ -53,11 +54,19 @@ pub enum Verb {
     /// List the namespaces, or the entries of one namespace.
     ///
     /// Example: graycastctl list payments
-    List { namespace: Option<String> },
+    List {
+        /// The namespace whose entries to list; without it, the namespaces.
+        namespace: Option<String>,
+    },
     /// Show one entry.
     ///
     /// Example: graycastctl get payments timeout_ms
-    Get { namespace: String, key: String },
+    Get {
+        /// The namespace, such as payments.
+        namespace: String,
+        /// The key in the namespace, such as timeout_ms.
+        key: String,
+    },
     /// Set a value: JSON text, or @FILE to read it from a file (@- for stdin).
     ///
     /// A value of another JSON type than the current one (a string where a number was) is
@@ -66,8 +75,12 @@ pub enum Verb {
     /// Examples: graycastctl put payments timeout_ms 250;
     /// graycastctl put payments banner '"hello"'; graycastctl put payments rules @rules.json
     Put {
+        /// The namespace, such as payments.
         namespace: String,
+        /// The key in the namespace, such as timeout_ms.
         key: String,
+        /// The new value as JSON: 250, true, '"text"' (a string needs JSON quotes inside
+        /// shell quotes), '{"a": 1}'; or @FILE to read it from a file, @- from stdin.
         value: String,
         /// Write only if the entry is at this revision.
         #[arg(long, conflicts_with = "create", value_name = "REVISION")]
@@ -83,7 +96,9 @@ pub enum Verb {
     ///
     /// Example: graycastctl delete payments timeout_ms --if-revision 42
     Delete {
+        /// The namespace, such as payments.
         namespace: String,
+        /// The key in the namespace, to delete.
         key: String,
         /// Delete only if the entry is at this revision.
         #[arg(long, value_name = "REVISION")]
@@ -93,15 +108,26 @@ pub enum Verb {
     ///
     /// Example: graycastctl history payments timeout_ms --limit 5
     History {
+        /// The namespace, such as payments.
         namespace: String,
+        /// The key in the namespace, such as timeout_ms.
         key: String,
+        /// Most revisions to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
     /// Make the value of an earlier revision current again (as a new revision).
     ///
     /// Example: graycastctl rollback payments timeout_ms 41
-    Rollback { namespace: String, key: String, revision: u64 },
+    Rollback {
+        /// The namespace, such as payments.
+        namespace: String,
+        /// The key in the namespace, such as timeout_ms.
+        key: String,
+        /// The revision whose value becomes current again (`graycastctl history` lists
+        /// them).
+        revision: u64,
+    },
     /// Print every change of some namespaces as it arrives, until interrupted.
     ///
     /// Starts with the current entries, then keeps going across server restarts, resuming
@@ -110,6 +136,7 @@ pub enum Verb {
     ///
     /// Example: graycastctl watch payments search --json
     Watch {
+        /// The namespaces to watch (one or more).
         #[arg(required = true)]
         namespaces: Vec<String>,
     },
@@ -133,7 +160,12 @@ pub enum Verb {
     /// Say what a namespace is for ("" removes the description).
     ///
     /// Example: graycastctl describe payments "Timeouts and limits of the payment service"
-    Describe { namespace: String, description: String },
+    Describe {
+        /// The namespace, such as payments.
+        namespace: String,
+        /// What the namespace is for, in a sentence ("" removes the description).
+        description: String,
+    },
     /// Show who the server takes your token for: name, role, namespaces.
     Whoami,
     /// Print every namespace, entry, gray release and description as one JSON document.
@@ -158,8 +190,12 @@ pub enum Verb {
     ///
     /// Example: graycastctl release payments timeout_ms user-42 --attr region=eu-west
     Release {
+        /// The namespace, such as payments.
         namespace: String,
+        /// The key in the namespace, such as timeout_ms.
         key: String,
+        /// Who asks: a user, session or host id (the same subject always gets the same
+        /// variant).
         subject: String,
         /// An attribute of the subject, NAME=VALUE (repeatable).
         #[arg(long = "attr", value_name = "NAME=VALUE")]
@@ -177,7 +213,9 @@ pub enum GrayVerb {
     /// Example: graycastctl gray start payments timeout_ms --value 300 --step 5:10m
     /// --step 25:1h --step 100 --auto-promote --guard 0.05:200 --rule region:in:eu-west,eu-north
     Start {
+        /// The namespace, such as payments.
         namespace: String,
+        /// The key in the namespace, which must exist.
         key: String,
         /// The gray value: JSON, or @FILE.
         #[arg(long)]
@@ -216,8 +254,11 @@ pub enum GrayVerb {
     ///
     /// Example: graycastctl gray set payments timeout_ms --percent 50
     Set {
+        /// The namespace, such as payments.
         namespace: String,
+        /// The key in the namespace, such as timeout_ms.
         key: String,
+        /// The percent of subjects that get the gray value (0 to 100).
         #[arg(long)]
         percent: Option<f64>,
         /// Replace the allow list (comma separated; "" empties it).
@@ -240,11 +281,42 @@ pub enum GrayVerb {
         resume: bool,
     },
     /// Make the gray value the stable value; the release ends.
-    Promote { namespace: String, key: String },
+    Promote {
+        /// The namespace, such as payments.
+        namespace: String,
+        /// The key in the namespace, such as timeout_ms.
+        key: String,
+    },
     /// Abort the release; the stable value stays.
-    Abort { namespace: String, key: String },
+    Abort {
+        /// The namespace, such as payments.
+        namespace: String,
+        /// The key in the namespace, such as timeout_ms.
+        key: String,
+    },
     /// Show the release: percent, step, next step time, guard counts.
-    Status { namespace: String, key: String },
+    Status {
+        /// The namespace, such as payments.
+        namespace: String,
+        /// The key in the namespace, such as timeout_ms.
+        key: String,
+    },
+}
+
+/// `--server`: the URL without trailing slashes or a trailing `/v1` (the API's prefix,
+/// which the client adds itself), so that `http://host:8080/v1` works too.
+fn server_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let (scheme, rest) = match text.find("://") {
+        Some(at) => text.split_at(at + 3),
+        None => ("", text),
+    };
+    let rest = rest.trim_end_matches('/');
+    let rest = rest.strip_suffix("/v1").unwrap_or(rest).trim_end_matches('/');
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{text:?} names no server; give http://HOST:PORT"));
+    }
+    Ok(format!("{scheme}{rest}"))
 }
 
 impl Verb {
@@ -259,5 +331,28 @@ impl Verb {
             Verb::Gray(_) => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_url;
+
+    #[test]
+    fn server_urls() {
+        for given in [
+            "http://h:8080",
+            "http://h:8080/",
+            "http://h:8080/v1",
+            "http://h:8080/v1/",
+            "http://h:8080//v1//",
+        ] {
+            assert_eq!(server_url(given).as_deref(), Ok("http://h:8080"), "{given}");
+        }
+        assert_eq!(server_url("h:8080/v1").as_deref(), Ok("h:8080"));
+        assert_eq!(server_url("https://h/graycast/v1").as_deref(), Ok("https://h/graycast"));
+        assert_eq!(server_url("http://h/v10").as_deref(), Ok("http://h/v10"));
+        assert!(server_url("http://").is_err());
+        assert!(server_url("/v1").is_err());
     }
 }

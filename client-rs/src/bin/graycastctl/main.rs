@@ -66,6 +66,14 @@ impl Reporting {
     /// Prints a failure (JSON on stdout with `--json`, else a message and a hint on
     /// stderr) and gives the exit status.
     fn report(&self, failure: &Failure) -> ExitCode {
+        let reclassified;
+        let failure = match failure {
+            Failure::Api(Error::Transport(text)) if plain_http_answer(text) => {
+                reclassified = Failure::Api(Error::Tls(text.clone()));
+                &reclassified
+            }
+            other => other,
+        };
         let (status, code, message, exit) = match failure {
             Failure::Usage(message) => (None, "usage".to_owned(), message.clone(), 2),
             Failure::Api(err) => (
@@ -101,6 +109,13 @@ impl Reporting {
     fn hint(&self, err: &Error) -> Option<String> {
         let server = &self.server;
         match err {
+            // A plain-HTTP server answering the TLS handshake.
+            Error::Tls(text) if plain_http_answer(text) && server.starts_with("https://") => {
+                Some(format!(
+                    "the server speaks plain HTTP, not HTTPS: use --server {}",
+                    server.replacen("https://", "http://", 1)
+                ))
+            }
             Error::Transport(_) | Error::Timeout(_) => Some(format!(
                 "is graycast running at {server}? Point --server (or GRAYCAST_SERVER) at it"
             )),
@@ -124,6 +139,16 @@ impl Reporting {
             _ => None,
         }
     }
+}
+
+/// Whether a connection failed because the server answered the TLS handshake with
+/// something else, most likely plain HTTP: rustls reads the answer as a record of an
+/// invalid content type ("received corrupt message of type InvalidContentType"), OpenSSL
+/// as "wrong version number".
+fn plain_http_answer(text: &str) -> bool {
+    text.contains("InvalidContentType")
+        || text.contains("corrupt message")
+        || text.contains("wrong version number")
 }
 
 /// A code for errors that did not come from the server.

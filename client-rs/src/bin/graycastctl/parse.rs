@@ -10,23 +10,56 @@ use crate::Failure;
 
 /// A value argument: JSON text, `@FILE`, or `@-` for stdin.
 pub fn read_value(arg: &str) -> Result<Value, Failure> {
-    let text = match arg.strip_prefix('@') {
+    let (text, from) = match arg.strip_prefix('@') {
         Some("-") => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| Failure::Usage(format!("cannot read the value from stdin: {e}")))?;
-            text
+            (text, Some("on stdin".to_owned()))
         }
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| Failure::Usage(format!("cannot read the value from {path}: {e}")))?,
-        None => arg.to_owned(),
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("cannot read the value from {path}: {e}")))?,
+            Some(format!("in {path}")),
+        ),
+        None => (arg.to_owned(), None),
     };
     serde_json::from_str(&text).map_err(|e| {
-        Failure::Usage(format!(
-            "the value is not JSON ({e}); quote text as JSON, for example '\"hello\"'"
-        ))
+        Failure::Usage(match from {
+            Some(from) => format!(
+                "the value {from} is not JSON ({e}); a string is written in JSON quotes, \
+                 such as \"hello\""
+            ),
+            None => not_json(&text, &e),
+        })
     })
+}
+
+/// Why a value typed on the command line is not JSON, and how to write it. Most often it
+/// is a string whose quotes the shell took (`put ns k hello`): show it JSON-quoted inside
+/// shell quotes, ready to paste.
+fn not_json(text: &str, err: &serde_json::Error) -> String {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return "the value is empty; for an empty string write '\"\"'".into();
+    }
+    // Text that tries to be JSON: the parser's reason says what is wrong.
+    if trimmed.starts_with(['{', '[', '"']) {
+        return format!("the value is not JSON ({err})");
+    }
+    let quoted = Value::String(text.to_owned()).to_string();
+    let shell = format!("'{}'", quoted.replace('\'', r"'\''"));
+    let lower = trimmed.to_ascii_lowercase();
+    let literal = match lower.as_str() {
+        "true" | "false" => format!("; for the boolean write {lower}"),
+        "null" => "; for null write null".to_owned(),
+        _ => String::new(),
+    };
+    format!(
+        "{quoted} is not JSON; for a string write it with JSON quotes inside shell quotes: \
+         {shell}{literal}"
+    )
 }
 
 /// `ATTRIBUTE:OP:V1,V2`.
@@ -135,6 +168,23 @@ mod tests {
         assert!(parse_duration("5 min").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn values_not_json() {
+        let said = |text: &str| match read_value(text) {
+            Err(Failure::Usage(message)) => message,
+            _ => panic!("{text:?} was taken"),
+        };
+        assert_eq!(
+            said("hello"),
+            r#""hello" is not JSON; for a string write it with JSON quotes inside shell quotes: '"hello"'"#
+        );
+        assert!(said("it's").ends_with(r#"'"it'\''s"'"#), "{}", said("it's"));
+        assert!(said("True").ends_with("'\"True\"'; for the boolean write true"));
+        assert!(said("{a: 1}").starts_with("the value is not JSON (key must be a string"));
+        assert!(said("").starts_with("the value is empty"));
+        assert_eq!(read_value("\"hello\"").ok(), Some(json!("hello")));
     }
 
     #[test]
