@@ -2,7 +2,8 @@
 # The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases, a
 # real etcd cluster, the README's examples), the REST API fuzzed from its OpenAPI document (schemathesis), the local
 # cluster script, and the web console in a real headless Chromium. Installs what is
-# missing: Debian's chromium, etcd-server, protobuf-compiler, openssl and jq (as root),
+# missing: Debian's chromium, etcd-server, protobuf-compiler, openssl, jq and prometheus
+# (for promtool) (as root),
 # schemathesis (PyPI) and the pinned npm packages of web/tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "the tests need Debian's ${missing[*]}: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+# promtool (Debian's prometheus) lints /metrics as Prometheus reads it.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing prometheus (for promtool)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "the tests need promtool: sudo apt-get install prometheus" >&2
     exit 1
   fi
 fi

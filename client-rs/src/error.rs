@@ -1,5 +1,7 @@
 //! The SDK's error type, split into temporary and permanent failures.
 
+use graycast_protocol::ErrorCode;
+
 /// What an SDK call can fail with.
 ///
 /// [`Error::is_temporary`] tells whether retrying later may succeed (the server is
@@ -68,7 +70,10 @@ impl Error {
     pub fn is_temporary(&self) -> bool {
         match self {
             Error::Transport(_) | Error::Timeout(_) => true,
-            Error::Server { status, .. } => *status == 429 || *status == 503 || *status >= 500,
+            Error::Server { status, code, .. } => match ErrorCode::from_name(code) {
+                Some(code) => code.retryable(),
+                None => *status == 429 || *status >= 500,
+            },
             Error::Decode { .. }
             | Error::NotSubscribed { .. }
             | Error::InvalidName { .. }
@@ -146,19 +151,31 @@ pub(crate) fn is_tls_failure(described: &str) -> bool {
 }
 
 /// The HTTP status an error code of the protocol stands for (for errors that arrive as a
-/// WebSocket `error` message rather than an HTTP answer).
+/// WebSocket `error` message rather than an HTTP answer), from the protocol's one error
+/// table; 500 for a code the table does not know.
 pub(crate) fn status_of(code: &str) -> u16 {
-    match code {
-        "invalid_name" | "invalid_json" | "bad_request" => 400,
-        "unauthorized" => 401,
-        "forbidden" => 403,
-        "not_found" => 404,
-        "request_timeout" => 408,
-        "revision_mismatch" => 412,
-        "payload_too_large" => 413,
-        "invalid_value" => 422,
-        "rate_limited" => 429,
-        "unavailable" => 503,
-        _ => 500,
+    ErrorCode::from_name(code).map_or(500, ErrorCode::status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code of the table, from the SDK's side: an answer with its status and JSON
+    /// body, and the same code on the WebSocket, read as that code and status, temporary
+    /// exactly when the table says the request may be retried.
+    #[test]
+    fn every_code_of_the_table_reads_back() {
+        for kind in graycast_protocol::ERRORS {
+            let body = serde_json::json!({"error": {"code": kind.name, "message": "m"}});
+            let from_http = from_answer(kind.status, body.to_string().as_bytes(), || {
+                unreachable!("the body is the error shape")
+            });
+            assert_eq!(from_http.code(), Some(kind.name));
+            assert_eq!(from_http.status(), Some(kind.status));
+            assert_eq!(from_http.is_temporary(), kind.retryable, "{}", kind.name);
+            assert_eq!(status_of(kind.name), kind.status, "{}", kind.name);
+        }
+        assert_eq!(status_of("no_such_code"), 500);
     }
 }

@@ -12,10 +12,12 @@
 //! - [`rollout`]: the rollout evaluation every implementation shares (SPEC §3).
 //! - [`gray`]: gray release inputs (start, patch, report) and their validation.
 //! - [`value`]: the limits every value obeys (nesting depth, compact size).
+//! - [`error`]: the one table of error codes, HTTP statuses and WebSocket close codes.
 
 #![warn(missing_docs)]
 
 pub mod entry;
+pub mod error;
 pub mod gray;
 pub mod name;
 pub mod rest;
@@ -24,6 +26,7 @@ pub mod value;
 pub mod ws;
 
 pub use entry::{Entry, Gray, Guard, HistoryItem, Op, Rule, RuleOp, Step};
+pub use error::{ErrorCode, ErrorKind, ERRORS};
 pub use name::{validate_name, NameError};
 pub use rest::{ErrorBody, ErrorDetail};
 pub use rollout::{evaluate, Decision, Reason, Variant};

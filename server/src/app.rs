@@ -1,4 +1,5 @@
-//! Application state, the actix-web app, and the server's lifecycle.
+//! The actix-web app and the server's lifecycle: open the store, start the hub, the ramp
+//! scheduler and the guard, serve, and stop in order.
 
 use std::future::Future;
 use std::io;
@@ -17,69 +18,16 @@ use actix_web::{web, App, HttpRequest, HttpResponse};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::auth::{self, Access, Tokens};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::guard::Guards;
-use crate::hub::Hub;
+use crate::gray::guard::Guards;
+use crate::gray::scheduler;
 use crate::metrics::Metrics;
 use crate::protect::{self, OriginPolicy};
+use crate::push::hub::Hub;
 use crate::routes;
-use crate::scheduler;
+use crate::state::AppState;
 use crate::store::Store;
-
-/// Recorded as `updated_by` for changes made without a token.
-pub const ANONYMOUS: &str = "anonymous";
-
-/// Everything a handler or session needs; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<Store>,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    /// Outcome counts of running gray releases.
-    pub guards: Arc<Guards>,
-    /// The access tokens; `None` when the server is open (loopback only).
-    pub tokens: Option<Arc<Tokens>>,
-    /// Turns true when the server starts shutting down.
-    pub shutdown: watch::Receiver<bool>,
-    /// Which hosts and origins browsers may reach the server from.
-    pub origin_policy: Arc<OriginPolicy>,
-    /// Most WebSocket connections served at once.
-    pub subscriber_limit: usize,
-}
-
-/// Checks that a request may have `access` to `namespace` (server-wide resources when
-/// `None`) and names its caller, as recorded in `updated_by`.
-pub fn authorize(
-    state: &AppState,
-    req: &HttpRequest,
-    access: Access,
-    namespace: Option<&str>,
-) -> Result<String, ApiError> {
-    let principal =
-        auth::check(state.tokens.as_deref(), auth::bearer(req.headers()), access, namespace)?;
-    Ok(principal.map_or_else(|| ANONYMOUS.to_owned(), |p| p.name.clone()))
-}
-
-/// The caller a request's token names: `None` on an open server; 401 when the server has
-/// tokens and the request presents none or an unknown one.
-pub fn caller(
-    state: &AppState,
-    req: &HttpRequest,
-) -> Result<Option<Arc<auth::Principal>>, ApiError> {
-    let Some(tokens) = state.tokens.as_deref() else { return Ok(None) };
-    let secret = auth::bearer(req.headers()).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "this server requires an access token: send Authorization: Bearer <token>".into(),
-        )
-    })?;
-    tokens
-        .authenticate(secret)
-        .map(Some)
-        .ok_or_else(|| ApiError::Unauthorized("the access token is not valid".into()))
-}
 
 /// The actix-web application over a state.
 pub fn build_app(
@@ -99,12 +47,14 @@ pub fn build_app(
         .error_handler(|err, _| ApiError::BadRequest(format!("invalid path: {err}")).into());
     App::new()
         .wrap(actix_web::middleware::from_fn(protect::middleware))
-        .wrap(actix_web::middleware::from_fn(crate::error::json_bodies))
-        .wrap(actix_web::middleware::from_fn(crate::request_id::middleware))
+        .wrap(actix_web::middleware::from_fn(crate::middleware::json_bodies))
+        .wrap(actix_web::middleware::from_fn(crate::middleware::request_id))
+        .app_data(web::Data::new(state.origin_policy.clone()))
         .app_data(web::Data::new(state))
         .app_data(query_errors)
         .app_data(path_errors)
         .configure(routes::configure)
+        .service(web::resource("/openapi.json").route(web::get().to(crate::openapi::serve)))
         .default_service(web::to(not_found))
 }
 
@@ -201,13 +151,13 @@ pub async fn run(
         origin_policy,
     };
     actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx.clone()));
-    actix_web::rt::spawn(crate::guard::run(store.clone(), stop_rx.clone()));
+    actix_web::rt::spawn(crate::gray::guard::run(store.clone(), stop_rx.clone()));
     let local = listener.local_addr()?;
     let stopping = stop_rx.clone();
     let builder =
         actix_server::Server::build().workers(workers).disable_signals().shutdown_timeout(10);
     // One HTTP service for either transport: WebSocket upgrades get the connection itself
-    // (see `routes::watch`); every other request goes through the actix-web app.
+    // (see `push::websocket`); every other request goes through the actix-web app.
     macro_rules! http_service {
         ($socket:ty) => {{
             let upgrade_state = state.clone();
@@ -215,7 +165,7 @@ pub async fn run(
                 move |(req, framed): (Request, Framed<$socket, h1::Codec>)| {
                     let state = upgrade_state.clone();
                     async move {
-                        routes::watch::upgrade(state, req, framed).await;
+                        crate::push::websocket::upgrade(state, req, framed).await;
                         Ok::<(), Infallible>(())
                     }
                 },

@@ -24,8 +24,6 @@ use actix_web::http::header::{self, HeaderMap};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-
 /// What a token may do in its namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,53 +192,15 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
-/// Who makes a request and whether it may: `None` when the server has no tokens (open).
-/// A missing or unknown secret is 401; a known one without the access is 403.
-pub fn check(
-    tokens: Option<&Tokens>,
-    secret: Option<&str>,
-    access: Access,
-    namespace: Option<&str>,
-) -> Result<Option<Arc<Principal>>, ApiError> {
-    let Some(tokens) = tokens else { return Ok(None) };
-    let secret = secret.ok_or_else(|| {
-        ApiError::Unauthorized(
-            "this server requires an access token: send Authorization: Bearer <token>".into(),
-        )
-    })?;
-    let principal = tokens
-        .authenticate(secret)
-        .ok_or_else(|| ApiError::Unauthorized("the access token is not valid".into()))?;
-    let allowed = match namespace {
-        Some(namespace) => principal.can(access, namespace),
-        // Server-wide resources are for admins.
-        None => principal.role == Role::Admin,
-    };
-    if !allowed {
-        let what =
-            namespace.map_or("server-wide resources".to_owned(), |n| format!("namespace {n:?}"));
-        let verb = match access {
-            Access::Write => "change",
-            Access::Report => "report outcomes in",
-            Access::Read => "read",
-        };
-        return Err(ApiError::Forbidden(format!(
-            "token {:?} may not {verb} {what}",
-            principal.name
-        )));
-    }
-    Ok(Some(principal))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sha(secret: &str) -> String {
         Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn tokens() -> Tokens {
+    pub(crate) fn tokens() -> Tokens {
         Tokens::parse(&format!(
             r#"
 [[token]]
@@ -292,47 +252,6 @@ namespaces = ["payments"]
         ] {
             assert_eq!(glob_match(pattern, name), expected, "{pattern} ~ {name}");
         }
-    }
-
-    #[test]
-    fn roles_and_namespaces() {
-        let tokens = tokens();
-        let t = Some(&tokens);
-        assert!(check(t, Some("s3cret-deploy"), Access::Write, Some("payments-eu")).is_ok());
-        assert!(matches!(
-            check(t, Some("s3cret-deploy"), Access::Read, Some("other")),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(matches!(
-            check(t, Some("s3cret-read"), Access::Write, Some("search")),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(check(t, Some("s3cret-read"), Access::Read, Some("search")).is_ok());
-        assert!(matches!(
-            check(t, Some("s3cret-read"), Access::Report, Some("search")),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(check(t, Some("s3cret-report"), Access::Report, Some("payments")).is_ok());
-        assert!(check(t, Some("s3cret-report"), Access::Read, Some("payments")).is_ok());
-        assert!(matches!(
-            check(t, Some("s3cret-report"), Access::Write, Some("payments")),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(check(t, Some("s3cret-deploy"), Access::Report, Some("payments")).is_ok());
-        assert!(matches!(
-            check(t, Some("s3cret-read"), Access::Read, None),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert_eq!(
-            check(t, Some("s3cret-admin"), Access::Read, None).unwrap().unwrap().name,
-            "root"
-        );
-        assert!(matches!(
-            check(t, Some("nope"), Access::Read, Some("x")),
-            Err(ApiError::Unauthorized(_))
-        ));
-        assert!(matches!(check(t, None, Access::Read, Some("x")), Err(ApiError::Unauthorized(_))));
-        assert!(check(None, None, Access::Write, None).unwrap().is_none(), "no token file: open");
     }
 
     #[test]

@@ -16,6 +16,54 @@ use prometheus_client::registry::Registry;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`to_prometheus_text`]'s output (Prometheus' classic text format).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a scrape's `Accept` header asks for OpenMetrics (Prometheus asks for it first);
+/// anything else (`text/plain;version=0.0.4`, none) gets the classic text format, as from
+/// Prometheus' own client libraries.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.replace(' ', "").starts_with("q=0") && {
+                    let q = p.split('=').nth(1).unwrap_or("1").trim();
+                    q.parse::<f32>().is_ok_and(|q| q == 0.0)
+                }
+            });
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        })
+    })
+}
+
+/// The OpenMetrics text `openmetrics` in Prometheus' classic text format (0.0.4): a
+/// counter family `x` is named by its sample `x_total` in `# HELP` and `# TYPE`, and the
+/// OpenMetrics-only lines (`# UNIT`, `# EOF`) go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 /// Why a subscriber connection (WebSocket or event stream) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +387,39 @@ mod tests {
         assert!(text.contains("graycast_subscribers 2\n"), "{text}");
         assert!(text.contains("graycast_connections 3\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Every sample of the classic text has its family's `# HELP` and `# TYPE` (what
+    /// `promtool check metrics` asks), counters by their `_total` name.
+    #[test]
+    fn the_classic_text_names_every_sample_family() {
+        let text = to_prometheus_text(&Metrics::new().render(&live()));
+        let mut described = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                described.insert(rest.split(' ').next().unwrap_or_default().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| described.contains(*f)))
+                    .unwrap_or(name);
+                assert!(described.contains(family), "no HELP for {name}: {text}");
+            }
+        }
+        assert!(text.contains("# TYPE graycast_writes_total counter\n"), "{text}");
+        assert!(text.contains("# HELP graycast_disconnects_total "), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn scrapes_get_the_format_they_ask_for() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some("application/openmetrics-text; q=0, text/plain")));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
     }
 
     #[test]

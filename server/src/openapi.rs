@@ -57,7 +57,7 @@ use crate::routes::{
         health::healthz,
         health::readyz,
         health::metrics,
-        health::openapi,
+        serve,
     ),
     components(schemas(
         GrayRequest,
@@ -330,4 +330,10 @@ fn merge(target: Option<&mut serde_json::Value>, constraints: serde_json::Value)
     for (name, value) in constraints {
         target.insert(name, value);
     }
+}
+
+/// This API as an OpenAPI 3 document, generated from the handlers and wire types.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200)))]
+pub async fn serve() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(document())
 }

@@ -13,6 +13,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::sync::Arc;
+
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
@@ -20,7 +22,6 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 
 /// Middleware applying the server's [`OriginPolicy`] to every request.
@@ -29,8 +30,8 @@ pub async fn middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let refused = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.origin_policy.check(req.method(), req.headers()).err());
+        .app_data::<web::Data<Arc<OriginPolicy>>>()
+        .and_then(|policy| policy.check(req.method(), req.headers()).err());
     if let Some(err) = refused {
         return Ok(req.into_response(err.error_response()));
     }

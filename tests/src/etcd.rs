@@ -76,9 +76,8 @@ impl EtcdCluster {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial.join(",")])
             .args(["--initial-cluster-state", state, "--initial-cluster-token", &self.token])
-            // Values up to graycast's default limit, twice in a transaction (entry and
-            // history), and quick elections so that the tests do not wait on them.
-            .args(["--max-request-bytes", "16777216"])
+            // etcd's default request limit (1.5 MiB), as an operator's cluster has it, and
+            // quick elections so that the tests do not wait on them.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "error"])
             .stdin(Stdio::null())

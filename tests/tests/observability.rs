@@ -28,7 +28,13 @@ async fn metric_reaches(server: &TestServer, metric: &str, at_least: f64) -> f64
 async fn metrics_count_writes_pushes_snapshots_disconnects_and_refusals() {
     let server = TestServer::start_with(&["--max-subscribers", "2"]);
     let api = Api::new(&server);
-    let response = reqwest::get(format!("{}/metrics", server.url)).await.unwrap();
+    let response = api
+        .http
+        .get(format!("{}/metrics", server.url))
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .send()
+        .await
+        .unwrap();
     let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
     assert!(response.text().await.unwrap().ends_with("# EOF\n"));

@@ -7,10 +7,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::check_names;
-use crate::app::{authorize, caller, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::selection::readable;
+use crate::push::selection::readable;
+use crate::state::{authorize, caller, AppState};
 use crate::store::ChangePage;
 
 /// Items returned when the request names no limit.

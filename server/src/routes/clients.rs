@@ -3,9 +3,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use graycast_protocol::rest::ClientList;
 
-use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
+use crate::state::{authorize, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/v1/clients").route(web::get().to(clients)));
@@ -18,5 +18,5 @@ pub async fn clients(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req, Access::Read, None)?;
-    Ok(HttpResponse::Ok().json(ClientList { clients: state.hub.clients() }))
+    Ok(HttpResponse::Ok().json(ClientList { clients: state.hub.clients.list() }))
 }

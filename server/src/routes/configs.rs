@@ -12,9 +12,9 @@ use utoipa::IntoParams;
 use super::{
     check_names, check_value, current_entry, etag, parse_etag, read_json, write_request, KeyPath,
 };
-use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
+use crate::state::{authorize, AppState};
 use crate::store::{Mutation, StoreError};
 
 /// History items returned when the request names no limit.
@@ -137,7 +137,7 @@ pub async fn get(
            ("If-Match" = Option<String>, Header, description = "write only if the entry is at this revision"),
            ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
     request_body = PutRequest,
-    responses((status = 200, body = Entry, description = "updated"), (status = 201, body = Entry, description = "created"),
+    responses((status = 200, body = Entry, description = "updated", headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 201, body = Entry, description = "created", headers(("ETag" = String, description = "\"<revision>\" of the entry written"))),
               (status = 400, body = ErrorBody), (status = 412, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn put(
     req: HttpRequest,
@@ -212,7 +212,7 @@ pub async fn history(
 #[utoipa::path(post, path = "/v1/configs/{ns}/{key}/rollback", tag = "configs",
     params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     request_body = RollbackRequest,
-    responses((status = 200, body = Entry), (status = 201, body = Entry, description = "the key was deleted and is recreated"),
+    responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 201, body = Entry, description = "the key was deleted and is recreated", headers(("ETag" = String, description = "\"<revision>\" of the entry written"))),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rollback(
     req: HttpRequest,
@@ -232,7 +232,5 @@ pub async fn rollback(
 fn entry_response(entry: &Option<std::sync::Arc<Entry>>) -> Result<HttpResponse, ApiError> {
     let entry =
         entry.as_deref().ok_or_else(|| ApiError::Internal("the write left no entry".into()))?;
-    let mut response =
-        if entry.version == 1 { HttpResponse::Created() } else { HttpResponse::Ok() };
-    Ok(response.insert_header((header::ETAG, etag(entry.revision))).json(entry))
+    Ok(super::entry_answer(entry, entry.version == 1))
 }

@@ -6,10 +6,10 @@ use graycast_protocol::gray::{GrayPatch, GrayRequest, GrayStatus, GuardCounts, R
 use graycast_protocol::{Entry, ErrorBody};
 
 use super::{check_value, current_entry, read_json, write_request, KeyPath};
-use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::guard::{self, MAX_REPORT_OUTCOMES};
+use crate::gray::guard::{self, check_report};
+use crate::state::{authorize, AppState};
 use crate::store::Mutation;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -44,14 +44,14 @@ async fn write(
         .entry
         .as_deref()
         .ok_or_else(|| ApiError::Internal("the change left no entry".into()))?;
-    Ok(HttpResponse::Ok().json(entry))
+    Ok(super::entry_answer(entry, false))
 }
 
 /// Starts a gray release of an existing key, or replaces the running one.
 #[utoipa::path(put, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
     params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     request_body = GrayRequest,
-    responses((status = 200, body = Entry), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn start(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -73,7 +73,7 @@ pub async fn start(
 #[utoipa::path(patch, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
     params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     request_body = GrayPatch,
-    responses((status = 200, body = Entry), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn patch(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -89,7 +89,7 @@ pub async fn patch(
 /// Makes the gray value the stable value; the release ends.
 #[utoipa::path(post, path = "/v1/configs/{ns}/{key}/gray/promote", tag = "gray",
     params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
-    responses((status = 200, body = Entry), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody)))]
 pub async fn promote(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -102,7 +102,7 @@ pub async fn promote(
 /// Aborts the release: it ends and the stable value stays.
 #[utoipa::path(delete, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
     params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
-    responses((status = 200, body = Entry), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody)))]
 pub async fn abort(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -162,15 +162,4 @@ pub async fn report(
             ))
         })?;
     Ok(HttpResponse::Ok().json(counts))
-}
-
-/// Refuses a report that counts nothing or more than a report may.
-pub(crate) fn check_report(ok: u64, errors: u64) -> Result<(), ApiError> {
-    let total = ok.saturating_add(errors);
-    if total == 0 || total > MAX_REPORT_OUTCOMES {
-        return Err(ApiError::InvalidValue(format!(
-            "a report counts 1 to {MAX_REPORT_OUTCOMES} outcomes, not {total}"
-        )));
-    }
-    Ok(())
 }

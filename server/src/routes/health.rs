@@ -1,16 +1,15 @@
-//! Liveness, readiness, metrics and the OpenAPI document.
+//! Liveness, readiness and metrics.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
-use crate::app::AppState;
 use crate::error::ApiError;
-use crate::metrics::{Live, CONTENT_TYPE};
+use crate::metrics::{self, Live};
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)))
-        .service(web::resource("/openapi.json").route(web::get().to(openapi)));
+        .service(web::resource("/metrics").route(web::get().to(metrics)));
 }
 
 /// The process is up.
@@ -32,21 +31,25 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         .json(serde_json::json!({"status": "ready", "revision": state.store.revision()})))
 }
 
-/// The server's metrics in the OpenMetrics text format (Prometheus scrapes it).
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "application/openmetrics-text")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// The server's metrics: OpenMetrics text when the scrape's `Accept` asks for it (as
+/// Prometheus does), else Prometheus' classic text format (0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content(
+    (String = "application/openmetrics-text"), (String = "text/plain")))))]
+pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let live = Live {
         revision: state.store.revision(),
-        connections: state.hub.connections(),
-        subscribers: state.hub.subscribers(),
+        connections: state.hub.clients.connections(),
+        subscribers: state.hub.clients.subscribers(),
         subscriber_limit: state.subscriber_limit,
         leader: *state.store.leadership().borrow(),
     };
-    HttpResponse::Ok().content_type(CONTENT_TYPE).body(state.metrics.render(&live))
-}
-
-/// This API as an OpenAPI 3 document, generated from the handlers and wire types.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200)))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::document())
+    let text = state.metrics.render(&live);
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if metrics::wants_openmetrics(accept) {
+        HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(text)
+    } else {
+        HttpResponse::Ok()
+            .content_type(metrics::PROMETHEUS_CONTENT_TYPE)
+            .body(metrics::to_prometheus_text(&text))
+    }
 }

@@ -15,11 +15,12 @@ pub mod watch;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
-use graycast_protocol::{validate_name, Entry, Revision};
+use graycast_protocol::{Entry, Revision};
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
+pub(crate) use crate::error::check_names;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::{Mutation, Precondition, Tags, WriteRequest};
 
 /// Most bytes of a change's comment.
@@ -35,7 +36,7 @@ pub(crate) fn write_request(
     actor: String,
     comment: Option<String>,
 ) -> Result<WriteRequest, ApiError> {
-    if path.namespace == crate::selection::META_NAMESPACE {
+    if path.namespace == crate::push::selection::META_NAMESPACE {
         return Err(namespaces::reserved());
     }
     let comment = match comment {
@@ -96,23 +97,6 @@ impl actix_web::FromRequest for KeyPath {
         let (namespace, key) = (part("ns"), part("key"));
         std::future::ready(check_names(&namespace, Some(&key)).map(|()| KeyPath { namespace, key }))
     }
-}
-
-/// Checks a namespace and a key name from the path.
-pub(crate) fn check_names(namespace: &str, key: Option<&str>) -> Result<(), ApiError> {
-    validate_name(namespace).map_err(|source| ApiError::InvalidName {
-        what: "namespace",
-        name: namespace.to_owned(),
-        source,
-    })?;
-    if let Some(key) = key {
-        validate_name(key).map_err(|source| ApiError::InvalidName {
-            what: "key",
-            name: key.to_owned(),
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 /// The current entry of a key, or `not_found`.
@@ -336,6 +320,14 @@ pub(crate) fn parse_etag(tag: &str) -> Option<Revision> {
     let tag = tag.strip_prefix("W/").unwrap_or(tag);
     let tag = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag);
     tag.parse().ok()
+}
+
+/// The answer to a write that left `entry`: 201 when it created the key, else 200; the
+/// entry as the body and its revision as the `ETag`, on every write path.
+pub(crate) fn entry_answer(entry: &Entry, created: bool) -> actix_web::HttpResponse {
+    let mut answer =
+        if created { actix_web::HttpResponse::Created() } else { actix_web::HttpResponse::Ok() };
+    answer.insert_header((header::ETAG, etag(entry.revision))).json(entry)
 }
 
 /// The entity tag of a revision.

@@ -15,10 +15,10 @@ use graycast_protocol::ErrorBody;
 use serde_json::{json, Value};
 
 use super::{check_names, read_json, MAX_COMMENT_BYTES};
-use crate::app::{authorize, caller, AppState, ANONYMOUS};
 use crate::auth::{Access, Role};
 use crate::error::ApiError;
-use crate::selection::META_NAMESPACE;
+use crate::push::selection::META_NAMESPACE;
+use crate::state::{authorize, caller, AppState, ANONYMOUS};
 use crate::store::{Mutation, Precondition, StoreError, WriteRequest};
 
 /// Most bytes of a namespace's description.

@@ -7,9 +7,9 @@ use graycast_protocol::gray::ReleaseDecision;
 use graycast_protocol::{evaluate, ErrorBody, Variant};
 
 use super::{current_entry, KeyPath};
-use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
+use crate::state::{authorize, AppState};
 
 /// Most attributes one evaluation may carry.
 pub const MAX_ATTRIBUTES: usize = 64;

@@ -26,10 +26,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{body_error, check_names, check_value, read_json_body};
-use crate::app::{authorize, AppState};
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::selection::META_NAMESPACE;
+use crate::push::selection::META_NAMESPACE;
+use crate::state::{authorize, AppState};
 use crate::store::{Mutation, Precondition, WriteRequest};
 
 /// The comment of every write an import makes.

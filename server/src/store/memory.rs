@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use graycast_protocol::{HistoryItem, Revision};
 
+use super::history::Pager;
 use super::record::Record;
 use super::{Change, ChangePage, HistoryPage, Loaded, LocalBackend, StoreError, StoreOptions};
 
@@ -108,17 +109,13 @@ impl LocalBackend for MemoryBackend {
             return Ok(HistoryPage::default());
         };
         let before = before.unwrap_or(Revision::MAX);
-        let mut page = HistoryPage::default();
-        let mut bytes = 0;
+        let mut pager = Pager::new(limit, max_bytes);
         for (revision, (record, size)) in records.range(..before).rev() {
-            if page.items.len() == limit || (!page.items.is_empty() && bytes + size > max_bytes) {
-                page.more = true;
+            if !pager.take(*size, || record.clone().into_item(*revision)) {
                 break;
             }
-            bytes += size;
-            page.items.push(record.clone().into_item(*revision));
         }
-        Ok(page)
+        Ok(pager.finish())
     }
 
     fn history_at(

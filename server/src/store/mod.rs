@@ -17,426 +17,40 @@
 //! it at start and updated only with committed changes. It serves every read of current
 //! state without I/O.
 
+mod cache;
+mod change;
 pub mod contract;
+mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+mod history;
 mod memory;
+mod options;
 mod plan;
 mod record;
 mod redb;
+mod request;
 mod writer;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, PoisonError, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use dashmap::DashMap;
-use graycast_protocol::gray::GrayPatch;
 use graycast_protocol::ws::ALL_NAMESPACES;
-use graycast_protocol::{Entry, Gray, HistoryItem, Op, Revision};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tokio::sync::Notify;
+use graycast_protocol::{Entry, HistoryItem, Op, Revision};
 
 use crate::metrics::Metrics;
 
+use self::cache::Shared;
+pub use self::change::{
+    Change, ChangePage, CommittedBatch, Fed, FeedReceiver, HistoryPage, Loaded,
+};
+pub use self::error::StoreError;
 pub use self::memory::MemoryBackend;
+pub use self::options::{Backing, StoreOptions};
 pub use self::redb::RedbBackend;
+pub use self::request::{Mutation, Precondition, Tags, WriteRequest};
 pub use self::writer::LocalBackend;
-
-/// Why a store operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("{what} not found")]
-    NotFound { what: String },
-    #[error("{what} is at revision {actual}, not the expected revision {expected}")]
-    RevisionMismatch { what: String, expected: Revision, actual: Revision },
-    #[error("{what} already exists at revision {revision}")]
-    AlreadyExists { what: String, revision: Revision },
-    #[error("{what} does not exist, but the write requires it to")]
-    Missing { what: String },
-    #[error("{0}")]
-    Superseded(String),
-    /// A conditional write's headers do not hold.
-    #[error("{0}")]
-    PreconditionFailed(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    QuotaExceeded(String),
-    #[error("the store is shutting down")]
-    Closed,
-    #[error("store failure: {0}")]
-    Backend(String),
-    /// The store cannot be reached now (etcd down or without quorum); nothing was written.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("store data is corrupt: {0}")]
-    Corrupt(String),
-}
-
-/// A condition on the key's current state that a write requires (`If-Match`, `If-None-Match`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Precondition {
-    #[default]
-    None,
-    /// The key exists at exactly this revision.
-    Revision(Revision),
-    /// The key exists (`If-Match: *`).
-    Exists,
-    /// The key does not exist (`If-None-Match: *`).
-    Absent,
-    /// Both headers, or lists of entity tags, as HTTP has them (RFC 9110 §13.1): the key
-    /// exists at one of `if_match`'s revisions (any, for `*`), and is absent or at none of
-    /// `if_none_match`'s (absent, for `*`).
-    Http { if_match: Option<Tags>, if_none_match: Option<Tags> },
-}
-
-/// `*`, or the revisions a list of entity tags names (a tag naming no revision matches
-/// nothing).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tags {
-    Any,
-    Revisions(Vec<Revision>),
-}
-
-impl Tags {
-    fn matches(&self, revision: Revision) -> bool {
-        match self {
-            Tags::Any => true,
-            Tags::Revisions(revisions) => revisions.contains(&revision),
-        }
-    }
-}
-
-/// What a write does to its key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mutation {
-    /// Set the stable value, creating the key if needed. A running gray release stays.
-    Put { value: Value },
-    /// Remove the key and any gray release.
-    Delete,
-    /// Set the stable value to the value the key had at `to_revision`.
-    Rollback { to_revision: Revision },
-    /// A rollback once its target is read: set the stable value to `value`, the key's value
-    /// at `to_revision`. [`Store::write`] turns every `Rollback` into this.
-    Restore { to_revision: Revision, value: Value },
-    /// Start or replace the gray release (already validated).
-    GrayStart { gray: Box<Gray> },
-    /// Change the running gray release.
-    GrayPatch(GrayPatch),
-    /// Move a due ramp on: made by the scheduler, for the release begun at `started_at`
-    /// while it is at `step`, so that a repeated or late attempt changes nothing.
-    GrayAdvance { started_at: DateTime<Utc>, step: u32 },
-    /// Make the gray value the stable value; the release ends.
-    Promote,
-    /// End the release, keeping the stable value. With `started_at`, only that release.
-    Abort { started_at: Option<DateTime<Utc>>, note: Option<String> },
-}
-
-impl Mutation {
-    /// Whether the write can only shrink what is stored (allowed beyond the quota).
-    fn shrinks(&self) -> bool {
-        matches!(self, Mutation::Delete | Mutation::Abort { .. } | Mutation::Promote)
-    }
-}
-
-/// One write: a mutation of one key, by someone, under a precondition.
-#[derive(Debug, Clone)]
-pub struct WriteRequest {
-    pub namespace: String,
-    pub key: String,
-    pub mutation: Mutation,
-    pub precondition: Precondition,
-    /// Who makes the change; recorded as `updated_by`.
-    pub actor: String,
-    /// Why, in the author's words.
-    pub comment: Option<String>,
-    /// Where the request came from (the peer address), for the audit feed.
-    pub remote: Option<String>,
-}
-
-impl WriteRequest {
-    /// A write by `actor` with no precondition, comment or remote address.
-    pub fn new(
-        namespace: impl Into<String>,
-        key: impl Into<String>,
-        mutation: Mutation,
-        actor: impl Into<String>,
-    ) -> WriteRequest {
-        WriteRequest {
-            namespace: namespace.into(),
-            key: key.into(),
-            mutation,
-            precondition: Precondition::None,
-            actor: actor.into(),
-            comment: None,
-            remote: None,
-        }
-    }
-}
-
-/// A committed change: one revision. Recorded in history and fed to subscribers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub revision: Revision,
-    pub op: Op,
-    pub namespace: String,
-    pub key: String,
-    /// The entry after the change; `None` after a delete.
-    pub entry: Option<Arc<Entry>>,
-    pub at: DateTime<Utc>,
-    pub by: String,
-    /// Why the change was made, when not by a person (ramp steps, guard aborts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    /// The author's comment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-    /// The peer address of the request that made the change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote: Option<String>,
-}
-
-impl Change {
-    /// The history record of this change.
-    pub fn history_item(&self) -> HistoryItem {
-        HistoryItem {
-            revision: self.revision,
-            op: self.op,
-            value: self.entry.as_ref().map_or(Value::Null, |e| e.value.clone()),
-            gray: self.entry.as_ref().and_then(|e| e.gray.clone()),
-            updated_at: self.at,
-            updated_by: self.by.clone(),
-            note: self.note.clone(),
-            comment: self.comment.clone(),
-        }
-    }
-}
-
-/// The durable state found at start.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// The revision of the last committed change (0 for an empty store).
-    pub revision: Revision,
-    /// Every live entry.
-    pub entries: Vec<Entry>,
-}
-
-/// A page of a key's history, newest first.
-#[derive(Debug, Default)]
-pub struct HistoryPage {
-    pub items: Vec<HistoryItem>,
-    /// Older items exist beyond this page.
-    pub more: bool,
-}
-
-/// A page of the change log.
-#[derive(Debug)]
-pub enum ChangePage {
-    /// Changes after the asked revision, oldest first; empty when there are none.
-    Changes(Vec<Arc<Change>>),
-    /// The log no longer holds every change after the asked revision.
-    Compacted,
-}
-
-/// Committed changes, in revision order, as handed to the feed.
-pub type CommittedBatch = Vec<Arc<Change>>;
-
-/// What the feed carries to the hub.
-#[derive(Debug)]
-pub enum Fed {
-    /// Changes committed, in revision order, and when this node learnt of their commit
-    /// (the start of their push latency).
-    Changes(CommittedBatch, std::time::Instant),
-    /// The cache was reloaded as of this revision (an etcd watch lost its place to a
-    /// compaction): every subscriber needs a fresh snapshot.
-    Reloaded(Revision),
-}
-
-/// The receiving end of the stream of committed changes.
-pub type FeedReceiver = std_mpsc::Receiver<Fed>;
-
-/// Where a store keeps its data.
-#[derive(Debug, Clone)]
-pub enum Backing {
-    /// An embedded redb file.
-    Redb(PathBuf),
-    /// Memory only: fast and forgetful, for tests and demos.
-    Memory,
-    /// An etcd cluster shared by several nodes.
-    #[cfg(feature = "etcd")]
-    Etcd(etcd::EtcdOptions),
-}
-
-/// Everything a store needs to know; the server builds it from its configuration.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    pub backing: Backing,
-    /// Changes kept for resuming subscribers (the local engines' change log).
-    pub changelog_retain: u64,
-    /// History items kept per key; 0 keeps them all.
-    pub history_retain: u64,
-    /// Most writes committed in one transaction (local engines).
-    pub max_batch: usize,
-    /// Bytes the store may hold; writes that would go beyond are refused.
-    pub quota_bytes: u64,
-}
-
-impl StoreOptions {
-    /// Options for a memory store with every default (for tests).
-    pub fn memory() -> StoreOptions {
-        StoreOptions {
-            backing: Backing::Memory,
-            changelog_retain: 100_000,
-            history_retain: 0,
-            max_batch: 1024,
-            quota_bytes: u64::MAX,
-        }
-    }
-}
-
-/// The keys of one namespace, by name.
-type Namespace = BTreeMap<String, Arc<Entry>>;
-
-/// State shared by the store handle and its engine.
-struct Shared {
-    cache: DashMap<String, Namespace>,
-    /// Taken for writing while an engine applies changes to the cache, and for reading
-    /// while a consistent snapshot is copied out. Both are short and synchronous.
-    gate: RwLock<()>,
-    /// The revision of the last change applied to the cache.
-    revision: AtomicU64,
-    /// Set when the store cannot take writes (a failed local commit, whose outcome on disk
-    /// is unknown, or an etcd that cannot be reached), with the reason.
-    failed: RwLock<Option<String>>,
-    /// Whether a failure is permanent (a failed local commit: only a restart recovers).
-    failed_for_good: AtomicBool,
-    /// Signalled after a change that started, changed or ended a gray release.
-    gray_changed: Notify,
-    /// Signalled after every application of changes to the cache.
-    applied: Notify,
-    metrics: Arc<Metrics>,
-}
-
-impl Shared {
-    fn new(loaded: Loaded, metrics: Arc<Metrics>) -> Shared {
-        let cache: DashMap<String, Namespace> = DashMap::new();
-        for entry in loaded.entries {
-            cache
-                .entry(entry.namespace.clone())
-                .or_default()
-                .insert(entry.key.clone(), Arc::new(entry));
-        }
-        Shared {
-            cache,
-            gate: RwLock::new(()),
-            revision: AtomicU64::new(loaded.revision),
-            failed: RwLock::new(None),
-            failed_for_good: AtomicBool::new(false),
-            gray_changed: Notify::new(),
-            applied: Notify::new(),
-            metrics,
-        }
-    }
-
-    fn get(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {
-        self.cache.get(namespace).and_then(|ns| ns.get(key).cloned())
-    }
-
-    fn revision(&self) -> Revision {
-        self.revision.load(Ordering::Acquire)
-    }
-
-    /// Applies committed changes, in revision order, to the cache.
-    fn apply(&self, committed: &[Arc<Change>]) {
-        {
-            let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-            for change in committed {
-                match &change.entry {
-                    Some(entry) => {
-                        self.cache
-                            .entry(change.namespace.clone())
-                            .or_default()
-                            .insert(change.key.clone(), entry.clone());
-                    }
-                    None => {
-                        let now_empty = match self.cache.get_mut(&change.namespace) {
-                            Some(mut ns) => {
-                                ns.remove(&change.key);
-                                ns.is_empty()
-                            }
-                            None => false,
-                        };
-                        if now_empty {
-                            self.cache.remove(&change.namespace);
-                        }
-                    }
-                }
-            }
-            if let Some(last) = committed.last() {
-                self.revision.fetch_max(last.revision, Ordering::AcqRel);
-            }
-        }
-        if committed.iter().any(|c| matches!(c.op, Op::Gray | Op::Promote | Op::Abort | Op::Delete))
-        {
-            self.gray_changed.notify_one();
-        }
-        self.applied.notify_waiters();
-    }
-
-    /// Replaces the whole cache with a fresh load (after an etcd watch lost its place).
-    #[cfg(feature = "etcd")]
-    fn replace(&self, loaded: Loaded) {
-        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        self.cache.clear();
-        for entry in loaded.entries {
-            self.cache
-                .entry(entry.namespace.clone())
-                .or_default()
-                .insert(entry.key.clone(), Arc::new(entry));
-        }
-        self.revision.store(loaded.revision, Ordering::Release);
-        drop(_gate);
-        self.gray_changed.notify_one();
-        self.applied.notify_waiters();
-    }
-
-    fn fail(&self, reason: String, for_good: bool) {
-        *self.failed.write().unwrap_or_else(PoisonError::into_inner) = Some(reason);
-        if for_good {
-            self.failed_for_good.store(true, Ordering::Release);
-        }
-    }
-
-    #[cfg(feature = "etcd")]
-    fn recover(&self) {
-        if !self.failed_for_good.load(Ordering::Acquire) {
-            *self.failed.write().unwrap_or_else(PoisonError::into_inner) = None;
-        }
-    }
-
-    /// Waits until the cache has applied `revision`, at most `timeout`.
-    async fn wait_applied(&self, revision: Revision, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let applied = self.applied.notified();
-            if self.revision() >= revision {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, applied).await.is_err() {
-                return self.revision() >= revision;
-            }
-        }
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.failed.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
 
 enum Engine {
     Local(writer::LocalWriter),
@@ -778,15 +392,4 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(call)
         .await
         .unwrap_or_else(|e| Err(StoreError::Backend(format!("a store read failed: {e}"))))
-}
-
-/// The bytes a write brings into the store, roughly: the size of the value it stores.
-fn written_bytes(mutation: &Mutation) -> u64 {
-    use graycast_protocol::value::compact_size;
-    let size = match mutation {
-        Mutation::Put { value } | Mutation::Restore { value, .. } => compact_size(value),
-        Mutation::GrayStart { gray } => compact_size(&gray.value),
-        _ => 0,
-    };
-    size as u64
 }

@@ -25,6 +25,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
+use super::history::Pager;
 use super::record::Record;
 use super::{Change, ChangePage, HistoryPage, Loaded, LocalBackend, StoreError, StoreOptions};
 
@@ -426,22 +427,17 @@ impl LocalBackend for RedbBackend {
         let before = before.unwrap_or(Revision::MAX);
         let range =
             table.range((slot.as_str(), 0)..(slot.as_str(), before)).map_err(backend_err)?;
-        let mut page = HistoryPage::default();
-        let mut bytes = 0;
+        let mut pager = Pager::new(limit, max_bytes);
         for row in range.rev() {
             let (k, v) = row.map_err(backend_err)?;
-            let size = v.value().len();
-            if page.items.len() == limit || (!page.items.is_empty() && bytes + size > max_bytes) {
-                page.more = true;
-                break;
-            }
-            bytes += size;
             let revision = k.value().1;
             let record: Record = decode(v.value())
                 .map_err(|e| corrupt(&format!("history of {slot} at {revision}"), e))?;
-            page.items.push(record.into_item(revision));
+            if !pager.take(v.value().len(), || record.into_item(revision)) {
+                break;
+            }
         }
-        Ok(page)
+        Ok(pager.finish())
     }
 
     fn history_at(

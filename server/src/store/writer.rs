@@ -123,7 +123,7 @@ impl LocalWriter {
     pub async fn write(&self, request: WriteRequest) -> Result<Arc<Change>, StoreError> {
         if !request.mutation.shrinks() {
             // What the write may add: its value in the entry and in its history item.
-            let added = 2 * super::written_bytes(&request.mutation) + 512;
+            let added = 2 * request.mutation.written_bytes() + 512;
             let stored = self.stored.load(Ordering::Acquire);
             if stored.saturating_add(added) > self.quota {
                 return Err(StoreError::QuotaExceeded(format!(

@@ -20,6 +20,7 @@ use graycast_protocol::{Entry, Variant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::error::ApiError;
 use crate::store::{Mutation, Store, StoreError, WriteRequest};
 
 /// Recorded as `updated_by` of the aborts the guard makes.
@@ -316,4 +317,15 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Refuses a report that counts nothing or more than a report may.
+pub fn check_report(ok: u64, errors: u64) -> Result<(), ApiError> {
+    let total = ok.saturating_add(errors);
+    if total == 0 || total > MAX_REPORT_OUTCOMES {
+        return Err(ApiError::InvalidValue(format!(
+            "a report counts 1 to {MAX_REPORT_OUTCOMES} outcomes, not {total}"
+        )));
+    }
+    Ok(())
 }

@@ -22,21 +22,22 @@ use bytes::BytesMut;
 use chrono::Utc;
 use graycast_protocol::gray::ReportRequest;
 use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage, ALL_NAMESPACES};
-use graycast_protocol::{validate_name, Entry, Revision};
-use serde::Serialize;
+use graycast_protocol::{validate_name, Revision};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
-use crate::auth::{Access, Principal};
+use crate::auth::Access;
+use crate::error::check_names;
 use crate::error::ApiError;
-use crate::frame::{self, close, FrameError, Inbound};
-use crate::guard;
-use crate::hub::{self, ClientRegistration, ClientState, Pushed, Subscription};
+use crate::gray::guard;
 use crate::metrics::{Disconnect, Metrics, SnapshotCause};
-use crate::outbound::Outbound;
-use crate::routes::check_names;
-use crate::selection::Selection;
+use crate::push::clients::{ClientRegistration, ClientState};
+use crate::push::frame::{self, close, FrameError, Inbound};
+use crate::push::hub::Subscription;
+use crate::push::outbound::Outbound;
+use crate::push::selection::Selection;
+use crate::push::wire::{self, Pushed, Snapshot};
+use crate::state::{AppState, Caller};
 use crate::store::{ChangePage, StoreError};
 
 /// Largest inbound message (joined fragments included).
@@ -71,16 +72,6 @@ impl Socket for actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream>
     }
 }
 
-/// The wire form of a `snapshot` message, borrowing the cached entries.
-#[derive(Serialize)]
-struct SnapshotFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    revision: Revision,
-    namespaces: &'a [String],
-    entries: Vec<&'a Entry>,
-}
-
 /// An active subscription of a session.
 struct Active {
     _sub: Subscription,
@@ -101,7 +92,7 @@ enum CatchUp {
         fetch: Option<JoinHandle<Result<ChangePage, StoreError>>>,
     },
     /// A snapshot frame being built on a blocking thread.
-    Snapshot(JoinHandle<(Revision, hub::Snapshot)>),
+    Snapshot(JoinHandle<(Revision, Snapshot)>),
     /// A resync after a lag, waiting until the connection took what it was already given:
     /// a peer that reads slowly gets one snapshot at a time, not one per lag.
     Resync,
@@ -123,12 +114,16 @@ struct Session {
     out: Arc<Outbound>,
     reader: frame::Reader,
     remote: String,
-    principal: Option<Arc<Principal>>,
+    caller: Caller,
     active: Option<Active>,
     catch_up: CatchUp,
     last_inbound: Instant,
-    /// `out.sent()` at the last heartbeat, to tell an idle subscriber.
-    sent_at_tick: Revision,
+    /// `out.sent()` when the session last looked, to tell when something was sent.
+    last_sent: Revision,
+    /// When a `progress` is due: one heartbeat after anything was last sent.
+    progress_due: tokio::time::Instant,
+    /// The heartbeat period: pings, and the longest silence of an idle subscriber.
+    heartbeat_every: Duration,
     /// Why the snapshot being prepared is sent.
     snapshot_cause: SnapshotCause,
     /// Why the session is ending, once it is (the first reason wins).
@@ -142,18 +137,20 @@ pub async fn run<S: Socket>(
     socket: S,
     inbound: BytesMut,
     remote: String,
-    principal: Option<Arc<Principal>>,
+    caller: Caller,
 ) {
     let budget = state.config.subscriber_budget_bytes;
     let mut session = Session {
         out: Outbound::new(budget),
         reader: frame::Reader::new(MAX_INBOUND_MESSAGE),
         remote,
-        principal,
+        caller,
         active: None,
         catch_up: CatchUp::Live,
         last_inbound: Instant::now(),
-        sent_at_tick: 0,
+        last_sent: 0,
+        progress_due: tokio::time::Instant::now() + state.config.heartbeat(),
+        heartbeat_every: state.config.heartbeat(),
         snapshot_cause: SnapshotCause::New,
         ended_by: None,
         state,
@@ -183,6 +180,7 @@ pub async fn run<S: Socket>(
                 continue;
             }
             session.feed_catch_up();
+            session.note_sent();
         }
         let writing = session.out.has_output();
         let step = tokio::select! {
@@ -205,6 +203,10 @@ pub async fn run<S: Socket>(
             _ = session.out.changed(), if !writing && ended.is_none() => session.on_wake(),
             done = catch_up_task(&mut session.catch_up), if ended.is_none() => session.on_catch_up(done),
             _ = heartbeat.tick(), if ended.is_none() => session.on_heartbeat(),
+            _ = tokio::time::sleep_until(session.progress_due), if ended.is_none() && session.is_live() => {
+                session.on_progress_due();
+                Ok(())
+            }
             _ = tokio::time::sleep_until(subscribe_by), if ended.is_none() && session.active.is_none() => {
                 Err(session.subscribe_overdue())
             }
@@ -268,14 +270,13 @@ async fn catch_up_task(catch_up: &mut CatchUp) -> CatchUpDone {
 
 enum CatchUpDone {
     Page(Result<ChangePage, StoreError>),
-    Snapshot(Option<(Revision, hub::Snapshot)>),
+    Snapshot(Option<(Revision, Snapshot)>),
 }
 
 impl Session {
     /// Queues a JSON message.
     fn send(&self, message: &ServerMessage) {
-        let text = serde_json::to_vec(message).unwrap_or_default();
-        self.out.push(frame::text(&text), false);
+        self.out.push(wire::message(message), false);
     }
 
     /// Queues a close frame; the session ends once it is written.
@@ -291,8 +292,14 @@ impl Session {
         self.ended_by.get_or_insert(reason);
     }
 
-    /// Tells the peer what went wrong, then closes with `code`.
-    fn refuse(&mut self, code: u16, err: ApiError) -> End {
+    /// Tells the peer what went wrong, then closes with the error's close code.
+    fn refuse(&mut self, err: ApiError) -> End {
+        let code = err.close_code();
+        self.refuse_with(code, err)
+    }
+
+    /// Tells the peer what went wrong, then closes with `code` (a frame-level refusal).
+    fn refuse_with(&mut self, code: u16, err: ApiError) -> End {
         self.end_because(match &err {
             ApiError::Unauthorized(_) | ApiError::Forbidden(_) => Disconnect::Unauthorized,
             ApiError::RequestTimeout(_) => Disconnect::SubscribeTimeout,
@@ -317,7 +324,7 @@ impl Session {
                         )),
                         other => ApiError::BadRequest(other.to_string()),
                     };
-                    return Err(self.refuse(code, api));
+                    return Err(self.refuse_with(code, api));
                 }
             }
         }
@@ -326,7 +333,7 @@ impl Session {
     fn on_inbound(&mut self, message: Inbound) -> Result<(), End> {
         match message {
             Inbound::Text(text) => self.on_text(&text),
-            Inbound::Binary => Err(self.refuse(
+            Inbound::Binary => Err(self.refuse_with(
                 close::UNSUPPORTED,
                 ApiError::BadRequest("binary frames are not supported; send JSON text".into()),
             )),
@@ -336,7 +343,8 @@ impl Session {
             }
             Inbound::Pong => Ok(()),
             Inbound::Close(code) => {
-                let code = code.filter(|c| (1000..5000).contains(c)).unwrap_or(close::NORMAL);
+                // The frame reader let only codes a peer may send through; echo it.
+                let code = code.unwrap_or(close::NORMAL);
                 self.end_because(Disconnect::ClientClosed);
                 Err(self.close(code, "goodbye"))
             }
@@ -352,7 +360,7 @@ impl Session {
                 } else {
                     ApiError::InvalidJson(format!("malformed JSON: {err}"))
                 };
-                return Err(self.refuse(close::POLICY, err));
+                return Err(self.refuse(err));
             }
         };
         match message {
@@ -362,50 +370,43 @@ impl Session {
                         "already subscribed; open a new connection to change the subscription"
                             .into(),
                     );
-                    return Err(self.refuse(close::POLICY, err));
+                    return Err(self.refuse(err));
                 }
                 let client = client.unwrap_or_default();
                 let checked = check_subscription(&namespaces, &client)
-                    .and_then(|()| self.may_read(&namespaces));
+                    .and_then(|()| self.caller.may_subscribe(&namespaces));
                 if let Err(err) = checked {
-                    return Err(self.refuse(close::POLICY, err));
+                    return Err(self.refuse(err));
                 }
                 self.subscribe(namespaces, since, client);
                 Ok(())
             }
             ClientMessage::Auth { token } => {
-                let Some(tokens) = self.state.tokens.clone() else { return Ok(()) };
                 if self.active.is_some() {
                     let err = ApiError::BadRequest("auth comes before subscribe".into());
-                    return Err(self.refuse(close::POLICY, err));
+                    return Err(self.refuse(err));
                 }
-                match tokens.authenticate(&token) {
-                    Some(principal) => {
-                        self.principal = Some(principal);
+                match self.state.identify(Some(&token)) {
+                    Ok(caller) => {
+                        self.caller = caller;
                         Ok(())
                     }
-                    None => {
-                        let err = ApiError::Unauthorized("the access token is not valid".into());
-                        Err(self.refuse(close::POLICY, err))
-                    }
+                    Err(err) => Err(self.refuse(err)),
                 }
             }
             ClientMessage::Report { namespace, key, variant, ok, errors, release } => {
                 let valid = check_names(&namespace, Some(&key)).is_ok()
-                    && crate::routes::gray::check_report(ok, errors).is_ok();
+                    && guard::check_report(ok, errors).is_ok();
                 if !valid {
                     let err = ApiError::BadRequest(format!(
                         "report for {namespace:?}/{key:?} with {ok} ok and {errors} errors is not valid"
                     ));
-                    return Err(self.refuse(close::POLICY, err));
+                    return Err(self.refuse(err));
                 }
-                if let Err(err) = self.may_report(&namespace) {
-                    return Err(self.refuse(close::POLICY, err));
+                if let Err(err) = self.caller.may(Access::Report, Some(&namespace)) {
+                    return Err(self.refuse(err));
                 }
-                let reporter = self
-                    .principal
-                    .as_ref()
-                    .map_or_else(|| crate::app::ANONYMOUS.to_owned(), |p| p.name.clone());
+                let reporter = self.caller.name();
                 // The guard may write an abort; the session goes on pushing meanwhile.
                 let (store, guards) = (self.state.store.clone(), self.state.guards.clone());
                 actix_web::rt::spawn(async move {
@@ -431,10 +432,10 @@ impl Session {
     fn subscribe(&mut self, namespaces: Vec<String>, since: Option<Revision>, client: ClientHello) {
         // Register first: whatever commits after this point reaches the queue (waiting
         // until the catch-up below is queued), so together they cover every revision.
-        let selection = Selection::new(&namespaces, self.principal.as_ref());
+        let selection = Selection::new(&namespaces, self.caller.principal());
         let sub = self.state.hub.subscribe(&selection, self.out.clone());
         let namespaces = sub.namespaces().to_vec();
-        let registration = self.state.hub.register_client(ClientState {
+        let registration = self.state.hub.clients.register_client(ClientState {
             id: client.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             namespaces: namespaces.clone(),
             labels: client.labels,
@@ -486,31 +487,15 @@ impl Session {
         }
         self.catch_up = CatchUp::Snapshot(tokio::task::spawn_blocking(move || {
             let (revision, entries) = store.snapshot(selection.names());
-            let message = SnapshotFrame {
-                kind: "snapshot",
-                revision,
-                namespaces: selection.names(),
-                entries: entries
-                    .iter()
-                    .filter(|e| {
-                        selection.reader().is_none() || selection.covers(&e.namespace, &e.key)
-                    })
-                    .map(|e| e.as_ref())
-                    .collect(),
-            };
-            // Serializing plain data with string keys cannot fail.
-            let frame = frame::text_pieces(|out| {
-                let _ = serde_json::to_writer(out, &message);
-            });
+            let frame = wire::snapshot(revision, &selection, &entries);
             hub.cache_snapshot(&selection, revision, frame.clone());
             (revision, frame)
         }));
     }
 
-    fn snapshot_ready(&mut self, revision: Revision, frame: hub::Snapshot) {
+    fn snapshot_ready(&mut self, revision: Revision, frame: Snapshot) {
         self.out.push_shared_pieces(&frame);
         self.out.go_live(revision);
-        self.sent_at_tick = self.out.sent();
         self.state.metrics.record_snapshot(self.snapshot_cause);
     }
 
@@ -550,9 +535,7 @@ impl Session {
         self.state.metrics.record_replay();
         self.catch_up = CatchUp::Live;
         self.out.go_live(upto);
-        let revision = self.out.sent();
-        self.send(&ServerMessage::Progress { revision });
-        self.sent_at_tick = self.out.sent();
+        self.out.push(wire::progress(self.out.sent()), false);
     }
 
     fn on_catch_up(&mut self, done: CatchUpDone) -> Result<(), End> {
@@ -562,10 +545,9 @@ impl Session {
                 self.snapshot_ready(revision, frame);
                 Ok(())
             }
-            CatchUpDone::Snapshot(None) => Err(self.refuse(
-                close::INTERNAL,
-                ApiError::Internal("the snapshot could not be built".into()),
-            )),
+            CatchUpDone::Snapshot(None) => {
+                Err(self.refuse(ApiError::Internal("the snapshot could not be built".into())))
+            }
             CatchUpDone::Page(Ok(ChangePage::Compacted)) => {
                 // The log no longer reaches back to the client's revision.
                 self.start_snapshot(SnapshotCause::TooOld);
@@ -578,7 +560,7 @@ impl Session {
                 let full = changes.len() == REPLAY_PAGE;
                 for change in changes.iter().take_while(|c| c.revision <= *cap) {
                     if selection.covers(&change.namespace, &change.key) {
-                        let frame = hub::change_frame(change);
+                        let frame = wire::change_frame(change);
                         self.out.push_covering(frame, false, change.revision);
                     }
                     *after = change.revision;
@@ -591,7 +573,7 @@ impl Session {
             }
             CatchUpDone::Page(Err(err)) => {
                 let err = ApiError::Unavailable(format!("cannot read the change log: {err}"));
-                Err(self.refuse(close::INTERNAL, err))
+                Err(self.refuse(err))
             }
         }
     }
@@ -628,17 +610,33 @@ impl Session {
             return Err(self.close(close::POLICY, "no frame received within the client timeout"));
         }
         self.out.push(frame::ping(), false);
-        if self.active.is_some() && matches!(self.catch_up, CatchUp::Live) {
-            // Idle since the last tick: say how far the client is current. Every change up
-            // to `published` is queued already, so nothing at or below it is still to come.
-            let published = self.state.hub.published();
-            self.out.push_progress_if_idle(self.sent_at_tick, published, |revision| {
-                let message = ServerMessage::Progress { revision };
-                frame::text(&serde_json::to_vec(&message).unwrap_or_default())
-            });
-            self.sent_at_tick = self.out.sent();
-        }
         Ok(())
+    }
+
+    /// Whether the client is subscribed and caught up (the hub appends its changes).
+    fn is_live(&self) -> bool {
+        self.active.is_some() && matches!(self.catch_up, CatchUp::Live)
+    }
+
+    /// Notes whether anything was sent since the last look: the next `progress` is due one
+    /// heartbeat after the last thing sent, whatever it was.
+    fn note_sent(&mut self) {
+        let sent = self.out.sent();
+        if sent != self.last_sent {
+            self.last_sent = sent;
+            self.progress_due = tokio::time::Instant::now() + self.heartbeat_every;
+        }
+    }
+
+    /// Nothing was sent for a heartbeat: say how far the client is current. Every change up
+    /// to `published` is queued already, so nothing at or below it is still to come.
+    fn on_progress_due(&mut self) {
+        let published = self.state.hub.published();
+        let since = self.out.sent();
+        self.out.push_progress_if_idle(since, published, wire::progress);
+        self.last_sent = self.out.sent();
+        let (next, now) = (self.progress_due + self.heartbeat_every, tokio::time::Instant::now());
+        self.progress_due = if next > now { next } else { now + self.heartbeat_every };
     }
 
     /// The client did not subscribe in time.
@@ -647,44 +645,7 @@ impl Session {
             "no subscribe within {} ms of connecting",
             self.state.config.subscribe_timeout().as_millis()
         ));
-        self.refuse(close::POLICY, err)
-    }
-
-    /// Whether the caller may read these namespaces (`*`: any caller, limited to what it
-    /// may read). On an open server everyone may.
-    fn may_read(&self, namespaces: &[String]) -> Result<(), ApiError> {
-        let Some(_) = &self.state.tokens else { return Ok(()) };
-        let principal = self.principal.as_ref().ok_or_else(|| {
-            ApiError::Unauthorized(
-                "this server requires an access token: ?token=, a bearer header, or an auth message"
-                    .into(),
-            )
-        })?;
-        for namespace in namespaces {
-            let allowed = namespace == ALL_NAMESPACES || principal.can(Access::Read, namespace);
-            if !allowed {
-                return Err(ApiError::Forbidden(format!(
-                    "token {:?} may not read namespace {namespace:?}",
-                    principal.name
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the caller may report outcomes in a namespace (roles `report`, `write` and
-    /// `admin`). On an open server everyone may.
-    fn may_report(&self, namespace: &str) -> Result<(), ApiError> {
-        let Some(_) = &self.state.tokens else { return Ok(()) };
-        match &self.principal {
-            None => Err(ApiError::Unauthorized("reports need an access token".into())),
-            Some(p) if p.can(Access::Report, namespace) => Ok(()),
-            Some(p) => Err(ApiError::Forbidden(format!(
-                "token {:?} may not report outcomes in namespace {namespace:?}; reports need \
-                 the report, write or admin role",
-                p.name
-            ))),
-        }
+        self.refuse(err)
     }
 }
 

@@ -18,25 +18,8 @@ pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
 
-/// Close codes the server sends.
-pub mod close {
-    /// The session ended normally.
-    pub const NORMAL: u16 = 1000;
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// A frame broke the protocol.
-    pub const PROTOCOL: u16 = 1002;
-    /// A binary frame: only JSON text is spoken.
-    pub const UNSUPPORTED: u16 = 1003;
-    /// A text frame that is not UTF-8.
-    pub const INVALID_DATA: u16 = 1007;
-    /// A message the server refuses (bad JSON, no access, no subscribe in time).
-    pub const POLICY: u16 = 1008;
-    /// A message over the inbound limit.
-    pub const TOO_BIG: u16 = 1009;
-    /// The server could not serve the subscription (a store failure).
-    pub const INTERNAL: u16 = 1011;
-}
+/// Close codes the server sends (the protocol's, beside its error table).
+pub use graycast_protocol::error::close;
 
 /// An encoded text frame carrying `payload`.
 pub fn text(payload: &[u8]) -> Bytes {
@@ -197,6 +180,24 @@ impl FrameError {
     }
 }
 
+/// The close code of a close frame's payload (RFC 6455 §5.5.1, §7.4): none when it is
+/// empty; a 1-byte payload or a code no peer may send breaks the protocol (1002), a reason
+/// that is not UTF-8 is invalid data (1007).
+fn close_payload(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::Protocol("a close frame's payload is empty or at least 2 bytes")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !close::is_valid(code) {
+                return Err(FrameError::Protocol("a close frame carries an invalid close code"));
+            }
+            std::str::from_utf8(reason).map_err(|_| FrameError::InvalidUtf8)?;
+            Ok(Some(code))
+        }
+    }
+}
+
 /// Reads client frames from a buffer of received bytes, joining fragmented messages.
 pub struct Reader {
     limit: usize,
@@ -235,11 +236,7 @@ impl Reader {
             match header.opcode {
                 OP_PING => return Ok(Some(Inbound::Ping(payload.freeze()))),
                 OP_PONG => return Ok(Some(Inbound::Pong)),
-                OP_CLOSE => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    return Ok(Some(Inbound::Close(code)));
-                }
+                OP_CLOSE => return close_payload(&payload).map(|code| Some(Inbound::Close(code))),
                 OP_TEXT | OP_BINARY if !header.fin => {
                     self.partial = Some((header.opcode, payload));
                 }

@@ -1,10 +1,13 @@
 //! The etcd engine: several graycast nodes on one etcd cluster.
 //!
 //! Keys, under the prefix `P` (`--etcd-prefix`, `/graycast/` by default):
-//! - `P e/{ns}/{key}`: the live entry, as a [`Record`]; its revision, `created_revision`
-//!   and `version` are the key's etcd mod revision, create revision and version;
+//! - `P e/{ns}/{key}`: that the key exists, and where its current record is: `{"seq": N}`
+//!   names `P h/{ns}/{key}/{N}` (data written before kept the whole record here, which is
+//!   still read);
 //! - `P h/{ns}/{key}/{seq}`: the key's history, one [`Record`] per change, `seq` counting
-//!   from 1; the record's mod revision is the change's revision;
+//!   from 1; the record's mod revision is the change's revision; the newest record of a
+//!   live key is its entry. A value is thus written once per change, so the largest value
+//!   (1 MiB) fits etcd's default request limit (1.5 MiB);
 //! - `P c/{ns}/{key}`: the key's change counter: its etcd version is the number of changes
 //!   ever made to the key (the last `seq`), its value the id of the last write; it
 //!   survives deletes;
@@ -40,12 +43,14 @@ use chrono::{SubsecRound, Utc};
 use dashmap::DashMap;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    KeyValue, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    KeyValue, KvClient, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use graycast_protocol::{Entry, HistoryItem, Revision};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::history::Pager;
 use super::plan::{plan, Planned};
 use super::record::Record;
 use super::{
@@ -59,6 +64,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS: usize = 16;
 /// Keys read per page when loading.
 const LOAD_PAGE: i64 = 500;
+/// Reads in one transaction (etcd's `--max-txn-ops` is 128 by default).
+const TXN_READS: usize = 100;
 /// Largest message accepted from etcd (a page of values, a batch of watch events).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// A watch that brings nothing, not even an answer to a progress request, for this long
@@ -173,10 +180,27 @@ fn decode_record(kv: &KeyValue) -> Result<Record, StoreError> {
     })
 }
 
-/// The entry an `e/` key holds.
-fn entry_of(kv: &KeyValue, namespace: &str, key: &str) -> Result<Entry, StoreError> {
+/// What an `e/` key holds: where the entry's record is, or (data written before) the
+/// whole record.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pointer {
+    seq: u64,
+}
+
+/// The `e/` key's value: a [`Pointer`], or the whole record in data written before.
+enum Marker {
+    Pointer(u64),
+    Whole(Box<Entry>),
+}
+
+/// Reads an `e/` key.
+fn marker_of(kv: &KeyValue, namespace: &str, key: &str) -> Result<Marker, StoreError> {
+    if let Ok(pointer) = serde_json::from_slice::<Pointer>(kv.value()) {
+        return Ok(Marker::Pointer(pointer.seq));
+    }
     let record = decode_record(kv)?;
-    Ok(Entry {
+    Ok(Marker::Whole(Box::new(Entry {
         namespace: namespace.to_owned(),
         key: key.to_owned(),
         value: record.value,
@@ -186,6 +210,28 @@ fn entry_of(kv: &KeyValue, namespace: &str, key: &str) -> Result<Entry, StoreErr
         updated_at: record.updated_at,
         updated_by: record.updated_by,
         gray: record.gray,
+    })))
+}
+
+/// The entry an `h/` record stands for, when it is the key's current record.
+fn entry_from_history(kv: &KeyValue, namespace: &str, key: &str) -> Result<Entry, StoreError> {
+    let change = decode_record(kv)?.into_change(namespace, key, kv.mod_revision() as Revision);
+    change.entry.as_deref().cloned().ok_or_else(|| {
+        StoreError::Corrupt(format!("the current record of {namespace}/{key} is a delete"))
+    })
+}
+
+/// Whether etcd refused a request for its size (`--max-request-bytes`).
+fn too_large(err: &etcd_client::Error) -> Option<StoreError> {
+    let text = err.to_string();
+    // etcd checks the size twice: its gRPC server refuses a message beyond the limit plus
+    // 512 KiB, and etcd itself a request beyond the limit.
+    let refused = text.contains("request is too large") || text.contains("message larger than max");
+    refused.then(|| {
+        StoreError::TooLarge(format!(
+            "etcd refused the write as too large ({text}): raise etcd's --max-request-bytes \
+             (default 1.5 MiB) above the largest value plus a few kilobytes"
+        ))
     })
 }
 
@@ -206,17 +252,31 @@ impl KeyState {
         key: &str,
     ) -> Result<KeyState, StoreError> {
         let mut state = KeyState::default();
+        let mut marker = None;
+        let mut newest = None;
         for (i, response) in responses.into_iter().enumerate() {
             let TxnOpResponse::Get(get) = response else { continue };
             let Some(kv) = get.kvs().first() else { continue };
-            if i == 0 {
-                state.entry = Some(Arc::new(entry_of(kv, namespace, key)?));
-            } else {
-                state.seq = kv.version() as u64;
-                let id = String::from_utf8_lossy(kv.value()).into_owned();
-                state.last_write = Some((id, kv.mod_revision() as Revision));
+            match i {
+                0 => marker = Some(marker_of(kv, namespace, key)?),
+                1 => {
+                    state.seq = kv.version() as u64;
+                    let id = String::from_utf8_lossy(kv.value()).into_owned();
+                    state.last_write = Some((id, kv.mod_revision() as Revision));
+                }
+                _ => newest = Some(kv.clone()),
             }
         }
+        state.entry = match marker {
+            None => None,
+            Some(Marker::Whole(entry)) => Some(Arc::new(*entry)),
+            Some(Marker::Pointer(_)) => {
+                let newest = newest.ok_or_else(|| {
+                    StoreError::Corrupt(format!("{namespace}/{key} has no history record"))
+                })?;
+                Some(Arc::new(entry_from_history(&newest, namespace, key)?))
+            }
+        };
         Ok(state)
     }
 }
@@ -364,13 +424,25 @@ impl EtcdEngine {
     /// The key's state in etcd (entry and counter), read together.
     async fn read_key(&self, namespace: &str, key: &str) -> Result<KeyState, StoreError> {
         let slot = slot(namespace, key);
-        let txn = Txn::new().and_then([
-            TxnOp::get(self.keys.entry(&slot), None),
-            TxnOp::get(self.keys.counter(&slot), None),
-        ]);
+        let txn = Txn::new().and_then(self.key_state_reads(&slot));
         let response =
             self.kv().txn(txn).await.map_err(|e| etcd_err("cannot read from etcd", e))?;
         KeyState::from_gets(response.op_responses(), namespace, key)
+    }
+
+    /// The reads that make a key's [`KeyState`]: its `e/` key, its counter and its newest
+    /// history record.
+    fn key_state_reads(&self, slot: &str) -> [TxnOp; 3] {
+        let history = self.keys.history_of(slot);
+        let newest = GetOptions::new()
+            .with_range(prefix_end(&history))
+            .with_sort(SortTarget::Key, SortOrder::Descend)
+            .with_limit(1);
+        [
+            TxnOp::get(self.keys.entry(slot), None),
+            TxnOp::get(self.keys.counter(slot), None),
+            TxnOp::get(history, Some(newest)),
+        ]
     }
 
     /// One write, as one transaction (see the module's documentation).
@@ -388,6 +460,8 @@ impl EtcdEngine {
         };
         let mut fresh = false;
         let mut sent: Option<Planned> = None;
+        // The last attempt's failure, when etcd failed it (rather than a compare).
+        let mut failure: Option<String> = None;
         for _ in 0..MAX_ATTEMPTS {
             if let (Some((id, revision)), Some(planned)) = (&state.last_write, &sent) {
                 if *id == write_id {
@@ -420,6 +494,7 @@ impl EtcdEngine {
                 }
                 Ok(response) => {
                     // The key changed meanwhile: plan again against what etcd holds now.
+                    failure = None;
                     state = KeyState::from_gets(
                         response.op_responses(),
                         &request.namespace,
@@ -428,6 +503,11 @@ impl EtcdEngine {
                     fresh = true;
                 }
                 Err(err) => {
+                    // Refused for its size: nothing was written, and no retry can help.
+                    if let Some(refused) = too_large(&err) {
+                        return Err(refused);
+                    }
+                    failure = Some(err.to_string());
                     // Whether it committed is unknown; the counter will tell.
                     tracing::debug!(error = %err, "etcd write failed; reading the key's state");
                     state = self
@@ -438,7 +518,10 @@ impl EtcdEngine {
                 }
             }
         }
-        Err(StoreError::Unavailable(format!("key {slot} kept changing under the write; try again")))
+        Err(StoreError::Unavailable(match failure {
+            Some(failure) => format!("cannot write to etcd: {failure}"),
+            None => format!("key {slot} kept changing under the write; try again"),
+        }))
     }
 
     /// The transaction of a planned change on a key in `state`.
@@ -455,9 +538,10 @@ impl EtcdEngine {
         let record = serde_json::to_vec(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
         let seq = state.seq + 1;
         let (entry, counter) = (self.keys.entry(slot), self.keys.counter(slot));
+        let pointer = serde_json::to_vec(&Pointer { seq }).unwrap_or_default();
         let mut ops = vec![
             if change.entry.is_some() {
-                TxnOp::put(entry.clone(), record.clone(), None)
+                TxnOp::put(entry.clone(), pointer, None)
             } else {
                 TxnOp::delete(entry.clone(), None)
             },
@@ -470,7 +554,7 @@ impl EtcdEngine {
         Ok(Txn::new()
             .when([Compare::version(counter.clone(), CompareOp::Equal, state.seq as i64)])
             .and_then(ops)
-            .or_else([TxnOp::get(entry, None), TxnOp::get(counter, None)]))
+            .or_else(self.key_state_reads(slot)))
     }
 
     /// The `h/` keys of a key with their revisions, oldest first.
@@ -510,8 +594,7 @@ impl EtcdEngine {
             .into_iter()
             .filter(|(_, r)| *r < before)
             .collect();
-        let mut page = HistoryPage::default();
-        let mut bytes = 0;
+        let mut pager = Pager::new(limit, max_bytes);
         // Newest first, a few values per request.
         for chunk in keys.rchunks(32) {
             let (first, last) = (&chunk[0].0, &chunk[chunk.len() - 1].0);
@@ -523,17 +606,13 @@ impl EtcdEngine {
                     .await
                     .map_err(|e| etcd_err("cannot read history from etcd", e))?;
             for kv in response.kvs().iter().rev() {
-                let size = kv.value().len();
-                if page.items.len() == limit || (!page.items.is_empty() && bytes + size > max_bytes)
-                {
-                    page.more = true;
-                    return Ok(page);
+                let item = decode_record(kv)?.into_item(kv.mod_revision() as Revision);
+                if !pager.take(kv.value().len(), || item) {
+                    return Ok(pager.finish());
                 }
-                bytes += size;
-                page.items.push(decode_record(kv)?.into_item(kv.mod_revision() as Revision));
             }
         }
-        Ok(page)
+        Ok(pager.finish())
     }
 
     pub async fn history_at(
@@ -704,6 +783,8 @@ async fn load(
 ) -> Result<Loaded, StoreError> {
     let mut revision = 0i64;
     let mut entries = Vec::new();
+    // Entries whose record is their newest history record: (namespace, key, seq).
+    let mut pointed = Vec::new();
     for (part, keys_only) in [(keys.entries(), false), (keys.counters(), true)] {
         let end = prefix_end(&part);
         let mut from = part.as_bytes().to_vec();
@@ -728,7 +809,12 @@ async fn load(
                     seqs.insert(slot(namespace, name), kv.version() as u64);
                     last_change.fetch_max(kv.mod_revision() as u64, Ordering::AcqRel);
                 } else {
-                    entries.push(entry_of(kv, namespace, name)?);
+                    match marker_of(kv, namespace, name)? {
+                        Marker::Whole(entry) => entries.push(*entry),
+                        Marker::Pointer(seq) => {
+                            pointed.push((namespace.to_owned(), name.to_owned(), seq));
+                        }
+                    }
                 }
             }
             match response.kvs().last() {
@@ -738,6 +824,36 @@ async fn load(
                 }
                 _ => break,
             }
+        }
+    }
+    // History records never change once written, so reading them now reads them as of
+    // `revision`; one that retention deleted since is read at `revision` itself.
+    for batch in pointed.chunks(TXN_READS) {
+        let reads =
+            batch.iter().map(|(ns, key, seq)| TxnOp::get(keys.history(&slot(ns, key), *seq), None));
+        let response = kv
+            .txn(Txn::new().and_then(reads.collect::<Vec<_>>()))
+            .await
+            .map_err(|e| etcd_err("cannot load from etcd", e))?;
+        for ((namespace, key, seq), read) in batch.iter().zip(response.op_responses()) {
+            let found = match read {
+                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            };
+            let kv_record = match found {
+                Some(found) => found,
+                None => {
+                    let at = GetOptions::new().with_revision(revision);
+                    let old = kv
+                        .get(keys.history(&slot(namespace, key), *seq), Some(at))
+                        .await
+                        .map_err(|e| etcd_err("cannot load from etcd", e))?;
+                    old.kvs().first().cloned().ok_or_else(|| {
+                        StoreError::Corrupt(format!("{namespace}/{key} lost its record {seq}"))
+                    })?
+                }
+            };
+            entries.push(entry_from_history(&kv_record, namespace, key)?);
         }
     }
     Ok(Loaded { revision: revision.max(0) as Revision, entries })

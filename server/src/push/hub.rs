@@ -11,25 +11,21 @@
 //! and the last snapshot of each subscription, so that clients subscribing at the same
 //! revision share one.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use dashmap::DashMap;
-use graycast_protocol::rest::ClientSummary;
 use graycast_protocol::ws::ALL_NAMESPACES;
-use graycast_protocol::{Entry, Op, Revision};
-use serde::Serialize;
+use graycast_protocol::Revision;
 
 use crate::auth::Principal;
-use crate::frame;
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
-use crate::selection::{readable, Selection};
+use crate::push::clients::Clients;
+use crate::push::outbound::Outbound;
+use crate::push::selection::{readable, Selection};
+use crate::push::wire::{pushed, Pushed, Snapshot};
 use crate::store::{Change, Fed, FeedReceiver};
 
 /// Most bytes of recent change frames kept for replays from memory.
@@ -38,77 +34,6 @@ const RECENT_BYTES: usize = 64 * 1024 * 1024;
 const RECENT_CHANGES: usize = 100_000;
 /// Most subscriptions whose last snapshot is kept for sharing.
 const SNAPSHOT_CACHE: usize = 64;
-
-/// A committed change, serialized and framed once, shared by every subscriber it goes to.
-#[derive(Debug)]
-pub struct Pushed {
-    pub revision: Revision,
-    pub namespace: String,
-    pub key: String,
-    /// The `change` message as a WebSocket text frame.
-    pub frame: Bytes,
-    /// When this node learnt of the commit.
-    pub committed_at: Instant,
-}
-
-/// The wire form of a `change` message, borrowing the change instead of copying it.
-#[derive(Serialize)]
-struct ChangeFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    revision: Revision,
-    op: Op,
-    namespace: &'a str,
-    key: &'a str,
-    entry: Option<&'a Entry>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    comment: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<&'a str>,
-}
-
-/// Serializes a change as the `change` message of the push protocol, into `out`.
-pub fn write_change_message(change: &Change, out: &mut Vec<u8>) {
-    let frame = ChangeFrame {
-        kind: "change",
-        revision: change.revision,
-        op: change.op,
-        namespace: &change.namespace,
-        key: &change.key,
-        entry: change.entry.as_deref(),
-        comment: change.comment.as_deref(),
-        note: change.note.as_deref(),
-    };
-    // Serializing plain data with string keys cannot fail.
-    let _ = serde_json::to_writer(out, &frame);
-}
-
-/// The `change` message of a change, as JSON text.
-pub fn change_message(change: &Change) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_change_message(change, &mut out);
-    out
-}
-
-/// The `change` message of a change as a WebSocket text frame.
-pub fn change_frame(change: &Change) -> Bytes {
-    frame::text_from(|buf| write_change_message(change, buf))
-}
-
-/// A change as the hub pushes it: the `change` message in a text frame.
-pub fn pushed(change: &Change, committed_at: Instant) -> Arc<Pushed> {
-    Arc::new(Pushed {
-        committed_at,
-        revision: change.revision,
-        namespace: change.namespace.clone(),
-        key: change.key.clone(),
-        frame: change_frame(change),
-    })
-}
-
-/// A `snapshot` message as the pieces of one WebSocket frame, shared by every subscriber
-/// of the same namespaces at the same revision.
-pub type Snapshot = Arc<[Bytes]>;
 
 /// The frames of the most recent changes: every change after `floor`, in order.
 struct Recent {
@@ -127,11 +52,11 @@ struct Member {
 /// The hub: subscribers by namespace, connected clients, and what has been published.
 pub struct Hub {
     by_namespace: RwLock<HashMap<String, HashMap<u64, Member>>>,
-    clients: DashMap<u64, Arc<ClientState>>,
+    /// Connections and the clients `/v1/clients` lists.
+    pub clients: Arc<Clients>,
     /// Every change up to this revision is queued to each subscriber it concerns.
     published: AtomicU64,
     next_id: AtomicU64,
-    connections: AtomicUsize,
     recent: Mutex<Recent>,
     /// Most changes `recent` keeps.
     recent_limit: usize,
@@ -146,10 +71,9 @@ impl Hub {
     pub fn new(revision: Revision, retain: usize, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             by_namespace: RwLock::new(HashMap::new()),
-            clients: DashMap::new(),
+            clients: Clients::new(metrics.clone()),
             published: AtomicU64::new(revision),
             next_id: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
             recent: Mutex::new(Recent { changes: VecDeque::new(), bytes: 0, floor: revision }),
             recent_limit: retain.min(RECENT_CHANGES),
             snapshots: Mutex::new(HashMap::new()),
@@ -307,46 +231,6 @@ impl Hub {
             }
         }
     }
-
-    /// Counts a new WebSocket connection unless `limit` are open already.
-    pub fn try_connect(self: &Arc<Self>, limit: usize) -> Option<ConnectionPermit> {
-        let admitted = self
-            .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
-            .is_ok();
-        if admitted {
-            Some(ConnectionPermit { hub: self.clone() })
-        } else {
-            self.metrics.record_refused_connection();
-            None
-        }
-    }
-
-    /// Open subscriber connections (WebSocket and event stream).
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-
-    /// Connections with a subscription (those `/v1/clients` lists).
-    pub fn subscribers(&self) -> usize {
-        self.clients.len()
-    }
-
-    /// Lists a client in `/v1/clients` until the returned guard is dropped.
-    pub fn register_client(self: &Arc<Self>, client: ClientState) -> ClientRegistration {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let client = Arc::new(client);
-        self.clients.insert(id, client.clone());
-        ClientRegistration { hub: self.clone(), id, client }
-    }
-
-    /// The connected clients, oldest connection first.
-    pub fn clients(&self) -> Vec<ClientSummary> {
-        let mut list: Vec<(u64, ClientSummary)> =
-            self.clients.iter().map(|c| (*c.key(), c.value().summary())).collect();
-        list.sort_by_key(|(id, _)| *id);
-        list.into_iter().map(|(_, summary)| summary).collect()
-    }
 }
 
 /// A registered subscriber: its outbound queue receives the changes of its namespaces
@@ -370,70 +254,12 @@ impl Drop for Subscription {
     }
 }
 
-/// A counted WebSocket connection; dropping it frees its place.
-pub struct ConnectionPermit {
-    hub: Arc<Hub>,
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        self.hub.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// What `/v1/clients` shows of one subscriber.
-pub struct ClientState {
-    pub id: String,
-    pub namespaces: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub remote: String,
-    pub connected_at: DateTime<Utc>,
-    /// The highest revision the client acknowledged.
-    pub applied: AtomicU64,
-}
-
-impl ClientState {
-    fn summary(&self) -> ClientSummary {
-        ClientSummary {
-            id: self.id.clone(),
-            namespaces: self.namespaces.clone(),
-            applied_revision: self.applied.load(Ordering::Relaxed),
-            labels: self.labels.clone(),
-            remote: self.remote.clone(),
-            connected_at: self.connected_at,
-        }
-    }
-}
-
-/// A client listed in `/v1/clients`; dropping it removes the listing.
-pub struct ClientRegistration {
-    hub: Arc<Hub>,
-    id: u64,
-    client: Arc<ClientState>,
-}
-
-impl ClientRegistration {
-    /// Records an acknowledgement; the applied revision never goes back.
-    pub fn ack(&self, revision: Revision) {
-        self.client.applied.fetch_max(revision, Ordering::Relaxed);
-    }
-}
-
-impl Drop for ClientRegistration {
-    fn drop(&mut self) {
-        let clients = &self.hub.clients;
-        clients.remove(&self.id);
-        // After a crowd leaves, the table gives its room back (at most every halving).
-        if clients.len() * 4 < clients.capacity() && clients.capacity() > 1024 {
-            clients.shrink_to_fit();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use graycast_protocol::ServerMessage;
+    use crate::push::wire::change_message;
+    use chrono::Utc;
+    use graycast_protocol::{Entry, Op, ServerMessage};
 
     fn change(revision: Revision, namespace: &str) -> Change {
         Change {
@@ -458,28 +284,6 @@ mod tests {
             comment: None,
             remote: None,
         }
-    }
-
-    #[test]
-    fn the_client_table_gives_its_room_back_after_a_crowd_leaves() {
-        let hub = Hub::new(0, 1000, Arc::new(Metrics::default()));
-        let crowd: Vec<ClientRegistration> = (0..20_000)
-            .map(|i| {
-                hub.register_client(ClientState {
-                    id: format!("client-{i}"),
-                    namespaces: vec!["ns".into()],
-                    labels: BTreeMap::new(),
-                    remote: String::new(),
-                    connected_at: Utc::now(),
-                    applied: AtomicU64::new(0),
-                })
-            })
-            .collect();
-        let full = hub.clients.capacity();
-        assert!(full >= 20_000);
-        drop(crowd);
-        assert_eq!(hub.subscribers(), 0);
-        assert!(hub.clients.capacity() <= 4096, "{} of {full} slots kept", hub.clients.capacity());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use graycast_protocol::Revision;
 use tokio::sync::Notify;
 
-use crate::hub::Pushed;
+use crate::push::wire::Pushed;
 
 /// Most frames handed to one vectored write.
 const MAX_SLICES: usize = 64;

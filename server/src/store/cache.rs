@@ -1,0 +1,154 @@
+//! The live cache: every current entry by namespace and key, a copy of the durable state
+//! rebuilt from it at start and updated only with committed changes, with the store's
+//! revision and failure state. It serves every read of current state without I/O.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use graycast_protocol::{Entry, Op, Revision};
+use tokio::sync::Notify;
+
+use super::{Change, Loaded};
+use crate::metrics::Metrics;
+
+/// The keys of one namespace, by name.
+pub(super) type Namespace = BTreeMap<String, Arc<Entry>>;
+
+/// State shared by the store handle and its engine.
+pub(super) struct Shared {
+    pub(super) cache: DashMap<String, Namespace>,
+    /// Taken for writing while an engine applies changes to the cache, and for reading
+    /// while a consistent snapshot is copied out. Both are short and synchronous.
+    pub(super) gate: RwLock<()>,
+    /// The revision of the last change applied to the cache.
+    pub(super) revision: AtomicU64,
+    /// Set when the store cannot take writes (a failed local commit, whose outcome on disk
+    /// is unknown, or an etcd that cannot be reached), with the reason.
+    pub(super) failed: RwLock<Option<String>>,
+    /// Whether a failure is permanent (a failed local commit: only a restart recovers).
+    pub(super) failed_for_good: AtomicBool,
+    /// Signalled after a change that started, changed or ended a gray release.
+    pub(super) gray_changed: Notify,
+    /// Signalled after every application of changes to the cache.
+    pub(super) applied: Notify,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub(super) fn new(loaded: Loaded, metrics: Arc<Metrics>) -> Shared {
+        let cache: DashMap<String, Namespace> = DashMap::new();
+        for entry in loaded.entries {
+            cache
+                .entry(entry.namespace.clone())
+                .or_default()
+                .insert(entry.key.clone(), Arc::new(entry));
+        }
+        Shared {
+            cache,
+            gate: RwLock::new(()),
+            revision: AtomicU64::new(loaded.revision),
+            failed: RwLock::new(None),
+            failed_for_good: AtomicBool::new(false),
+            gray_changed: Notify::new(),
+            applied: Notify::new(),
+            metrics,
+        }
+    }
+
+    pub(super) fn get(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {
+        self.cache.get(namespace).and_then(|ns| ns.get(key).cloned())
+    }
+
+    pub(super) fn revision(&self) -> Revision {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Applies committed changes, in revision order, to the cache.
+    pub(super) fn apply(&self, committed: &[Arc<Change>]) {
+        {
+            let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            for change in committed {
+                match &change.entry {
+                    Some(entry) => {
+                        self.cache
+                            .entry(change.namespace.clone())
+                            .or_default()
+                            .insert(change.key.clone(), entry.clone());
+                    }
+                    None => {
+                        let now_empty = match self.cache.get_mut(&change.namespace) {
+                            Some(mut ns) => {
+                                ns.remove(&change.key);
+                                ns.is_empty()
+                            }
+                            None => false,
+                        };
+                        if now_empty {
+                            self.cache.remove(&change.namespace);
+                        }
+                    }
+                }
+            }
+            if let Some(last) = committed.last() {
+                self.revision.fetch_max(last.revision, Ordering::AcqRel);
+            }
+        }
+        if committed.iter().any(|c| matches!(c.op, Op::Gray | Op::Promote | Op::Abort | Op::Delete))
+        {
+            self.gray_changed.notify_one();
+        }
+        self.applied.notify_waiters();
+    }
+
+    /// Replaces the whole cache with a fresh load (after an etcd watch lost its place).
+    #[cfg(feature = "etcd")]
+    pub(super) fn replace(&self, loaded: Loaded) {
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.cache.clear();
+        for entry in loaded.entries {
+            self.cache
+                .entry(entry.namespace.clone())
+                .or_default()
+                .insert(entry.key.clone(), Arc::new(entry));
+        }
+        self.revision.store(loaded.revision, Ordering::Release);
+        drop(_gate);
+        self.gray_changed.notify_one();
+        self.applied.notify_waiters();
+    }
+
+    pub(super) fn fail(&self, reason: String, for_good: bool) {
+        *self.failed.write().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        if for_good {
+            self.failed_for_good.store(true, Ordering::Release);
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    pub(super) fn recover(&self) {
+        if !self.failed_for_good.load(Ordering::Acquire) {
+            *self.failed.write().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    /// Waits until the cache has applied `revision`, at most `timeout`.
+    pub(super) async fn wait_applied(&self, revision: Revision, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = self.applied.notified();
+            if self.revision() >= revision {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                return self.revision() >= revision;
+            }
+        }
+    }
+
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failed.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}

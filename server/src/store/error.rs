@@ -1,0 +1,37 @@
+//! Why a store operation failed.
+
+use graycast_protocol::Revision;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} is at revision {actual}, not the expected revision {expected}")]
+    RevisionMismatch { what: String, expected: Revision, actual: Revision },
+    #[error("{what} already exists at revision {revision}")]
+    AlreadyExists { what: String, revision: Revision },
+    #[error("{what} does not exist, but the write requires it to")]
+    Missing { what: String },
+    #[error("{0}")]
+    Superseded(String),
+    /// A conditional write's headers do not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The backend refuses a request this large (etcd's `--max-request-bytes`).
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("store failure: {0}")]
+    Backend(String),
+    /// The store cannot be reached now (etcd down or without quorum); nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
