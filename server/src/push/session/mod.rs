@@ -12,7 +12,9 @@
 //! of its output for as long is cut off at once (its socket is reset, so neither the
 //! kernel nor the server keeps its buffers).
 
-use std::collections::{BTreeMap, VecDeque};
+mod catch_up;
+mod checks;
+
 use std::io::IoSlice;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -21,11 +23,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chrono::Utc;
 use graycast_protocol::gray::ReportRequest;
-use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage, ALL_NAMESPACES};
-use graycast_protocol::{validate_name, Revision};
+use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage};
+use graycast_protocol::Revision;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
+use self::catch_up::{catch_up_task, CatchUp};
+pub use self::checks::{check_subscription, MAX_LABELS, MAX_LABEL_LEN, MAX_NAMESPACES};
 use crate::auth::Access;
 use crate::error::check_names;
 use crate::error::ApiError;
@@ -36,19 +39,13 @@ use crate::push::frame::{self, close, FrameError, Inbound};
 use crate::push::hub::Subscription;
 use crate::push::outbound::Outbound;
 use crate::push::selection::Selection;
-use crate::push::wire::{self, Pushed, Snapshot};
+use crate::push::wire::{self};
 use crate::state::{AppState, Caller};
-use crate::store::{ChangePage, StoreError};
 
 /// Largest inbound message (joined fragments included).
 pub const MAX_INBOUND_MESSAGE: usize = 64 * 1024;
-/// Most namespaces in one subscription.
-pub const MAX_NAMESPACES: usize = 256;
-/// Most labels a client may declare, and the longest label key or value and client id.
-pub const MAX_LABELS: usize = 64;
-pub const MAX_LABEL_LEN: usize = 256;
 /// Changes read from the change log per page during a replay.
-const REPLAY_PAGE: usize = 256;
+pub(super) const REPLAY_PAGE: usize = 256;
 /// Time a closing connection has to take its last frames before it is reset.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// An idle connection's read buffer is given back above this size.
@@ -79,28 +76,9 @@ struct Active {
     client: ClientRegistration,
 }
 
-/// How the session brings its client up to date after subscribing or lagging.
-enum CatchUp {
-    /// Up to date: the hub appends changes as they commit.
-    Live,
-    /// Changes from the hub's memory still to queue; then live at `upto`.
-    Memory { frames: VecDeque<Arc<Pushed>>, upto: Revision },
-    /// Changes from the store's log, after `after` and up to `cap`; `fetch` reads a page.
-    Log {
-        after: Revision,
-        cap: Revision,
-        fetch: Option<JoinHandle<Result<ChangePage, StoreError>>>,
-    },
-    /// A snapshot frame being built on a blocking thread.
-    Snapshot(JoinHandle<(Revision, Snapshot)>),
-    /// A resync after a lag, waiting until the connection took what it was already given:
-    /// a peer that reads slowly gets one snapshot at a time, not one per lag.
-    Resync,
-}
-
 /// How a session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     /// Close frame queued; finish writing, then close.
     Closing,
     /// The peer left, or broke the connection: nothing more can be said.
@@ -109,7 +87,7 @@ enum End {
     Stalled,
 }
 
-struct Session {
+pub(super) struct Session {
     state: AppState,
     out: Arc<Outbound>,
     reader: frame::Reader,
@@ -253,24 +231,6 @@ async fn write_some<W: AsyncWrite + Unpin>(
         metrics.record_push(committed_at.elapsed());
     }
     Ok(())
-}
-
-/// Waits for the catch-up work in flight; never ready without any.
-async fn catch_up_task(catch_up: &mut CatchUp) -> CatchUpDone {
-    match catch_up {
-        CatchUp::Log { fetch: Some(handle), .. } => CatchUpDone::Page(
-            handle
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Backend("change log read panicked".into()))),
-        ),
-        CatchUp::Snapshot(handle) => CatchUpDone::Snapshot(handle.await.ok()),
-        _ => std::future::pending().await,
-    }
-}
-
-enum CatchUpDone {
-    Page(Result<ChangePage, StoreError>),
-    Snapshot(Option<(Revision, Snapshot)>),
 }
 
 impl Session {
@@ -456,145 +416,6 @@ impl Session {
         self.active.as_ref().map_or_else(|| Selection::new(&[], None), |a| a.selection.clone())
     }
 
-    /// Replays every change after `since` in the subscribed namespaces: from the hub's
-    /// memory when it reaches back that far, else from the store's change log.
-    fn start_replay(&mut self, since: Revision) {
-        match self.state.hub.recent_after(since, &self.selection()) {
-            Some((frames, upto)) => self.catch_up = CatchUp::Memory { frames: frames.into(), upto },
-            None => {
-                // The log on disk can be ahead of the cache for a moment; what lies beyond
-                // the cache's revision reaches the queue through the hub, so the replay
-                // stops there, and a later snapshot never goes back behind it.
-                let cap = self.state.store.revision();
-                self.catch_up = CatchUp::Log { after: since, cap, fetch: None };
-            }
-        }
-    }
-
-    /// Starts a snapshot of the subscribed namespaces: a shared one when subscribers of
-    /// the same namespaces took one at the current revision, else built on a blocking
-    /// thread (a namespace can hold hundreds of megabytes).
-    fn start_snapshot(&mut self, cause: SnapshotCause) {
-        self.snapshot_cause = cause;
-        let selection = self.selection();
-        let store = self.state.store.clone();
-        let hub = self.state.hub.clone();
-        let current = store.revision();
-        if let Some(frame) = hub.cached_snapshot(&selection, current) {
-            self.catch_up = CatchUp::Live;
-            self.snapshot_ready(current, frame);
-            return;
-        }
-        self.catch_up = CatchUp::Snapshot(tokio::task::spawn_blocking(move || {
-            let (revision, entries) = store.snapshot(selection.names());
-            let frame = wire::snapshot(revision, &selection, &entries);
-            hub.cache_snapshot(&selection, revision, frame.clone());
-            (revision, frame)
-        }));
-    }
-
-    fn snapshot_ready(&mut self, revision: Revision, frame: Snapshot) {
-        self.out.push_shared_pieces(&frame);
-        self.out.go_live(revision);
-        self.state.metrics.record_snapshot(self.snapshot_cause);
-    }
-
-    /// Queues catch-up frames while the queue has room; never waits.
-    fn feed_catch_up(&mut self) {
-        let room = |out: &Outbound| out.counted() < out.budget();
-        match &mut self.catch_up {
-            CatchUp::Memory { frames, upto } => {
-                while room(&self.out) {
-                    let Some(pushed) = frames.pop_front() else { break };
-                    self.out.push_covering(pushed.frame.clone(), false, pushed.revision);
-                }
-                if frames.is_empty() {
-                    let upto = *upto;
-                    self.finish_replay(upto);
-                }
-            }
-            CatchUp::Resync if !self.out.has_output() => self.start_snapshot(SnapshotCause::Lag),
-            CatchUp::Log { after, cap, fetch } if fetch.is_none() && room(&self.out) => {
-                if after >= cap {
-                    let cap = *cap;
-                    self.finish_replay(cap);
-                    return;
-                }
-                let store = self.state.store.clone();
-                let after = *after;
-                *fetch = Some(actix_web::rt::spawn(async move {
-                    store.changes_after(after, REPLAY_PAGE).await
-                }));
-            }
-            _ => {}
-        }
-    }
-
-    /// The replay is queued: the client has everything up to `upto`; go live and say so.
-    fn finish_replay(&mut self, upto: Revision) {
-        self.state.metrics.record_replay();
-        self.catch_up = CatchUp::Live;
-        self.out.go_live(upto);
-        self.out.push(wire::progress(self.out.sent()), false);
-    }
-
-    fn on_catch_up(&mut self, done: CatchUpDone) -> Result<(), End> {
-        match done {
-            CatchUpDone::Snapshot(Some((revision, frame))) => {
-                self.catch_up = CatchUp::Live;
-                self.snapshot_ready(revision, frame);
-                Ok(())
-            }
-            CatchUpDone::Snapshot(None) => {
-                Err(self.refuse(ApiError::Internal("the snapshot could not be built".into())))
-            }
-            CatchUpDone::Page(Ok(ChangePage::Compacted)) => {
-                // The log no longer reaches back to the client's revision.
-                self.start_snapshot(SnapshotCause::TooOld);
-                Ok(())
-            }
-            CatchUpDone::Page(Ok(ChangePage::Changes(changes))) => {
-                let selection = self.selection();
-                let CatchUp::Log { after, cap, fetch } = &mut self.catch_up else { return Ok(()) };
-                *fetch = None;
-                let full = changes.len() == REPLAY_PAGE;
-                for change in changes.iter().take_while(|c| c.revision <= *cap) {
-                    if selection.covers(&change.namespace, &change.key) {
-                        let frame = wire::change_frame(change);
-                        self.out.push_covering(frame, false, change.revision);
-                    }
-                    *after = change.revision;
-                }
-                if !full || *after >= *cap {
-                    let cap = *cap;
-                    self.finish_replay(cap);
-                }
-                Ok(())
-            }
-            CatchUpDone::Page(Err(err)) => {
-                let err = ApiError::Unavailable(format!("cannot read the change log: {err}"));
-                Err(self.refuse(err))
-            }
-        }
-    }
-
-    /// The hub queued output or gave up on this subscriber.
-    fn on_wake(&mut self) -> Result<(), End> {
-        if self.active.is_some() && self.out.lagged() {
-            // Drop what the client could not take and snapshot once it took the rest: the
-            // registration stays, so nothing is missed meanwhile.
-            tracing::info!(remote = %self.remote, "subscriber fell behind; resyncing with a snapshot");
-            match std::mem::replace(&mut self.catch_up, CatchUp::Live) {
-                CatchUp::Snapshot(handle) => handle.abort(),
-                CatchUp::Log { fetch: Some(handle), .. } => handle.abort(),
-                _ => {}
-            }
-            self.out.begin_resync();
-            self.catch_up = CatchUp::Resync;
-        }
-        Ok(())
-    }
-
     fn on_heartbeat(&mut self) -> Result<(), End> {
         let config = &self.state.config;
         if let Some(since) = self.out.stalled_since() {
@@ -647,65 +468,4 @@ impl Session {
         ));
         self.refuse(err)
     }
-}
-
-/// Validates a subscription request before anything is registered.
-pub(crate) fn check_subscription(
-    namespaces: &[String],
-    client: &ClientHello,
-) -> Result<(), ApiError> {
-    if namespaces.is_empty() {
-        return Err(ApiError::BadRequest("subscribe names no namespace".into()));
-    }
-    if namespaces.len() > MAX_NAMESPACES {
-        return Err(ApiError::BadRequest(format!(
-            "subscribe names {} namespaces, the limit is {MAX_NAMESPACES}",
-            namespaces.len()
-        )));
-    }
-    if namespaces.iter().any(|n| n == ALL_NAMESPACES) {
-        if namespaces.len() > 1 {
-            return Err(ApiError::BadRequest(format!(
-                "{ALL_NAMESPACES:?} subscribes to every namespace and cannot be mixed with names"
-            )));
-        }
-        return check_client(client);
-    }
-    for name in namespaces {
-        validate_name(name).map_err(|source| ApiError::InvalidName {
-            what: "namespace",
-            name: name.clone(),
-            source,
-        })?;
-    }
-    check_client(client)
-}
-
-fn check_client(client: &ClientHello) -> Result<(), ApiError> {
-    if let Some(id) = &client.id {
-        if id.is_empty() || id.len() > MAX_LABEL_LEN {
-            return Err(ApiError::BadRequest(format!(
-                "client id must be 1 to {MAX_LABEL_LEN} bytes, not {}",
-                id.len()
-            )));
-        }
-    }
-    check_labels(&client.labels)
-}
-
-fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if labels.len() > MAX_LABELS {
-        return Err(ApiError::BadRequest(format!(
-            "{} labels given, the limit is {MAX_LABELS}",
-            labels.len()
-        )));
-    }
-    if let Some((k, _)) =
-        labels.iter().find(|(k, v)| k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
-    {
-        return Err(ApiError::BadRequest(format!(
-            "label {k:?} is longer than {MAX_LABEL_LEN} bytes"
-        )));
-    }
-    Ok(())
 }

@@ -1,0 +1,165 @@
+//! The watch of `h/`: every change, this node's own included, applied in revision order
+//! to the cache and the hub; resumed where it broke, reloaded after a compaction.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+
+use dashmap::DashMap;
+use etcd_client::{Client, EventType, KvClient, WatchOptions};
+use graycast_protocol::Revision;
+use tokio::sync::watch;
+
+use super::keys::{change_of, prefix_end, Keys};
+use super::reads::load;
+use super::{MAX_MESSAGE, RETRY_MAX, RETRY_MIN, WATCH_PROGRESS_EVERY, WATCH_SILENCE};
+use crate::store::{Fed, Shared, StoreError};
+
+/// The watch of `h/`: applies every change, in order, to the cache and the hub.
+pub(super) struct Watcher {
+    pub(super) client: Client,
+    pub(super) kv: KvClient,
+    pub(super) keys: Keys,
+    pub(super) shared: Arc<Shared>,
+    pub(super) feed: std_mpsc::Sender<Fed>,
+    pub(super) seqs: Arc<DashMap<String, u64>>,
+    pub(super) last_change: Arc<AtomicU64>,
+}
+
+pub(super) enum WatchEnd {
+    /// etcd compacted past the next revision: reload.
+    Compacted,
+    /// The watch broke (etcd down, the connection lost): watch again from the next revision.
+    Broken(String),
+    Stopped,
+}
+
+impl Watcher {
+    pub(super) async fn run(mut self, mut next: Revision, mut stop: watch::Receiver<bool>) {
+        let mut wait = RETRY_MIN;
+        loop {
+            let end = tokio::select! {
+                _ = stopped(&mut stop) => WatchEnd::Stopped,
+                end = self.watch_from(&mut next) => end,
+            };
+            match end {
+                WatchEnd::Stopped => return,
+                WatchEnd::Compacted => match self.reload().await {
+                    Ok(revision) => {
+                        next = revision + 1;
+                        wait = RETRY_MIN;
+                        continue;
+                    }
+                    Err(err) => self.shared.fail(format!("etcd cannot be reached: {err}"), false),
+                },
+                WatchEnd::Broken(reason) => {
+                    tracing::warn!(reason, next, "the etcd watch broke; watching again");
+                    self.shared.fail(format!("etcd cannot be reached: {reason}"), false);
+                }
+            }
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Watches from `next`, applying changes and moving `next` on, until the watch ends.
+    async fn watch_from(&mut self, next: &mut Revision) -> WatchEnd {
+        let options = WatchOptions::new()
+            .with_range(prefix_end(&self.keys.histories()))
+            .with_start_revision(*next as i64)
+            .with_progress_notify();
+        let mut stream = match self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .watch(self.keys.histories(), Some(options))
+            .await
+        {
+            Ok(stream) => stream,
+            Err(err) => return WatchEnd::Broken(err.to_string()),
+        };
+        let mut progress = tokio::time::interval(WATCH_PROGRESS_EVERY);
+        progress.tick().await;
+        loop {
+            let message = tokio::select! {
+                message = tokio::time::timeout(WATCH_SILENCE, stream.message()) => message,
+                _ = progress.tick() => {
+                    if let Err(err) = stream.request_progress().await {
+                        return WatchEnd::Broken(err.to_string());
+                    }
+                    continue;
+                }
+            };
+            let response = match message {
+                Err(_) => {
+                    return WatchEnd::Broken(
+                        "no answer from etcd within the watch's silence limit".into(),
+                    )
+                }
+                Ok(Err(err)) if err.to_string().contains("compacted") => {
+                    return WatchEnd::Compacted
+                }
+                Ok(Err(err)) => return WatchEnd::Broken(err.to_string()),
+                Ok(Ok(None)) => return WatchEnd::Broken("the watch ended".into()),
+                Ok(Ok(Some(response))) => response,
+            };
+            if response.compact_revision() > 0 {
+                return WatchEnd::Compacted;
+            }
+            if response.canceled() {
+                return WatchEnd::Broken(format!(
+                    "the watch was cancelled: {}",
+                    response.cancel_reason()
+                ));
+            }
+            // The watch answers: etcd can be reached (writes find out for themselves).
+            self.shared.recover();
+            let mut batch = Vec::new();
+            for event in response.events() {
+                let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else {
+                    continue;
+                };
+                let Some((change, slot, seq)) = change_of(&self.keys, kv) else {
+                    tracing::error!(key = %String::from_utf8_lossy(kv.key()), "an unreadable history record in etcd");
+                    continue;
+                };
+                if change.revision < *next {
+                    continue;
+                }
+                *next = change.revision + 1;
+                self.seqs.insert(slot, seq);
+                self.last_change.fetch_max(change.revision, Ordering::AcqRel);
+                batch.push(Arc::new(change));
+            }
+            if !batch.is_empty() {
+                self.shared.apply(&batch);
+                let _ = self.feed.send(Fed::Changes(batch, std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// Reloads the whole state after a compaction; returns the revision it is as of.
+    async fn reload(&mut self) -> Result<Revision, StoreError> {
+        tracing::warn!(
+            "the etcd watch fell behind a compaction; reloading and resyncing subscribers"
+        );
+        let seqs = DashMap::new();
+        let loaded = load(&mut self.kv, &self.keys, &seqs, &self.last_change).await?;
+        let revision = loaded.revision;
+        self.seqs.clear();
+        for (slot, seq) in seqs {
+            self.seqs.insert(slot, seq);
+        }
+        self.shared.replace(loaded);
+        let _ = self.feed.send(Fed::Reloaded(revision));
+        self.shared.recover();
+        Ok(revision)
+    }
+}
+
+/// Resolves once the engine stops.
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
