@@ -248,3 +248,51 @@ async fn the_sdk_falls_back_to_events_where_websockets_are_refused_and_misses_no
     sse.wait_synced(DEADLINE).await.unwrap();
     assert_eq!(sse.status().transport, Some(Transport::Sse));
 }
+
+/// Events are written by the session itself on the shared encoders (no WebSocket frames
+/// re-parsed): what a stream's client was sent whole counts as applied in `/v1/clients`,
+/// heartbeats are comment lines, and a large snapshot arrives whole as one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_acknowledged_as_written_and_carries_large_snapshots_and_heartbeats() {
+    let server = TestServer::start_with(&["--heartbeat-ms", "200"]);
+    let api = Api::new(&server);
+    let big = "s".repeat(600 * 1024);
+    for i in 0..3 {
+        api.put_ok("big", &format!("k{i}"), json!(big)).await;
+    }
+    let url = format!("{}/v1/events?namespaces=big&client=sse-acks", server.url);
+    let response = reqwest::get(&url).await.expect("the stream opens");
+    let mut body = Box::pin(response.bytes_stream());
+    let mut raw = String::new();
+    let written = api.put_ok("big", "small", json!(1)).await;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no heartbeat and change in {raw:.200}");
+        let chunk = tokio::time::timeout(DEADLINE, body.next()).await.unwrap().unwrap().unwrap();
+        raw.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        if raw.contains(": heartbeat\n\n") && raw.contains(&format!("id: {written}\n")) {
+            break;
+        }
+    }
+    let snapshot = raw.split("event: snapshot\n").nth(1).expect("a snapshot event");
+    let data = snapshot.split("\n\n").next().unwrap_or_default();
+    let data = data.split("data: ").nth(1).expect("its data line");
+    let message: ServerMessage = serde_json::from_str(data).expect("the whole snapshot");
+    match message {
+        ServerMessage::Snapshot { entries, .. } => assert_eq!(entries.len(), 3),
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, clients) = api.get("/v1/clients").await.unwrap();
+        let applied = clients["clients"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["id"] == "sse-acks"))
+            .map(|c| c["applied_revision"].as_u64().unwrap_or_default());
+        if applied == Some(written) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "applied {applied:?}, never {written}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -7,8 +7,6 @@
 //! buffer each (header and payload): server frames are not masked, so one encoded change
 //! is shared by every connection it goes to.
 
-use std::sync::Arc;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub(crate) const OP_CONTINUATION: u8 = 0x0;
@@ -38,21 +36,33 @@ pub fn text_from(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     Bytes::from(buf).slice(start..)
 }
 
-/// A large text frame whose payload `write` serializes, as pieces of about `CHUNK` bytes
-/// (the header first): a snapshot of hundreds of megabytes is built without ever being
-/// copied or reallocated whole.
-pub fn text_pieces(write: impl FnOnce(&mut Pieces)) -> Arc<[Bytes]> {
+/// A large payload that `write` serializes, as pieces of about `CHUNK` bytes: a snapshot
+/// of hundreds of megabytes is built without ever being copied or reallocated whole.
+pub fn json_pieces(write: impl FnOnce(&mut Pieces)) -> Vec<Bytes> {
     let mut pieces = Pieces { done: Vec::new(), current: BytesMut::new(), len: 0 };
     write(&mut pieces);
-    let Pieces { mut done, current, len } = pieces;
+    let Pieces { mut done, current, .. } = pieces;
     if !current.is_empty() {
         done.push(current.freeze());
     }
-    done.insert(0, Bytes::from(header(OP_TEXT, len)));
-    done.into()
+    done
 }
 
-/// The payload of a frame being written by [`text_pieces`].
+/// The header of a text frame of `len` payload bytes, for a payload sent in pieces.
+pub fn text_header(len: usize) -> Bytes {
+    Bytes::from(header(OP_TEXT, len))
+}
+
+/// The length of the header at the start of an encoded (unmasked) frame.
+pub fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7F) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    }
+}
+
+/// The payload of a frame being written by [`json_pieces`].
 pub struct Pieces {
     done: Vec<Bytes>,
     current: BytesMut,
@@ -103,19 +113,6 @@ fn header(opcode: u8, len: usize) -> Vec<u8> {
         out.put_u64(len as u64);
     }
     out
-}
-
-/// A frame as a client sends it (masked, here with a zero key): for the in-process client
-/// that carries a subscription over server-sent events.
-pub fn client_frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let head = header(opcode, payload.len());
-    let mut out = Vec::with_capacity(head.len() + 4 + payload.len());
-    out.extend_from_slice(&head);
-    out[1] |= 0x80;
-    // A zero mask key leaves the payload as it is.
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(payload);
-    Bytes::from(out)
 }
 
 /// An encoded ping frame.
@@ -442,13 +439,16 @@ mod tests {
             assert_eq!(direct, in_place);
         }
         for len in [0, 125, 70_000, 3_000_000] {
-            let pieces = text_pieces(|out| {
+            let json = json_pieces(|out| {
                 use std::io::Write;
                 for _ in 0..len / 1000 {
                     let _ = out.write_all(&[b'c'; 1000]);
                 }
             });
+            let size = json.iter().map(Bytes::len).sum();
+            let pieces: Vec<Bytes> = std::iter::once(text_header(size)).chain(json).collect();
             let joined: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(header_len(&joined), header_len(&text(&vec![b'c'; size])));
             assert_eq!(joined, text(&vec![b'c'; len / 1000 * 1000]));
             assert!(pieces.iter().all(|p| p.len() <= 1 << 20), "pieces of at most a megabyte");
         }

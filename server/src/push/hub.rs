@@ -307,8 +307,8 @@ mod tests {
     #[test]
     fn fan_out_reaches_only_the_namespace_and_recent_changes_replay_from_memory() {
         let hub = Hub::new(0, 1000, Arc::new(Metrics::default()));
-        let a = Outbound::new(1 << 20);
-        let b = Outbound::new(1 << 20);
+        let a = Outbound::new(1 << 20, crate::push::wire::Transport::WebSocket);
+        let b = Outbound::new(1 << 20, crate::push::wire::Transport::WebSocket);
         a.go_live(0);
         b.go_live(0);
         let only = |name: &str| Selection::new(&[name.to_owned()], None);

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use graycast_protocol::Revision;
 use tokio::sync::Notify;
 
-use crate::push::wire::Pushed;
+use crate::push::wire::{Pushed, Snapshot, Transport};
 
 /// Most frames handed to one vectored write.
 const MAX_SLICES: usize = 64;
@@ -68,11 +68,13 @@ pub struct Outbound {
     /// Wakes the connection's task: output to write, or a lag to handle.
     wake: Notify,
     budget: usize,
+    /// How the connection carries messages (shared changes are wrapped for it).
+    transport: Transport,
 }
 
 impl Outbound {
     /// An empty queue holding at most `budget` bytes of changes, not live yet.
-    pub fn new(budget: usize) -> Arc<Outbound> {
+    pub fn new(budget: usize, transport: Transport) -> Arc<Outbound> {
         Arc::new(Outbound {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -86,7 +88,29 @@ impl Outbound {
             }),
             wake: Notify::new(),
             budget,
+            transport,
         })
+    }
+
+    /// The pieces of a change on this connection's transport, and their bytes.
+    fn pieces_of(&self, pushed: &Pushed) -> (Vec<Bytes>, usize) {
+        let pieces = pushed.pieces(self.transport);
+        let size = pieces.iter().map(Bytes::len).sum();
+        (pieces, size)
+    }
+
+    /// Queues the pieces of a change (counted against the budget); the first begins a
+    /// frame, the last carries the commit time.
+    fn queue_change(state: &mut State, pieces: Vec<Bytes>, committed_at: Option<Instant>) {
+        let last = pieces.len().saturating_sub(1);
+        for (i, bytes) in pieces.into_iter().enumerate() {
+            state.queue.push_back(Piece {
+                bytes,
+                counted: true,
+                frame_start: i == 0,
+                committed_at: if i == last { committed_at } else { None },
+            });
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -100,7 +124,7 @@ impl Outbound {
         if state.closed || state.lagged || pushed.revision <= state.sent {
             return;
         }
-        let size = pushed.frame.len();
+        let (pieces, size) = self.pieces_of(pushed);
         if state.counted + size > self.budget {
             state.lagged = true;
             state.pending = None;
@@ -115,12 +139,7 @@ impl Outbound {
         }
         state.sent = pushed.revision;
         let was_empty = state.queue.is_empty();
-        state.queue.push_back(Piece {
-            bytes: pushed.frame.clone(),
-            counted: true,
-            frame_start: true,
-            committed_at: Some(pushed.committed_at),
-        });
+        Self::queue_change(&mut state, pieces, Some(pushed.committed_at));
         if was_empty {
             state.progress_at = Instant::now();
             drop(state);
@@ -149,9 +168,9 @@ impl Outbound {
         });
     }
 
-    /// Appends a frame built as several pieces (a snapshot), shared: not counted against
-    /// the budget.
-    pub fn push_shared_pieces(&self, pieces: &[Bytes]) {
+    /// Appends a snapshot, shared: not counted against the budget (its JSON is every
+    /// subscriber's of the same namespaces).
+    pub fn push_snapshot(&self, snapshot: &Snapshot) {
         let mut state = self.state();
         if state.closed {
             return;
@@ -159,20 +178,28 @@ impl Outbound {
         if state.queue.is_empty() {
             state.progress_at = Instant::now();
         }
-        state.queue.extend(pieces.iter().enumerate().map(|(i, bytes)| Piece {
-            bytes: bytes.clone(),
+        let pieces = snapshot.pieces(self.transport);
+        state.queue.extend(pieces.into_iter().enumerate().map(|(i, bytes)| Piece {
+            bytes,
             counted: false,
             frame_start: i == 0,
             committed_at: None,
         }));
     }
 
-    /// Appends a replayed or snapshot change of revision `revision` and notes that the
-    /// client has everything up to it.
-    pub fn push_covering(&self, frame: Bytes, shared: bool, revision: Revision) {
-        self.push(frame, shared);
+    /// Appends a replayed change and notes that the client has everything up to it.
+    pub fn push_replayed(&self, pushed: &Pushed) {
         let mut state = self.state();
-        state.sent = state.sent.max(revision);
+        if state.closed {
+            return;
+        }
+        let (pieces, size) = self.pieces_of(pushed);
+        state.counted += size;
+        if state.queue.is_empty() {
+            state.progress_at = Instant::now();
+        }
+        Self::queue_change(&mut state, pieces, None);
+        state.sent = state.sent.max(pushed.revision);
     }
 
     /// Appends a `progress` frame built from the revision the client is current at, if
@@ -210,19 +237,14 @@ impl Outbound {
         state.sent = state.sent.max(covered);
         let Some(pending) = state.pending.take() else { return };
         for pushed in pending {
-            let size = pushed.frame.len();
+            let (pieces, size) = self.pieces_of(&pushed);
             if pushed.revision <= state.sent {
                 // Covered by the snapshot or replay: it was counted, and is dropped.
                 state.counted -= size;
                 continue;
             }
             state.sent = pushed.revision;
-            state.queue.push_back(Piece {
-                bytes: pushed.frame.clone(),
-                counted: true,
-                frame_start: true,
-                committed_at: Some(pushed.committed_at),
-            });
+            Self::queue_change(&mut state, pieces, Some(pushed.committed_at));
         }
     }
 
@@ -365,6 +387,7 @@ mod tests {
             namespace: "ns".into(),
             key: "k".into(),
             frame: Bytes::from(format!("{revision:0>width$}", width = size)),
+            json_at: 0,
             committed_at: Instant::now(),
         })
     }
@@ -384,9 +407,33 @@ mod tests {
         }
     }
 
+    /// An event stream carries the same shared JSON as a WebSocket, in event lines.
+    #[test]
+    fn an_event_stream_wraps_the_shared_json_in_events() {
+        let out = Outbound::new(1000, Transport::EventStream);
+        let json = vec![Bytes::from_static(b"{\"type\":\"snapshot\"}")];
+        out.push_snapshot(&Arc::new(crate::push::wire::SnapshotMessage { revision: 4, json }));
+        out.go_live(4);
+        let framed = crate::push::frame::text(b"{\"type\":\"change\"}");
+        out.push_change(&Arc::new(Pushed {
+            revision: 5,
+            namespace: "ns".into(),
+            key: "k".into(),
+            json_at: crate::push::frame::header_len(&framed),
+            frame: framed,
+            committed_at: Instant::now(),
+        }));
+        let text: String = out.next_write().iter().map(|b| String::from_utf8_lossy(b)).collect();
+        assert_eq!(
+            text,
+            "event: snapshot\nid: 4\ndata: {\"type\":\"snapshot\"}\n\n\
+             event: change\nid: 5\ndata: {\"type\":\"change\"}\n\n"
+        );
+    }
+
     #[test]
     fn changes_that_wait_during_a_catch_up_follow_it_without_repeats() {
-        let out = Outbound::new(1000);
+        let out = Outbound::new(1000, Transport::WebSocket);
         out.push_change(&change(4, 10));
         out.push_change(&change(5, 10));
         out.push(Bytes::from_static(b"snapshot@4"), true);
@@ -400,7 +447,7 @@ mod tests {
 
     #[test]
     fn over_the_budget_a_subscriber_lags_and_resyncs_keeping_the_frame_begun() {
-        let out = Outbound::new(25);
+        let out = Outbound::new(25, Transport::WebSocket);
         out.go_live(0);
         out.push_change(&change(1, 10));
         out.push_change(&change(2, 10));
@@ -422,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_resync_drops_older_snapshots_not_begun() {
-        let out = Outbound::new(25);
+        let out = Outbound::new(25, Transport::WebSocket);
         out.push(Bytes::from_static(b"snapshot@1"), true);
         out.go_live(1);
         out.push_change(&change(2, 30));
@@ -433,15 +480,11 @@ mod tests {
 
     #[test]
     fn a_resync_finishes_the_snapshot_on_the_wire() {
-        let out = Outbound::new(25);
-        let pieces = [
-            Bytes::from_static(b"head"),
-            Bytes::from_static(b"body1"),
-            Bytes::from_static(b"body2"),
-        ];
-        out.push_shared_pieces(&pieces);
+        let out = Outbound::new(25, Transport::WebSocket);
+        let json = vec![Bytes::from_static(b"body1"), Bytes::from_static(b"body2")];
+        out.push_snapshot(&Arc::new(crate::push::wire::SnapshotMessage { revision: 1, json }));
         out.go_live(1);
-        out.advance(4 + 5); // the header and the first piece of the payload went out
+        out.advance(2 + 5); // the header and the first piece of the payload went out
         out.push_change(&change(2, 30));
         out.begin_resync();
         assert_eq!(drain(&out), ["body2"], "the frame on the wire is finished");
@@ -449,7 +492,7 @@ mod tests {
 
     #[test]
     fn progress_is_queued_only_when_idle() {
-        let out = Outbound::new(1000);
+        let out = Outbound::new(1000, Transport::WebSocket);
         out.go_live(3);
         let frame = |r: Revision| Bytes::from(format!("progress@{r}"));
         assert!(out.push_progress_if_idle(3, 7, frame));

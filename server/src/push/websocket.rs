@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use crate::auth;
 use crate::error::ApiError;
 use crate::push::clients::ConnectionPermit;
-use crate::push::session::{self, Socket};
+use crate::push::session::{self, Opening, Socket};
 use crate::state::{AppState, Caller};
 
 /// Serves an upgraded connection: answers the handshake, or the error that refuses it.
@@ -45,7 +45,7 @@ pub async fn upgrade<S: Socket>(state: AppState, req: Request, framed: Framed<S,
                 return;
             }
             drop(answer);
-            session::run(state, socket, inbound, remote, caller).await;
+            session::run(state, socket, Opening::WebSocket { inbound }, remote, caller).await;
             drop(permit);
         }
         Err(err) => {

@@ -1,6 +1,9 @@
 //! The one place where push messages are encoded: a change, a snapshot, a progress and
-//! an error, as the JSON of the protocol (SPEC §5) inside a WebSocket text frame. Each is
-//! serialized and framed once, however many subscribers it goes to.
+//! an error, as the JSON of the protocol (SPEC §5), for either transport: inside a
+//! WebSocket text frame, or as a server-sent event (`event:` the message type, `id:` the
+//! revision it brings the client to, `data:` the same JSON). A change's JSON is serialized
+//! once, however many subscribers it goes to, and framed once for WebSockets; an event
+//! stream wraps the very same bytes in its event lines.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +16,27 @@ use crate::push::frame;
 use crate::push::selection::Selection;
 use crate::store::Change;
 
+/// How a connection carries the push protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// RFC 6455 frames (`/v1/watch`).
+    WebSocket,
+    /// Server-sent events (`/v1/events`).
+    EventStream,
+}
+
+/// The end of an event.
+const EVENT_END: &[u8] = b"\n\n";
+
+/// The head of an event carrying a message of type `kind` (through `revision`, its `id`).
+pub fn event_head(kind: &str, revision: Option<Revision>) -> Bytes {
+    let head = match revision {
+        Some(revision) => format!("event: {kind}\nid: {revision}\ndata: "),
+        None => format!("event: {kind}\ndata: "),
+    };
+    Bytes::from(head)
+}
+
 /// A committed change, serialized and framed once, shared by every subscriber it goes to.
 #[derive(Debug)]
 pub struct Pushed {
@@ -21,8 +45,24 @@ pub struct Pushed {
     pub key: String,
     /// The `change` message as a WebSocket text frame.
     pub frame: Bytes,
+    /// Where the message's JSON starts in `frame` (behind the frame's header).
+    pub json_at: usize,
     /// When this node learnt of the commit.
     pub committed_at: Instant,
+}
+
+impl Pushed {
+    /// The pieces that carry this change on `transport` (cheap clones of shared bytes).
+    pub fn pieces(&self, transport: Transport) -> Vec<Bytes> {
+        match transport {
+            Transport::WebSocket => vec![self.frame.clone()],
+            Transport::EventStream => vec![
+                event_head("change", Some(self.revision)),
+                self.frame.slice(self.json_at..),
+                Bytes::from_static(EVENT_END),
+            ],
+        }
+    }
 }
 
 /// The wire form of a `change` message, borrowing the change instead of copying it.
@@ -71,18 +111,46 @@ pub fn change_frame(change: &Change) -> Bytes {
 
 /// A change as the hub pushes it: the `change` message in a text frame.
 pub fn pushed(change: &Change, committed_at: Instant) -> Arc<Pushed> {
+    let frame = change_frame(change);
     Arc::new(Pushed {
         committed_at,
         revision: change.revision,
         namespace: change.namespace.clone(),
         key: change.key.clone(),
-        frame: change_frame(change),
+        json_at: frame::header_len(&frame),
+        frame,
     })
 }
 
-/// A `snapshot` message as the pieces of one WebSocket frame, shared by every subscriber
-/// of the same namespaces at the same revision.
-pub type Snapshot = Arc<[Bytes]>;
+/// A `snapshot` message, serialized once as pieces of JSON, shared by every subscriber of
+/// the same namespaces at the same revision, whatever its transport.
+#[derive(Debug)]
+pub struct SnapshotMessage {
+    pub revision: Revision,
+    /// The message's JSON, in pieces of about a megabyte.
+    pub json: Vec<Bytes>,
+}
+
+impl SnapshotMessage {
+    /// The pieces that carry this snapshot on `transport`: the frame's header or the
+    /// event's head, the shared JSON, and an event's end.
+    pub fn pieces(&self, transport: Transport) -> Vec<Bytes> {
+        let len = self.json.iter().map(Bytes::len).sum();
+        let mut pieces = Vec::with_capacity(self.json.len() + 2);
+        match transport {
+            Transport::WebSocket => pieces.push(frame::text_header(len)),
+            Transport::EventStream => pieces.push(event_head("snapshot", Some(self.revision))),
+        }
+        pieces.extend(self.json.iter().cloned());
+        if transport == Transport::EventStream {
+            pieces.push(Bytes::from_static(EVENT_END));
+        }
+        pieces
+    }
+}
+
+/// A shared snapshot.
+pub type Snapshot = Arc<SnapshotMessage>;
 
 /// The wire form of a `snapshot` message, borrowing the cached entries.
 #[derive(Serialize)]
@@ -109,17 +177,49 @@ pub fn snapshot(revision: Revision, selection: &Selection, entries: &[Arc<Entry>
             .collect(),
     };
     // Serializing plain data with string keys cannot fail.
-    frame::text_pieces(|out| {
+    let json = frame::json_pieces(|out| {
         let _ = serde_json::to_writer(out, &message);
-    })
+    });
+    Arc::new(SnapshotMessage { revision, json })
 }
 
-/// A small control message (`progress`, `error`) as a text frame.
-pub fn message(message: &ServerMessage) -> Bytes {
-    frame::text(&serde_json::to_vec(message).unwrap_or_default())
+/// A small message of the server's own (`progress`, `error`) on `transport`.
+pub fn message(transport: Transport, message: &ServerMessage) -> Bytes {
+    let json = serde_json::to_vec(message).unwrap_or_default();
+    match transport {
+        Transport::WebSocket => frame::text(&json),
+        Transport::EventStream => {
+            let (kind, revision) = match message {
+                ServerMessage::Progress { revision } => ("progress", Some(*revision)),
+                ServerMessage::Snapshot { revision, .. } => ("snapshot", Some(*revision)),
+                ServerMessage::Change { revision, .. } => ("change", Some(*revision)),
+                ServerMessage::Error { .. } => ("error", None),
+            };
+            let mut event = event_head(kind, revision).to_vec();
+            event.extend_from_slice(&json);
+            event.extend_from_slice(EVENT_END);
+            Bytes::from(event)
+        }
+    }
 }
 
 /// The `progress` message: the client is current up to `revision`.
-pub fn progress(revision: Revision) -> Bytes {
-    message(&ServerMessage::Progress { revision })
+pub fn progress(transport: Transport, revision: Revision) -> Bytes {
+    message(transport, &ServerMessage::Progress { revision })
+}
+
+/// A heartbeat: a ping frame, or a comment line an event stream's client ignores.
+pub fn heartbeat(transport: Transport) -> Bytes {
+    match transport {
+        Transport::WebSocket => frame::ping(),
+        Transport::EventStream => Bytes::from_static(b": heartbeat\n\n"),
+    }
+}
+
+/// The end of the conversation: a close frame; an event stream just ends.
+pub fn close(transport: Transport, code: u16, reason: &str) -> Option<Bytes> {
+    match transport {
+        Transport::WebSocket => Some(frame::close_frame(code, reason)),
+        Transport::EventStream => None,
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use graycast_protocol::ws::{ClientHello, ClientMessage};
+use graycast_protocol::ws::ClientHello;
 use graycast_protocol::{ErrorBody, Revision};
 
 use crate::auth;
@@ -80,7 +80,7 @@ pub async fn events(
         ApiError::Unavailable(format!("the server already serves its limit of {limit} subscribers"))
     })?;
 
-    let subscribe = ClientMessage::Subscribe { namespaces, since, client: Some(client) };
+    let subscribe = sse::Subscribe { namespaces, since, client };
     let remote = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let body = sse::open(state.get_ref().clone(), subscribe, remote, caller, permit);
     Ok(HttpResponse::Ok()

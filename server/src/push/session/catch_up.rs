@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use graycast_protocol::Revision;
 use tokio::task::JoinHandle;
@@ -91,7 +92,7 @@ impl Session {
     }
 
     fn snapshot_ready(&mut self, revision: Revision, frame: Snapshot) {
-        self.out.push_shared_pieces(&frame);
+        self.out.push_snapshot(&frame);
         self.out.go_live(revision);
         self.state.metrics.record_snapshot(self.snapshot_cause);
     }
@@ -103,7 +104,7 @@ impl Session {
             CatchUp::Memory { frames, upto } => {
                 while room(&self.out) {
                     let Some(pushed) = frames.pop_front() else { break };
-                    self.out.push_covering(pushed.frame.clone(), false, pushed.revision);
+                    self.out.push_replayed(&pushed);
                 }
                 if frames.is_empty() {
                     let upto = *upto;
@@ -132,7 +133,7 @@ impl Session {
         self.state.metrics.record_replay();
         self.catch_up = CatchUp::Live;
         self.out.go_live(upto);
-        self.out.push(wire::progress(self.out.sent()), false);
+        self.out.push(wire::progress(self.transport, self.out.sent()), false);
     }
 
     pub(super) fn on_catch_up(&mut self, done: CatchUpDone) -> Result<(), End> {
@@ -157,8 +158,7 @@ impl Session {
                 let full = changes.len() == REPLAY_PAGE;
                 for change in changes.iter().take_while(|c| c.revision <= *cap) {
                     if selection.covers(&change.namespace, &change.key) {
-                        let frame = wire::change_frame(change);
-                        self.out.push_covering(frame, false, change.revision);
+                        self.out.push_replayed(&wire::pushed(change, Instant::now()));
                     }
                     *after = change.revision;
                 }

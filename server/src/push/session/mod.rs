@@ -39,7 +39,7 @@ use crate::push::frame::{self, close, FrameError, Inbound};
 use crate::push::hub::Subscription;
 use crate::push::outbound::Outbound;
 use crate::push::selection::Selection;
-use crate::push::wire::{self};
+use crate::push::wire::{self, Transport};
 use crate::state::{AppState, Caller};
 
 /// Largest inbound message (joined fragments included).
@@ -88,6 +88,7 @@ pub(super) enum End {
 }
 
 pub(super) struct Session {
+    transport: Transport,
     state: AppState,
     out: Arc<Outbound>,
     reader: frame::Reader,
@@ -108,18 +109,30 @@ pub(super) struct Session {
     ended_by: Option<Disconnect>,
 }
 
+/// How a session starts.
+pub enum Opening {
+    /// A WebSocket after its handshake, with the bytes the client sent right behind it.
+    WebSocket { inbound: BytesMut },
+    /// An event stream, whose request (checked already) is its subscription.
+    EventStream { namespaces: Vec<String>, since: Option<Revision>, client: ClientHello },
+}
+
 /// Runs a session until the peer leaves, misbehaves, goes silent, or the server stops.
-/// `inbound` holds bytes the client sent right behind its handshake.
 pub async fn run<S: Socket>(
     state: AppState,
     socket: S,
-    inbound: BytesMut,
+    opening: Opening,
     remote: String,
     caller: Caller,
 ) {
     let budget = state.config.subscriber_budget_bytes;
+    let transport = match opening {
+        Opening::WebSocket { .. } => Transport::WebSocket,
+        Opening::EventStream { .. } => Transport::EventStream,
+    };
     let mut session = Session {
-        out: Outbound::new(budget),
+        transport,
+        out: Outbound::new(budget, transport),
         reader: frame::Reader::new(MAX_INBOUND_MESSAGE),
         remote,
         caller,
@@ -139,8 +152,16 @@ pub async fn run<S: Socket>(
         tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut reader, mut writer) = tokio::io::split(socket);
-    let mut inbound = inbound;
-    let mut ended: Option<End> = session.on_bytes(&mut inbound).err();
+    let (mut inbound, mut ended) = match opening {
+        Opening::WebSocket { mut inbound } => {
+            let ended = session.on_bytes(&mut inbound).err();
+            (inbound, ended)
+        }
+        Opening::EventStream { namespaces, since, client } => {
+            session.subscribe(namespaces, since, client);
+            (BytesMut::new(), None)
+        }
+    };
     let mut deadline = tokio::time::Instant::now() + CLOSE_GRACE;
     let subscribe_by = tokio::time::Instant::now() + session.state.config.subscribe_timeout();
 
@@ -168,7 +189,10 @@ pub async fn run<S: Socket>(
                 Err(session.close(close::GOING_AWAY, "server is shutting down"))
             }
             written = write_some(&mut writer, &session.out, &session.state.metrics), if writing => match written {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    session.after_write();
+                    Ok(())
+                }
                 Err(_) => Err(End::Gone),
             },
             read = reader.read_buf(&mut inbound), if ended.is_none() => match read {
@@ -236,12 +260,24 @@ async fn write_some<W: AsyncWrite + Unpin>(
 impl Session {
     /// Queues a JSON message.
     fn send(&self, message: &ServerMessage) {
-        self.out.push(wire::message(message), false);
+        self.out.push(wire::message(self.transport, message), false);
+    }
+
+    /// An event stream's client never acknowledges: what was written whole counts as
+    /// applied (a WebSocket client sends its own acks).
+    fn after_write(&self) {
+        if self.transport == Transport::EventStream && !self.out.has_output() {
+            if let Some(active) = &self.active {
+                active.client.ack(self.out.sent());
+            }
+        }
     }
 
     /// Queues a close frame; the session ends once it is written.
     fn close(&mut self, code: u16, reason: &str) -> End {
-        self.out.push(frame::close_frame(code, reason), false);
+        if let Some(frame) = wire::close(self.transport, code, reason) {
+            self.out.push(frame, false);
+        }
         self.out.close();
         self.active = None;
         End::Closing
@@ -425,12 +461,16 @@ impl Session {
                 return Err(End::Stalled);
             }
         }
-        if self.last_inbound.elapsed() >= config.client_timeout() {
+        // An event stream's client never writes: a vanished one is found by TCP instead
+        // (TCP_USER_TIMEOUT) or by the output it stops taking.
+        let silent = self.transport == Transport::WebSocket
+            && self.last_inbound.elapsed() >= config.client_timeout();
+        if silent {
             tracing::debug!(remote = %self.remote, "closing a silent peer");
             self.end_because(Disconnect::Timeout);
             return Err(self.close(close::POLICY, "no frame received within the client timeout"));
         }
-        self.out.push(frame::ping(), false);
+        self.out.push(wire::heartbeat(self.transport), false);
         Ok(())
     }
 
@@ -454,7 +494,8 @@ impl Session {
     fn on_progress_due(&mut self) {
         let published = self.state.hub.published();
         let since = self.out.sent();
-        self.out.push_progress_if_idle(since, published, wire::progress);
+        let transport = self.transport;
+        self.out.push_progress_if_idle(since, published, |r| wire::progress(transport, r));
         self.last_sent = self.out.sent();
         let (next, now) = (self.progress_due + self.heartbeat_every, tokio::time::Instant::now());
         self.progress_due = if next > now { next } else { now + self.heartbeat_every };
