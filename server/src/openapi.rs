@@ -145,6 +145,19 @@ fn describe_api_operation(path: &str, operation: &mut Operation, writes: bool) {
         SecurityRequirement::default(),
     ]);
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    // The `{ns}` and `{key}` of a path, declared here once for every route.
+    for (name, description) in [("key", "the key"), ("ns", "the namespace")] {
+        let declared = parameters.iter().any(|p| p.name == name);
+        if path.contains(&format!("{{{name}}}")) && !declared {
+            let parameter = ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(description))
+                .build();
+            parameters.insert(0, parameter);
+        }
+    }
     for parameter in parameters.iter_mut() {
         if parameter.parameter_in == ParameterIn::Path
             && matches!(parameter.name.as_str(), "ns" | "key")

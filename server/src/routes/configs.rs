@@ -57,7 +57,7 @@ pub struct ListQuery {
 
 /// Lists one page of the entries of a namespace, in key order (empty when it has none).
 #[utoipa::path(get, path = "/v1/configs/{ns}", tag = "configs",
-    params(("ns" = String, Path, description = "namespace"), ListQuery),
+    params(ListQuery),
     responses((status = 200, body = ConfigList)))]
 pub async fn list(
     req: HttpRequest,
@@ -108,7 +108,6 @@ fn json_into<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
 
 /// Reads one entry. `If-None-Match` with its current ETag answers 304.
 #[utoipa::path(get, path = "/v1/configs/{ns}/{key}", tag = "configs",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\""))),
               (status = 304), (status = 404, body = ErrorBody)))]
 pub async fn get(
@@ -133,8 +132,7 @@ pub async fn get(
 
 /// Creates or updates an entry. Honours `If-Match: "<rev>"` and `If-None-Match: *`.
 #[utoipa::path(put, path = "/v1/configs/{ns}/{key}", tag = "configs",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"),
-           ("If-Match" = Option<String>, Header, description = "write only if the entry is at this revision"),
+    params(("If-Match" = Option<String>, Header, description = "write only if the entry is at this revision"),
            ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
     request_body = PutRequest,
     responses((status = 200, body = Entry, description = "updated", headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 201, body = Entry, description = "created", headers(("ETag" = String, description = "\"<revision>\" of the entry written"))),
@@ -156,8 +154,7 @@ pub async fn put(
 
 /// Deletes an entry and any gray release of it. Honours `If-Match`.
 #[utoipa::path(delete, path = "/v1/configs/{ns}/{key}", tag = "configs",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"),
-           ("If-Match" = Option<String>, Header, description = "delete only if the entry is at this revision")),
+    params(("If-Match" = Option<String>, Header, description = "delete only if the entry is at this revision")),
     responses((status = 200, body = DeleteResponse), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn delete(
     req: HttpRequest,
@@ -183,7 +180,7 @@ pub struct HistoryQuery {
 
 /// Lists the revisions of a key, newest first, deletes included.
 #[utoipa::path(get, path = "/v1/configs/{ns}/{key}/history", tag = "configs",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"), HistoryQuery),
+    params(HistoryQuery),
     responses((status = 200, body = HistoryList), (status = 404, body = ErrorBody)))]
 pub async fn history(
     req: HttpRequest,
@@ -210,7 +207,6 @@ pub async fn history(
 
 /// Makes the value of an earlier revision current again, as a new revision.
 #[utoipa::path(post, path = "/v1/configs/{ns}/{key}/rollback", tag = "configs",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     request_body = RollbackRequest,
     responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 201, body = Entry, description = "the key was deleted and is recreated", headers(("ETag" = String, description = "\"<revision>\" of the entry written"))),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]

@@ -49,7 +49,6 @@ async fn write(
 
 /// Starts a gray release of an existing key, or replaces the running one.
 #[utoipa::path(put, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     request_body = GrayRequest,
     responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn start(
@@ -71,7 +70,6 @@ pub async fn start(
 
 /// Changes the percent, allow or deny lists, rules, or pause state of the running release.
 #[utoipa::path(patch, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     request_body = GrayPatch,
     responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn patch(
@@ -88,7 +86,6 @@ pub async fn patch(
 
 /// Makes the gray value the stable value; the release ends.
 #[utoipa::path(post, path = "/v1/configs/{ns}/{key}/gray/promote", tag = "gray",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody)))]
 pub async fn promote(
     req: HttpRequest,
@@ -101,7 +98,6 @@ pub async fn promote(
 
 /// Aborts the release: it ends and the stable value stays.
 #[utoipa::path(delete, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     responses((status = 200, body = Entry, headers(("ETag" = String, description = "\"<revision>\" of the entry written"))), (status = 404, body = ErrorBody)))]
 pub async fn abort(
     req: HttpRequest,
@@ -115,7 +111,6 @@ pub async fn abort(
 
 /// The running release with the guard's outcome counts.
 #[utoipa::path(get, path = "/v1/configs/{ns}/{key}/gray", tag = "gray",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     responses((status = 200, body = GrayStatus), (status = 404, body = ErrorBody)))]
 pub async fn status(
     req: HttpRequest,
@@ -141,7 +136,6 @@ pub async fn status(
 /// Adds outcome counts for a variant; the guard aborts the release when the gray error
 /// rate exceeds its limit. Answers the counts after this report.
 #[utoipa::path(post, path = "/v1/configs/{ns}/{key}/gray/report", tag = "gray",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key")),
     request_body = ReportRequest,
     responses((status = 200, body = GuardCounts), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn report(

@@ -70,7 +70,6 @@ pub async fn namespaces(
 /// Describes a namespace (write access to it needed); an empty description removes it.
 /// A namespace that is described exists, with no keys yet.
 #[utoipa::path(put, path = "/v1/namespaces/{ns}", tag = "configs",
-    params(("ns" = String, Path, description = "namespace")),
     request_body = NamespaceDescription,
     responses((status = 200, body = NamespaceDescribed), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]

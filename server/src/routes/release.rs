@@ -21,8 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Evaluates the key for `subject` with `attr.NAME=VALUE` attributes (SPEC §3). Without a
 /// subject the variant is drawn at random with the release's percent.
 #[utoipa::path(get, path = "/v1/release/{ns}/{key}", tag = "gray",
-    params(("ns" = String, Path, description = "namespace"), ("key" = String, Path, description = "key"),
-           ("subject" = Option<String>, Query, description = "the subject's id (user, instance...)"),
+    params(("subject" = Option<String>, Query, description = "the subject's id (user, instance...)"),
            ("attr.NAME" = Option<String>, Query, description = "an attribute of the subject, for rules")),
     responses((status = 200, body = ReleaseDecision), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn release(
