@@ -60,9 +60,10 @@
 //! Errors say whether they are temporary ([`Error::is_temporary`]): on a temporary error
 //! keep serving the cache and try again; a permanent one needs a change on your side.
 //!
-//! Map of the crate: `client` (the handle, builder and cache reads), `push` (the
-//! WebSocket loop), `cache` (the cache and its file), `events` (change notifications),
-//! `rest` (REST helpers), `error`.
+//! Map of the crate: `client` (the handle, builder and cache reads), `shared` (what the
+//! handles and the push loop share: settings, status, the state behind a handle), `push`
+//! (the WebSocket and server-sent events loop), `cache` (the cache and its file), `events`
+//! (change notifications), `rest` (REST helpers), `error`.
 
 #![warn(missing_docs)]
 
@@ -75,13 +76,13 @@ mod gray;
 pub mod openfeature;
 mod push;
 mod rest;
+mod shared;
 #[cfg(feature = "tls")]
 mod tls;
 mod typed;
 
 pub use client::{
-    Client, ClientBuilder, Status, Transport, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
-    DEFAULT_TIMEOUT,
+    Client, ClientBuilder, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_TIMEOUT,
 };
 pub use error::Error;
 pub use events::{ChangeEvent, Filter};
@@ -97,4 +98,5 @@ pub use graycast_protocol::rollout::{Reason, Variant};
 pub use graycast_protocol::{Entry, Gray, HistoryItem, Op, Revision};
 pub use graycast_protocol::{Guard, Rule, RuleOp, Step};
 pub use rest::Expect;
+pub use shared::{Status, Transport};
 pub use typed::Typed;

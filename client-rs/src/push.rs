@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cache;
-use crate::client::{Inner, Transport};
 use crate::events::ChangeEvent;
+use crate::shared::{Inner, Transport};
 use crate::Error;
 
 /// A connection that brings no frame for this long is considered dead. The server pings
