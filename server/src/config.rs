@@ -153,6 +153,13 @@ pub struct Config {
           default_value_t = DEFAULT_SUBSCRIBER_BUDGET_BYTES)]
     pub subscriber_budget_bytes: usize,
 
+    /// Whether the fan-out writes a change straight into a plain-TCP WebSocket's socket
+    /// while nothing is queued for it (`false`: every delivery goes through the
+    /// connection's own task).
+    #[arg(long, env = "GRAYCAST_DIRECT_WRITES", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub direct_writes: bool,
+
     /// Time a new WebSocket connection has to subscribe, in milliseconds.
     #[arg(long, env = "GRAYCAST_SUBSCRIBE_TIMEOUT_MS", default_value_t = DEFAULT_SUBSCRIBE_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(10..))]

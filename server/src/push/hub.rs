@@ -32,6 +32,9 @@ use crate::store::{Change, Fed, FeedReceiver};
 const RECENT_BYTES: usize = 64 * 1024 * 1024;
 /// Most recent changes kept for replays from memory (never more than the change log).
 const RECENT_CHANGES: usize = 100_000;
+/// How far behind its commit a change may be published and still be written straight into
+/// idle sockets (see `Hub::publish`).
+const DIRECT_WHILE_BEHIND_BY_LESS_THAN: std::time::Duration = std::time::Duration::from_millis(2);
 /// Most subscriptions whose last snapshot is kept for sharing.
 const SNAPSHOT_CACHE: usize = 64;
 
@@ -99,6 +102,10 @@ impl Hub {
     }
 
     fn publish(&self, change: &Change, committed_at: Instant) {
+        // Caught up, the hub writes each change straight into idle sockets; behind (changes
+        // arrive faster than it writes them), it queues them, and each connection's task
+        // writes what piled up in one go, on every core.
+        let direct = committed_at.elapsed() < DIRECT_WHILE_BEHIND_BY_LESS_THAN;
         let pushed = pushed(change, committed_at);
         // Recorded before the fan-out: a session that registers after this change went out
         // finds it here.
@@ -124,7 +131,9 @@ impl Hub {
                             continue;
                         }
                     }
-                    member.outbound.push_change(&pushed);
+                    if let Some(committed_at) = member.outbound.push_change(&pushed, direct) {
+                        self.metrics.record_push(committed_at.elapsed());
+                    }
                     sent += 1;
                 }
             }

@@ -15,6 +15,8 @@
 //!   lists.
 //! - [`session`]: one subscriber connection: subscribe, catch up (replay or snapshot), live
 //!   changes, heartbeat and progress, acks and reports.
+//! - [`socket`]: the sockets sessions run on (a plain TCP one is shared with the hub,
+//!   which writes into it while nothing is queued).
 //! - [`websocket`]: the upgrade of `/v1/watch`, on the raw connection.
 //! - [`sse`]: the same session as server-sent events (`/v1/events`).
 
@@ -24,6 +26,7 @@ pub mod hub;
 pub mod outbound;
 pub mod selection;
 pub mod session;
+pub mod socket;
 pub mod sse;
 pub mod websocket;
 pub mod wire;

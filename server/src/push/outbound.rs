@@ -59,6 +59,11 @@ struct State {
     front_started: bool,
     /// When the writer last got bytes out, or the queue last became non-empty.
     progress_at: Instant,
+    /// When `sent` last moved on (the session's progress timer counts from it).
+    sent_at: Instant,
+    /// The connection's socket, for writing a change straight from the hub while nothing
+    /// is queued (plain-TCP WebSockets only); dropped when the connection closes.
+    direct: Option<Arc<tokio::net::TcpStream>>,
 }
 
 /// A connection's output queue; shared by the hub (which appends changes) and the
@@ -85,6 +90,8 @@ impl Outbound {
                 closed: false,
                 front_started: false,
                 progress_at: Instant::now(),
+                sent_at: Instant::now(),
+                direct: None,
             }),
             wake: Notify::new(),
             budget,
@@ -117,12 +124,52 @@ impl Outbound {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends a committed change (from the hub). Never waits: over the budget, the
-    /// subscriber is marked lagged instead.
-    pub fn push_change(&self, pushed: &Arc<Pushed>) {
+    /// Lets the hub write changes straight into `socket` (a handle on the connection's
+    /// socket) while nothing is queued.
+    pub fn write_directly_to(&self, socket: Arc<tokio::net::TcpStream>) {
+        self.state().direct = Some(socket);
+    }
+
+    /// Appends a committed change (from the hub), or, when `direct` and nothing is queued,
+    /// writes it at once if the socket takes it (without waiting: the rest of a partial
+    /// write is queued for the session). Never waits: over the budget, the subscriber is marked
+    /// lagged instead. Returns the commit time of a change written whole right here.
+    pub fn push_change(&self, pushed: &Arc<Pushed>, direct: bool) -> Option<Instant> {
         let mut state = self.state();
         if state.closed || state.lagged || pushed.revision <= state.sent {
-            return;
+            return None;
+        }
+        if direct && state.pending.is_none() && state.queue.is_empty() && !state.front_started {
+            if let Some(socket) = &state.direct {
+                // Nothing is queued, so nothing is being written: the bytes go out in order.
+                match socket.try_write(&pushed.frame) {
+                    Ok(n) if n == pushed.frame.len() => {
+                        state.sent = pushed.revision;
+                        state.sent_at = Instant::now();
+                        return Some(pushed.committed_at);
+                    }
+                    Ok(n) => {
+                        // The rest waits for the session, counted against the budget.
+                        let rest = pushed.frame.slice(n..);
+                        state.counted += rest.len();
+                        state.sent = pushed.revision;
+                        state.sent_at = Instant::now();
+                        state.front_started = n > 0;
+                        state.queue.push_back(Piece {
+                            bytes: rest,
+                            counted: true,
+                            frame_start: n == 0,
+                            committed_at: Some(pushed.committed_at),
+                        });
+                        state.progress_at = Instant::now();
+                        drop(state);
+                        self.wake.notify_one();
+                        return None;
+                    }
+                    // Would block (or failed: the session finds out on its next write).
+                    Err(_) => {}
+                }
+            }
         }
         let (pieces, size) = self.pieces_of(pushed);
         if state.counted + size > self.budget {
@@ -130,14 +177,15 @@ impl Outbound {
             state.pending = None;
             drop(state);
             self.wake.notify_one();
-            return;
+            return None;
         }
         state.counted += size;
         if let Some(pending) = &mut state.pending {
             pending.push_back(pushed.clone());
-            return;
+            return None;
         }
         state.sent = pushed.revision;
+        state.sent_at = Instant::now();
         let was_empty = state.queue.is_empty();
         Self::queue_change(&mut state, pieces, Some(pushed.committed_at));
         if was_empty {
@@ -145,6 +193,7 @@ impl Outbound {
             drop(state);
             self.wake.notify_one();
         }
+        None
     }
 
     /// Appends a frame of the session's own: a reply, a replayed change, a progress or
@@ -200,6 +249,7 @@ impl Outbound {
         }
         Self::queue_change(&mut state, pieces, None);
         state.sent = state.sent.max(pushed.revision);
+        state.sent_at = Instant::now();
     }
 
     /// Appends a `progress` frame built from the revision the client is current at, if
@@ -216,6 +266,7 @@ impl Outbound {
             return false;
         }
         state.sent = state.sent.max(published);
+        state.sent_at = Instant::now();
         let bytes = frame(state.sent);
         state.counted += bytes.len();
         if state.queue.is_empty() {
@@ -235,6 +286,7 @@ impl Outbound {
     pub fn go_live(&self, covered: Revision) {
         let mut state = self.state();
         state.sent = state.sent.max(covered);
+        state.sent_at = Instant::now();
         let Some(pending) = state.pending.take() else { return };
         for pushed in pending {
             let (pieces, size) = self.pieces_of(&pushed);
@@ -294,6 +346,12 @@ impl Outbound {
         self.state().sent
     }
 
+    /// [`Outbound::sent`], and when it last moved on.
+    pub fn sent_with_time(&self) -> (Revision, Instant) {
+        let state = self.state();
+        (state.sent, state.sent_at)
+    }
+
     /// Bytes of changes queued or pending (for flow control of replays).
     pub fn counted(&self) -> usize {
         self.state().counted
@@ -309,6 +367,8 @@ impl Outbound {
         let mut state = self.state();
         state.closed = true;
         state.pending = None;
+        // The handle must not keep the connection open once its session lets it go.
+        state.direct = None;
     }
 
     /// Whether anything waits to be written.
@@ -415,14 +475,17 @@ mod tests {
         out.push_snapshot(&Arc::new(crate::push::wire::SnapshotMessage { revision: 4, json }));
         out.go_live(4);
         let framed = crate::push::frame::text(b"{\"type\":\"change\"}");
-        out.push_change(&Arc::new(Pushed {
-            revision: 5,
-            namespace: "ns".into(),
-            key: "k".into(),
-            json_at: crate::push::frame::header_len(&framed),
-            frame: framed,
-            committed_at: Instant::now(),
-        }));
+        out.push_change(
+            &Arc::new(Pushed {
+                revision: 5,
+                namespace: "ns".into(),
+                key: "k".into(),
+                json_at: crate::push::frame::header_len(&framed),
+                frame: framed,
+                committed_at: Instant::now(),
+            }),
+            false,
+        );
         let text: String = out.next_write().iter().map(|b| String::from_utf8_lossy(b)).collect();
         assert_eq!(
             text,
@@ -431,15 +494,50 @@ mod tests {
         );
     }
 
+    /// While nothing is queued the hub writes a change straight into the socket; what the
+    /// socket does not take is queued, in order, for the session.
+    #[tokio::test]
+    async fn the_hub_writes_straight_into_an_idle_socket_and_queues_what_does_not_fit() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let mut client = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        socket2::SockRef::from(&server).set_send_buffer_size(4096).expect("a small buffer");
+        server.writable().await.expect("writable");
+        let out = Outbound::new(1 << 30, Transport::WebSocket);
+        out.write_directly_to(Arc::new(server));
+        out.go_live(0);
+        assert!(out.push_change(&change(1, 10), true).is_some(), "written whole, right away");
+        assert!(!out.has_output());
+        let mut got = [0u8; 10];
+        client.read_exact(&mut got).await.expect("the change arrives");
+        assert_eq!(&got, b"0000000001");
+        // Not direct (the hub is behind): queued for the session even though idle.
+        assert!(out.push_change(&change(2, 10), false).is_none());
+        assert!(out.has_output());
+        assert_eq!(drain(&out), ["2"]);
+        // The client reads nothing more: the socket fills, the rest is queued in order.
+        let mut revision = 3;
+        while !out.has_output() {
+            out.push_change(&change(revision, 60 * 1024), true);
+            revision += 1;
+        }
+        out.push_change(&change(revision, 10), true);
+        assert_eq!(out.sent(), revision);
+        out.close();
+        assert!(out.state().direct.is_none(), "the handle goes with the connection");
+    }
+
     #[test]
     fn changes_that_wait_during_a_catch_up_follow_it_without_repeats() {
         let out = Outbound::new(1000, Transport::WebSocket);
-        out.push_change(&change(4, 10));
-        out.push_change(&change(5, 10));
+        out.push_change(&change(4, 10), false);
+        out.push_change(&change(5, 10), false);
         out.push(Bytes::from_static(b"snapshot@4"), true);
         out.go_live(4);
-        out.push_change(&change(5, 10));
-        out.push_change(&change(6, 10));
+        out.push_change(&change(5, 10), false);
+        out.push_change(&change(6, 10), false);
         assert_eq!(drain(&out), ["snapshot@4", "5", "6"]);
         assert_eq!(out.sent(), 6);
         assert_eq!(out.counted(), 0);
@@ -449,16 +547,16 @@ mod tests {
     fn over_the_budget_a_subscriber_lags_and_resyncs_keeping_the_frame_begun() {
         let out = Outbound::new(25, Transport::WebSocket);
         out.go_live(0);
-        out.push_change(&change(1, 10));
-        out.push_change(&change(2, 10));
+        out.push_change(&change(1, 10), false);
+        out.push_change(&change(2, 10), false);
         let first = out.next_write();
         out.advance(3); // part of change 1 is on the wire
         assert!(!first.is_empty());
-        out.push_change(&change(3, 10));
+        out.push_change(&change(3, 10), false);
         assert!(out.lagged(), "30 bytes over a budget of 25");
         out.begin_resync();
         assert_eq!(out.counted(), 7, "the rest of change 1 stays; change 2 is dropped");
-        out.push_change(&change(4, 10)); // waits aside during the resync
+        out.push_change(&change(4, 10), false); // waits aside during the resync
         out.push(Bytes::from_static(b"snapshot@4"), true);
         out.go_live(4);
         let rest: Vec<String> = drain(&out);
@@ -472,7 +570,7 @@ mod tests {
         let out = Outbound::new(25, Transport::WebSocket);
         out.push(Bytes::from_static(b"snapshot@1"), true);
         out.go_live(1);
-        out.push_change(&change(2, 30));
+        out.push_change(&change(2, 30), false);
         assert!(out.lagged());
         out.begin_resync();
         assert!(!out.has_output(), "the snapshot not begun is dropped with the changes");
@@ -485,7 +583,7 @@ mod tests {
         out.push_snapshot(&Arc::new(crate::push::wire::SnapshotMessage { revision: 1, json }));
         out.go_live(1);
         out.advance(2 + 5); // the header and the first piece of the payload went out
-        out.push_change(&change(2, 30));
+        out.push_change(&change(2, 30), false);
         out.begin_resync();
         assert_eq!(drain(&out), ["body2"], "the frame on the wire is finished");
     }
@@ -497,7 +595,7 @@ mod tests {
         let frame = |r: Revision| Bytes::from(format!("progress@{r}"));
         assert!(out.push_progress_if_idle(3, 7, frame));
         assert_eq!(out.sent(), 7);
-        out.push_change(&change(8, 10));
+        out.push_change(&change(8, 10), false);
         assert!(!out.push_progress_if_idle(7, 8, frame), "a change went out since");
         assert_eq!(drain(&out), ["progress@7", "8"]);
     }

@@ -19,11 +19,12 @@ use tokio::io::AsyncWriteExt;
 use crate::auth;
 use crate::error::ApiError;
 use crate::push::clients::ConnectionPermit;
-use crate::push::session::{self, Opening, Socket};
+use crate::push::session::{self, Opening};
+use crate::push::socket::Upgraded;
 use crate::state::{AppState, Caller};
 
 /// Serves an upgraded connection: answers the handshake, or the error that refuses it.
-pub async fn upgrade<S: Socket>(state: AppState, req: Request, framed: Framed<S, h1::Codec>) {
+pub async fn upgrade<S: Upgraded>(state: AppState, req: Request, framed: Framed<S, h1::Codec>) {
     let parts = framed.into_parts();
     let (mut socket, read_buf, unsent) = (parts.io, parts.read_buf, parts.write_buf);
     // Answers to earlier requests on this connection that are not out yet come first.
@@ -45,6 +46,7 @@ pub async fn upgrade<S: Socket>(state: AppState, req: Request, framed: Framed<S,
                 return;
             }
             drop(answer);
+            let socket = socket.into_session();
             session::run(state, socket, Opening::WebSocket { inbound }, remote, caller).await;
             drop(permit);
         }

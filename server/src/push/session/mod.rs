@@ -15,6 +15,8 @@
 mod catch_up;
 mod checks;
 
+pub use crate::push::socket::Socket;
+
 use std::io::IoSlice;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use chrono::Utc;
 use graycast_protocol::gray::ReportRequest;
 use graycast_protocol::ws::{ClientHello, ClientMessage, ServerMessage};
 use graycast_protocol::Revision;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use self::catch_up::{catch_up_task, CatchUp};
 pub use self::checks::{check_subscription, MAX_LABELS, MAX_LABEL_LEN, MAX_NAMESPACES};
@@ -40,6 +42,7 @@ use crate::push::hub::Subscription;
 use crate::push::outbound::Outbound;
 use crate::push::selection::Selection;
 use crate::push::wire::{self, Transport};
+
 use crate::state::{AppState, Caller};
 
 /// Largest inbound message (joined fragments included).
@@ -50,24 +53,6 @@ pub(super) const REPLAY_PAGE: usize = 256;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// An idle connection's read buffer is given back above this size.
 const IDLE_READ_BUFFER: usize = 4096;
-
-/// A connection's socket: a byte stream that can be reset.
-pub trait Socket: AsyncRead + AsyncWrite + Unpin + 'static {
-    /// Makes the coming close a reset, so nothing unsent lingers in the kernel.
-    fn reset_on_close(&self);
-}
-
-impl Socket for tokio::net::TcpStream {
-    fn reset_on_close(&self) {
-        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
-    }
-}
-
-impl Socket for actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream> {
-    fn reset_on_close(&self) {
-        self.get_ref().0.reset_on_close();
-    }
-}
 
 /// An active subscription of a session.
 struct Active {
@@ -151,6 +136,11 @@ pub async fn run<S: Socket>(
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if transport == Transport::WebSocket && session.state.config.direct_writes {
+        if let Some(direct) = socket.direct() {
+            session.out.write_directly_to(direct);
+        }
+    }
     let (mut reader, mut writer) = tokio::io::split(socket);
     let (mut inbound, mut ended) = match opening {
         Opening::WebSocket { mut inbound } => {
@@ -482,16 +472,23 @@ impl Session {
     /// Notes whether anything was sent since the last look: the next `progress` is due one
     /// heartbeat after the last thing sent, whatever it was.
     fn note_sent(&mut self) {
-        let sent = self.out.sent();
+        // The hub may have written a change straight to the socket: count from when.
+        let (sent, sent_at) = self.out.sent_with_time();
         if sent != self.last_sent {
             self.last_sent = sent;
-            self.progress_due = tokio::time::Instant::now() + self.heartbeat_every;
+            self.progress_due = tokio::time::Instant::from_std(sent_at) + self.heartbeat_every;
         }
     }
 
     /// Nothing was sent for a heartbeat: say how far the client is current. Every change up
     /// to `published` is queued already, so nothing at or below it is still to come.
     fn on_progress_due(&mut self) {
+        // The hub may have written a change straight to the socket since the last look.
+        let before = self.last_sent;
+        self.note_sent();
+        if self.last_sent != before && self.progress_due > tokio::time::Instant::now() {
+            return;
+        }
         let published = self.state.hub.published();
         let since = self.out.sent();
         let transport = self.transport;
