@@ -33,7 +33,7 @@ for i in 0 1 2; do
     --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
     --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
     --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token graycast-local \
-    --max-request-bytes 16777216 --log-level error >"$dir/e$i.log" 2>&1 &
+    --log-level error >"$dir/e$i.log" 2>&1 &
   pids+=($!)
 done
 endpoints="http://127.0.0.1:23790,http://127.0.0.1:23791,http://127.0.0.1:23792"

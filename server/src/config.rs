@@ -297,6 +297,7 @@ impl Config {
             key_file: self.etcd_key_file.clone(),
             lease_ttl: self.etcd_lease_ttl as i64,
             node: self.node_name.clone().unwrap_or_else(|| listen.to_string()),
+            lost_answers: None,
         }))
     }
 

@@ -141,6 +141,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(msg) => ApiError::InvalidValue(msg),
             StoreError::QuotaExceeded(msg) => ApiError::QuotaExceeded(msg),
             StoreError::TooLarge(msg) => ApiError::PayloadTooLarge(msg),
+            StoreError::OutcomeUnknown(msg) => ApiError::Coded(ErrorCode::OutcomeUnknown, msg),
             StoreError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Closed | StoreError::Backend(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),

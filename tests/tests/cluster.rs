@@ -12,8 +12,10 @@ use graycast_client::{ChangeEvent, Client, Filter};
 use graycast_protocol::ServerMessage;
 use graycast_server::metrics::Metrics;
 use graycast_server::store::contract::{check_all, Exemptions, Opener, Tweaks};
-use graycast_server::store::etcd::EtcdOptions;
-use graycast_server::store::{Backing, Store, StoreOptions};
+use graycast_server::store::etcd::{EtcdOptions, LostAnswers};
+use graycast_server::store::{
+    Backing, Mutation, Precondition, Store, StoreError, StoreOptions, WriteRequest,
+};
 use graycast_tests::etcd::EtcdCluster;
 use graycast_tests::{Api, TestServer, Watcher, DEADLINE};
 use reqwest::Method;
@@ -81,6 +83,7 @@ async fn the_etcd_store_keeps_the_store_contract() {
                     key_file: None,
                     lease_ttl: 2,
                     node: "contract".into(),
+                    lost_answers: None,
                 }),
                 changelog_retain: tweaks.changelog_retain,
                 history_retain: tweaks.history_retain,
@@ -543,4 +546,96 @@ async fn the_largest_value_fits_a_default_etcd_and_a_larger_request_is_413() {
     assert_eq!(loaded["value"], read["value"]);
     assert_eq!(loaded["version"], read["version"]);
     assert_eq!(loaded["created_revision"], read["created_revision"]);
+}
+
+/// A store on `cluster` whose etcd engine loses the answers `faults` arms.
+async fn store_with_faults(cluster: &EtcdCluster, faults: Arc<LostAnswers>) -> Arc<Store> {
+    let options = StoreOptions {
+        backing: Backing::Etcd(EtcdOptions {
+            endpoints: cluster.endpoint_list(),
+            prefix: unique_prefix(),
+            user: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            lease_ttl: 2,
+            node: "faults".into(),
+            lost_answers: Some(faults),
+        }),
+        changelog_retain: 1000,
+        history_retain: 0,
+        max_batch: 1024,
+        quota_bytes: u64::MAX,
+    };
+    let (store, _feed) = Store::open(options, Arc::new(Metrics::default())).await.expect("opens");
+    Arc::new(store)
+}
+
+fn put(key: &str, value: serde_json::Value) -> WriteRequest {
+    WriteRequest::new("once", key, Mutation::Put { value }, "test")
+}
+
+/// Issue 23, finding 1: a write whose transaction committed but whose answer was lost, with
+/// another write landing on top before it looked, found the key's counter naming the other
+/// write, took its own attempt for a failure and applied itself a second time, over the
+/// other write. A conditional write in the same spot was answered 412 after taking effect.
+/// Each attempt is now recognized by its own history record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_was_lost_is_applied_once() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(1);
+    let faults = Arc::new(LostAnswers::default());
+    let store = store_with_faults(&cluster, faults.clone()).await;
+    store.write(put("k", json!("first"))).await.expect("a plain write");
+
+    // "lost" commits, its answer is lost; "on-top" lands before it looks.
+    faults.armed.store(1, std::sync::atomic::Ordering::SeqCst);
+    let lost = tokio::spawn({
+        let store = store.clone();
+        async move { store.write(put("k", json!("lost"))).await }
+    });
+    tokio::time::timeout(DEADLINE, faults.lost.notified()).await.expect("the answer is lost");
+    let on_top = store.write(put("k", json!("on-top"))).await.expect("a write on top");
+    faults.resume.notify_one();
+    let lost = tokio::time::timeout(DEADLINE, lost).await.expect("answered").expect("joined");
+    let lost = lost.expect("the lost answer is found: the write took effect");
+    assert!(lost.revision < on_top.revision, "answered with its own commit");
+
+    let page = store.history("once", "k", None, 100, 1 << 20).await.expect("history");
+    let values: Vec<_> = page.items.iter().rev().map(|i| i.value.clone()).collect();
+    assert_eq!(values, [json!("first"), json!("lost"), json!("on-top")], "applied once");
+    assert_eq!(store.get("once", "k").map(|e| e.value.clone()), Some(json!("on-top")));
+
+    // A create-only write whose answer is lost is not refused afterwards for existing.
+    faults.armed.store(1, std::sync::atomic::Ordering::SeqCst);
+    let created = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut request = put("fresh", json!(1));
+            request.precondition = Precondition::Absent;
+            store.write(request).await
+        }
+    });
+    tokio::time::timeout(DEADLINE, faults.lost.notified()).await.expect("the answer is lost");
+    faults.resume.notify_one();
+    let created = tokio::time::timeout(DEADLINE, created).await.expect("answered").expect("joined");
+    assert!(created.is_ok(), "a create that took effect is not a 412: {created:?}");
+
+    // When etcd cannot tell, the answer says so: never "nothing changed".
+    faults.armed.store(1, std::sync::atomic::Ordering::SeqCst);
+    let mut cluster = cluster;
+    let unknown = tokio::spawn({
+        let store = store.clone();
+        async move { store.write(put("k", json!("unknowable"))).await }
+    });
+    tokio::time::timeout(DEADLINE, faults.lost.notified()).await.expect("the answer is lost");
+    cluster.stop(0);
+    faults.resume.notify_one();
+    let unknown =
+        tokio::time::timeout(DEADLINE * 2, unknown).await.expect("answered").expect("joined");
+    assert!(
+        matches!(unknown, Err(StoreError::OutcomeUnknown(_))),
+        "etcd gone after the commit: {unknown:?}"
+    );
 }

@@ -29,6 +29,9 @@ pub enum StoreError {
     Closed,
     #[error("store failure: {0}")]
     Backend(String),
+    /// The write may or may not have taken effect (etcd failed to answer after it was sent).
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// The store cannot be reached now (etcd down or without quorum); nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -101,6 +101,25 @@ pub struct EtcdOptions {
     pub lease_ttl: i64,
     /// This node's name in the election and in the guard's counts.
     pub node: String,
+    /// A test aid (never set by the server): lose the answers of committed transactions.
+    pub lost_answers: Option<Arc<LostAnswers>>,
+}
+
+/// A fault for tests: the next `armed` transactions that commit have their answer lost,
+/// as when an etcd member stalls after committing; the write then waits for `resume`.
+#[derive(Debug, Default)]
+pub struct LostAnswers {
+    pub armed: AtomicU64,
+    /// Signalled when an answer has been lost (its transaction committed).
+    pub lost: tokio::sync::Notify,
+    /// What the write waits for before it goes on.
+    pub resume: tokio::sync::Notify,
+}
+
+impl LostAnswers {
+    fn take(&self) -> bool {
+        self.armed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
 }
 
 /// What an etcd failure means for a caller.
@@ -112,6 +131,21 @@ fn etcd_err(context: &str, err: etcd_client::Error) -> StoreError {
         ));
     }
     StoreError::Unavailable(format!("{context}: {text}"))
+}
+
+/// Whether a request failed before it was sent (no connection to the member): it cannot
+/// have taken effect.
+fn never_sent(err: &etcd_client::Error) -> bool {
+    let text = err.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
+/// A write whose outcome cannot be known: it may or may not have taken effect.
+fn outcome_unknown(slot: &str, why: &str) -> StoreError {
+    StoreError::OutcomeUnknown(format!(
+        "the write of {slot} may or may not have taken effect ({why}); read the key before \
+         writing it again"
+    ))
 }
 
 /// Whether etcd refused a request for its size (`--max-request-bytes`).
@@ -317,9 +351,10 @@ impl EtcdEngine {
     /// The key's state in etcd (entry and counter), read together.
     async fn read_key(&self, namespace: &str, key: &str) -> Result<KeyState, StoreError> {
         let slot = slot(namespace, key);
-        let txn = Txn::new().and_then(self.key_state_reads(&slot));
-        let response =
-            self.kv().txn(txn).await.map_err(|e| etcd_err("cannot read from etcd", e))?;
+        let reads = self.key_state_reads(&slot);
+        let response = retry(|| async { self.kv().txn(Txn::new().and_then(reads.clone())).await })
+            .await
+            .map_err(|e| etcd_err("cannot read from etcd", e))?;
         KeyState::from_gets(response.op_responses(), namespace, key)
     }
 
@@ -352,15 +387,18 @@ impl EtcdEngine {
             last_write: None,
         };
         let mut fresh = false;
-        let mut sent: Option<Planned> = None;
-        // The last attempt's failure, when etcd failed it (rather than a compare).
+        // The `seq` of each attempt whose outcome is unknown (its answer was lost): the
+        // history record it would have made carries this write's id.
+        let mut unknown: Vec<u64> = Vec::new();
+        // Why the last attempt that reached no member failed.
         let mut failure: Option<String> = None;
         for _ in 0..MAX_ATTEMPTS {
-            if let (Some((id, revision)), Some(planned)) = (&state.last_write, &sent) {
-                if *id == write_id {
-                    // An attempt whose answer was lost committed after all.
-                    let change = Arc::new(planned.clone().commit(*revision));
-                    shared.wait_applied(*revision, APPLY_WAIT).await;
+            if !unknown.is_empty() {
+                // Did an attempt commit after all? Never plan the write again if so.
+                if let Some(change) =
+                    self.own_commit(&request, &slot, &unknown, &write_id, state.seq).await?
+                {
+                    shared.wait_applied(change.revision, APPLY_WAIT).await;
                     return Ok(change);
                 }
             }
@@ -369,15 +407,32 @@ impl EtcdEngine {
                 Ok(planned) => planned,
                 // The cache may be behind etcd: only etcd's own state may refuse a write.
                 Err(_) if !fresh => {
-                    state = self.read_key(&request.namespace, &request.key).await?;
+                    state =
+                        self.read_key(&request.namespace, &request.key).await.map_err(|err| {
+                            if unknown.is_empty() {
+                                err
+                            } else {
+                                outcome_unknown(&slot, &err.to_string())
+                            }
+                        })?;
                     fresh = true;
                     continue;
                 }
+                // Refused by etcd's own state; an earlier attempt, if any, did not commit
+                // (it was checked above) and cannot any more (the key moved past it).
                 Err(err) => return Err(err),
             };
             let txn = self.transaction(&slot, &state, &planned, &write_id)?;
-            sent = Some(planned.clone());
-            match self.kv().txn(txn).await {
+            let attempt = state.seq + 1;
+            let answered = match (self.kv().txn(txn).await, &self.options.lost_answers) {
+                (Ok(response), Some(faults)) if response.succeeded() && faults.take() => {
+                    faults.lost.notify_one();
+                    faults.resume.notified().await;
+                    Err(etcd_client::Error::InvalidArgs("the answer was lost (injected)".into()))
+                }
+                (answered, _) => answered,
+            };
+            match answered {
                 Ok(response) if response.succeeded() => {
                     let revision = response.header().map_or(0, |h| h.revision()) as Revision;
                     let change = Arc::new(planned.commit(revision));
@@ -398,23 +453,83 @@ impl EtcdEngine {
                 Err(err) => {
                     // Refused for its size: nothing was written, and no retry can help.
                     if let Some(refused) = too_large(&err) {
-                        return Err(refused);
+                        if unknown.is_empty() {
+                            return Err(refused);
+                        }
                     }
-                    failure = Some(err.to_string());
-                    // Whether it committed is unknown; the counter will tell.
+                    if never_sent(&err) {
+                        // This member could not be reached; the balancer tries another.
+                        failure = Some(err.to_string());
+                        tokio::time::sleep(RETRY_MIN).await;
+                        continue;
+                    }
+                    // Whether it committed is unknown: its own record will tell.
+                    unknown.push(attempt);
                     tracing::debug!(error = %err, "etcd write failed; reading the key's state");
                     state = self
                         .read_key(&request.namespace, &request.key)
                         .await
-                        .map_err(|_| etcd_err("cannot write to etcd", err))?;
+                        .map_err(|_| outcome_unknown(&slot, &err.to_string()))?;
                     fresh = true;
                 }
             }
+        }
+        if !unknown.is_empty() {
+            if let Some(change) =
+                self.own_commit(&request, &slot, &unknown, &write_id, state.seq).await?
+            {
+                shared.wait_applied(change.revision, APPLY_WAIT).await;
+                return Ok(change);
+            }
+            // An attempt may still be in flight in etcd: "nothing changed" would be a lie.
+            return Err(outcome_unknown(&slot, "etcd did not confirm any attempt"));
         }
         Err(StoreError::Unavailable(match failure {
             Some(failure) => format!("cannot write to etcd: {failure}"),
             None => format!("key {slot} kept changing under the write; try again"),
         }))
+    }
+
+    /// The change one of this write's attempts made, if one committed: the history record
+    /// at an attempt's `seq` carries the write's id. `seq` is the key's change count now;
+    /// a record at or below it that is gone (retention) leaves the outcome unknown.
+    async fn own_commit(
+        &self,
+        request: &WriteRequest,
+        slot: &str,
+        attempts: &[u64],
+        write_id: &str,
+        seq: u64,
+    ) -> Result<Option<Arc<Change>>, StoreError> {
+        let reads: Vec<TxnOp> =
+            attempts.iter().map(|a| TxnOp::get(self.keys.history(slot, *a), None)).collect();
+        let response = retry(|| async { self.kv().txn(Txn::new().and_then(reads.clone())).await })
+            .await
+            .map_err(|e| outcome_unknown(slot, &e.to_string()))?;
+        for (attempt, read) in attempts.iter().zip(response.op_responses()) {
+            let found = match read {
+                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            };
+            match found {
+                Some(kv) => {
+                    let record = keys::decode_record(&kv)?;
+                    if record.write_id.as_deref() == Some(write_id) {
+                        let revision = kv.mod_revision() as Revision;
+                        let change = record.into_change(&request.namespace, &request.key, revision);
+                        return Ok(Some(Arc::new(change)));
+                    }
+                }
+                None if *attempt <= seq => {
+                    return Err(outcome_unknown(
+                        slot,
+                        "the record that would tell is gone (--history-retain)",
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(None)
     }
 
     /// The transaction of a planned change on a key in `state`.
