@@ -170,6 +170,8 @@ pub struct Metrics {
     disconnects: [Counter; Disconnect::ALL.len()],
     refused_connections: Counter,
     guard_aborts: Counter,
+    etcd_lease_grants: Counter,
+    etcd_session_restarts: Counter,
     revision: Gauge,
     connections: Gauge,
     subscribers: Gauge,
@@ -254,6 +256,18 @@ impl Metrics {
             "Gray releases aborted by their guard",
             guard_aborts.clone(),
         );
+        let etcd_lease_grants = Counter::default();
+        registry.register(
+            "graycast_etcd_lease_grants",
+            "Leases this node was granted by etcd (one per session; etcd mode)",
+            etcd_lease_grants.clone(),
+        );
+        let etcd_session_restarts = Counter::default();
+        registry.register(
+            "graycast_etcd_session_restarts",
+            "Times this node's etcd session (lease and campaign) ended and started again",
+            etcd_session_restarts.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
             registry.register(name, help, gauge.clone());
@@ -290,6 +304,8 @@ impl Metrics {
             disconnects,
             refused_connections,
             guard_aborts,
+            etcd_lease_grants,
+            etcd_session_restarts,
             revision,
             connections,
             subscribers,
@@ -346,6 +362,14 @@ impl Metrics {
 
     pub fn record_guard_abort(&self) {
         self.guard_aborts.inc();
+    }
+
+    pub fn record_etcd_lease_grant(&self) {
+        self.etcd_lease_grants.inc();
+    }
+
+    pub fn record_etcd_session_restart(&self) {
+        self.etcd_session_restarts.inc();
     }
 
     /// The OpenMetrics text of every metric, with `live` as the gauges.

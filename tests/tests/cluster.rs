@@ -639,3 +639,49 @@ async fn a_write_whose_answer_was_lost_is_applied_once() {
         "etcd gone after the commit: {unknown:?}"
     );
 }
+
+/// Issue 23, finding 4: the etcd client's 5 s request timeout also cut the blocking
+/// campaign, so every node that did not lead lost its session every ~7 s, forever, and for
+/// about 2 s of each cycle had no lease: guard reports sent to it were answered 503. A
+/// healthy cluster now keeps one lease per node, and reports never meet a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_cluster_keeps_one_lease_per_node_and_takes_every_report() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let nodes: Vec<TestServer> = (0..3).map(|_| node(&cluster, &prefix)).collect();
+    let apis: Vec<Api> = nodes.iter().map(Api::new).collect();
+    apis[0].put_ok("steady", "k", json!(1)).await;
+    let release = json!({"value": 2, "percent": 10,
+                         "guard": {"max_error_rate": 0.99, "min_samples": 1000000}});
+    let (status, body) =
+        apis[0].request(Method::PUT, "/v1/configs/steady/k/gray", None, Some(release)).await;
+    assert_eq!(status, 200, "{body}");
+    for api in &apis {
+        eventually("every node sees the release", || async {
+            api.get("/v1/configs/steady/k/gray").await.unwrap().0 == 200
+        })
+        .await;
+    }
+    // A minute of reports to every node, twice a second.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut reports = 0;
+    while Instant::now() < until {
+        for (i, api) in apis.iter().enumerate() {
+            let report = json!({"variant": "gray", "ok": 1, "errors": 0});
+            let path = "/v1/configs/steady/k/gray/report";
+            let (status, body) = api.request(Method::POST, path, None, Some(report)).await;
+            assert_eq!(status, 200, "report {reports} to node {i}: {body}");
+            reports += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut leaders = 0.0;
+    for (i, node) in nodes.iter().enumerate() {
+        let grants = node.metric("graycast_etcd_lease_grants_total").await;
+        let restarts = node.metric("graycast_etcd_session_restarts_total").await;
+        assert_eq!((grants, restarts), (Some(1.0), Some(0.0)), "node {i} after a minute");
+        leaders += node.metric("graycast_leader").await.unwrap_or_default();
+    }
+    assert_eq!(leaders, 1.0, "one node leads");
+}

@@ -10,16 +10,26 @@ use tokio::sync::watch;
 use super::keys::Keys;
 use super::watcher::stopped;
 use super::{EtcdOptions, RETRY_MAX, RETRY_MIN};
+use crate::metrics::Metrics;
+
+/// The node's two etcd clients: with the request timeout, and without it for calls that
+/// block until something happens (the campaign).
+pub(super) struct Clients {
+    pub(super) timed: Client,
+    pub(super) patient: Client,
+}
 
 /// The node's session: its lease (renewed every third of its TTL) and its campaign to lead.
 pub(super) async fn session(
-    client: Client,
+    clients: Clients,
+    metrics: Arc<Metrics>,
     keys: Keys,
     options: EtcdOptions,
     leader: Arc<watch::Sender<bool>>,
     lease_tx: Arc<watch::Sender<Option<i64>>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Clients { timed: client, patient } = clients;
     let mut wait = RETRY_MIN;
     loop {
         let held = tokio::select! {
@@ -32,8 +42,9 @@ pub(super) async fn session(
                 let _ = leader.send(false);
                 return;
             }
-            held = hold_lease(&client, &keys, &options, &leader, &lease_tx) => held,
+            held = hold_lease(&client, &patient, &metrics, &keys, &options, &leader, &lease_tx) => held,
         };
+        metrics.record_etcd_session_restart();
         let _ = leader.send(false);
         lease_tx.send_replace(None);
         if let Err(reason) = held {
@@ -50,6 +61,8 @@ pub(super) async fn session(
 /// Grants a lease, keeps it alive, and campaigns with it; returns when the lease is lost.
 pub(super) async fn hold_lease(
     client: &Client,
+    patient: &Client,
+    metrics: &Metrics,
     keys: &Keys,
     options: &EtcdOptions,
     leader: &watch::Sender<bool>,
@@ -58,6 +71,7 @@ pub(super) async fn hold_lease(
     let mut client = client.clone();
     let ttl = options.lease_ttl.max(2);
     let lease = client.lease_grant(ttl, None).await.map_err(|e| e.to_string())?.id();
+    metrics.record_etcd_lease_grant();
     lease_tx.send_replace(Some(lease));
     let (mut keeper, mut answers) =
         client.lease_keep_alive(lease).await.map_err(|e| e.to_string())?;
@@ -75,7 +89,8 @@ pub(super) async fn hold_lease(
             tokio::time::sleep(every).await;
         }
     };
-    let mut campaigner = client.clone();
+    // Campaigning blocks until this node leads: the patient client has no request timeout.
+    let mut campaigner = patient.clone();
     let name = keys.election();
     let node = options.node.clone();
     let campaign = async move {

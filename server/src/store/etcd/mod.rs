@@ -55,7 +55,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::keys::{entry_from_history, marker_of, prefix_end, slot, Keys, Marker, Pointer};
-use self::lease::session;
+use self::lease::{session, Clients};
 use self::reads::load;
 use self::watcher::Watcher;
 
@@ -211,6 +211,8 @@ impl KeyState {
 /// The etcd engine's handle.
 pub(super) struct EtcdEngine {
     client: Client,
+    /// A client without the request timeout, for calls that block (the campaign).
+    patient: Client,
     kv: KvClient,
     keys: Keys,
     options: EtcdOptions,
@@ -237,7 +239,6 @@ impl EtcdEngine {
     ) -> Result<(EtcdEngine, Loaded), StoreError> {
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(REQUEST_TIMEOUT)
             // etcd refuses pings more often than every 5 s.
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
             .with_keep_alive_while_idle(false)
@@ -261,12 +262,18 @@ impl EtcdEngine {
             }
             connect = connect.with_tls(tls);
         }
-        let client = Client::connect(&options.endpoints, Some(connect)).await.map_err(|e| {
+        let cannot = |e: etcd_client::Error| {
             StoreError::Unavailable(format!(
                 "cannot connect to etcd at {:?}: {e}",
                 options.endpoints
             ))
-        })?;
+        };
+        // Calls that block until something happens (the campaign to lead) must not be cut by
+        // the request timeout: they get a client of their own, without it.
+        let patient =
+            Client::connect(&options.endpoints, Some(connect.clone())).await.map_err(cannot)?;
+        let connect = connect.with_timeout(REQUEST_TIMEOUT);
+        let client = Client::connect(&options.endpoints, Some(connect)).await.map_err(cannot)?;
         let kv = client
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE)
@@ -292,6 +299,7 @@ impl EtcdEngine {
         let (stop, _) = watch::channel(false);
         let engine = EtcdEngine {
             client,
+            patient,
             kv,
             keys,
             history_retain: store.history_retain,
@@ -311,6 +319,7 @@ impl EtcdEngine {
     /// lease and its campaign to lead).
     pub fn start(&self, shared: Arc<Shared>) -> FeedReceiver {
         let (feed, feed_rx) = std_mpsc::channel();
+        let metrics = shared.metrics.clone();
         let watcher = Watcher {
             client: self.client.clone(),
             kv: self.kv.clone(),
@@ -322,8 +331,10 @@ impl EtcdEngine {
         };
         let next = self.last_change.load(Ordering::Acquire).max(watcher.shared.revision()) + 1;
         let watch = tokio::spawn(watcher.run(next, self.stop.subscribe()));
+        let clients = Clients { timed: self.client.clone(), patient: self.patient.clone() };
         let session = tokio::spawn(session(
-            self.client.clone(),
+            clients,
+            metrics,
             self.keys.clone(),
             self.options.clone(),
             self.leader_tx.clone(),
