@@ -33,8 +33,26 @@ fn free_port() -> u16 {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and waits until the cluster answers.
+    /// Starts `n` members and waits until the cluster answers. A cluster that does not
+    /// come up (a port taken between choosing it and etcd binding it) is started again on
+    /// other ports, once.
     pub fn start(n: usize) -> EtcdCluster {
+        for _ in 0..2 {
+            let cluster = EtcdCluster::start_once(n);
+            if cluster.healthy_within(n, DEADLINE) {
+                return cluster;
+            }
+            eprintln!(
+                "etcd did not come up; logs in {}; trying other ports",
+                cluster.dir.path().display()
+            );
+        }
+        let cluster = EtcdCluster::start_once(n);
+        cluster.wait_healthy(n);
+        cluster
+    }
+
+    fn start_once(n: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let token = format!("graycast-test-{}", std::process::id());
         let members = (0..n)
@@ -49,8 +67,21 @@ impl EtcdCluster {
         for i in 0..n {
             cluster.spawn(i, "new");
         }
-        cluster.wait_healthy(n);
         cluster
+    }
+
+    /// Whether `count` members answer as healthy before `within` passes.
+    fn healthy_within(&self, count: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let healthy =
+                self.members.iter().filter(|m| m.child.is_some() && health(m.client)).count();
+            if healthy >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     fn data_dir(&self, i: usize) -> PathBuf {
