@@ -48,6 +48,7 @@ pub fn build_app(
     App::new()
         .wrap(actix_web::middleware::from_fn(protect::middleware))
         .wrap(actix_web::middleware::from_fn(crate::middleware::json_bodies))
+        .wrap(actix_web::middleware::from_fn(crate::middleware::head_as_get))
         .wrap(actix_web::middleware::from_fn(crate::middleware::request_id))
         .app_data(web::Data::new(state.origin_policy.clone()))
         .app_data(web::Data::new(state))

@@ -114,3 +114,15 @@ pub async fn json_bodies(
     }
     Ok(response.into_response(answer))
 }
+
+/// Serves `HEAD` wherever `GET` is served: the request is routed as a `GET`, and the HTTP
+/// layer, which saw the `HEAD`, sends the answer's head without its body.
+pub async fn head_as_get(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
+}

@@ -376,7 +376,14 @@ async fn with_etcd_down_writes_fail_pushes_go_on_and_writes_resume() {
     cluster.stop_all();
     let (status, body) = api_a.put("outage", "k", json!("during")).await.unwrap();
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
-    eventually("readiness fails", || async { api_a.get("/readyz").await.unwrap().0 == 503 }).await;
+    eventually("write readiness fails", || async {
+        api_a.get("/readyz?write").await.unwrap().0 == 503
+    })
+    .await;
+    // Issue 23, finding 6: /readyz failed on every node, so a load balancer wired to it
+    // dropped the whole read and push fleet while reads and pushes went on.
+    let (status, ready) = api_b.get("/readyz").await.unwrap();
+    assert_eq!((status, ready["writable"].clone()), (200, json!(false)), "{ready}");
     // Reads and pushes of the last known state go on.
     let (status, entry) = api_b.get("/v1/configs/outage/k").await.unwrap();
     assert_eq!((status, entry["value"].clone()), (200, json!("before")));
@@ -390,8 +397,10 @@ async fn with_etcd_down_writes_fail_pushes_go_on_and_writes_resume() {
     }
 
     cluster.restart_all();
-    eventually("readiness returns", || async { api_a.get("/readyz").await.unwrap().0 == 200 })
-        .await;
+    eventually("write readiness returns", || async {
+        api_a.get("/readyz?write").await.unwrap().0 == 200
+    })
+    .await;
     let deadline = Instant::now() + DEADLINE;
     let after = loop {
         if let Ok((200, body)) = api_a.put("outage", "k", json!("after")).await {

@@ -186,3 +186,36 @@ async fn every_write_answers_the_entry_and_its_etag() {
         assert_eq!(tag, Some(format!("\"{}\"", entry["revision"])), "{method} {path}");
     }
 }
+
+/// Issue 23, item 7: `HEAD` works wherever `GET` does (load balancers probe with it): the
+/// same status and headers, no body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_wherever_get_does() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("probe", "k", json!(1)).await;
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/readyz?write",
+        "/metrics",
+        "/openapi.json",
+        "/v1/namespaces",
+        "/v1/configs/probe",
+        "/v1/configs/probe/k",
+        "/v1/configs/probe/missing",
+        "/",
+    ] {
+        let get = api.http.get(format!("{}{path}", server.url)).send().await.unwrap();
+        let head = api.http.head(format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "HEAD {path}"
+        );
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path} has no body");
+    }
+    let (status, ready) = api.get("/readyz").await.unwrap();
+    assert_eq!((status, ready["writable"].clone()), (200, json!(true)));
+}

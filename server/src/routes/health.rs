@@ -18,17 +18,30 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// The store answers; 503 when it does not.
+/// Readiness for a load balancer: `/readyz` answers 200 while the node serves reads and
+/// pushes (it has its state, and with etcd unreachable it serves the last known state);
+/// `/readyz?write` also asks whether the store takes writes (503 when it does not). Both
+/// say `writable`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
+    params(("write" = Option<String>, Query, description = "present: ready only if writes are taken too")),
     responses((status = 200), (status = 503, body = graycast_protocol::ErrorBody)))]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state
-        .store
-        .check()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the store cannot take writes: {e}")))?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"status": "ready", "revision": state.store.revision()})))
+pub async fn readyz(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let wants_write =
+        req.query_string().split('&').any(|part| part == "write" || part.starts_with("write="));
+    let writable = state.store.check().await;
+    if wants_write {
+        if let Err(e) = &writable {
+            return Err(ApiError::Unavailable(format!("the store cannot take writes: {e}")));
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "revision": state.store.revision(),
+        "writable": writable.is_ok(),
+    })))
 }
 
 /// The server's metrics: OpenMetrics text when the scrape's `Accept` asks for it (as
