@@ -694,3 +694,72 @@ async fn a_healthy_cluster_keeps_one_lease_per_node_and_takes_every_report() {
     }
     assert_eq!(leaders, 1.0, "one node leads");
 }
+
+/// Issue 23, finding 5: graycast never compacted etcd, so its database grew with every
+/// write until etcd's quota (after ~1,600 writes revision 2 was still readable). The leading
+/// node now compacts revisions older than `--changelog-retain`, and a subscriber resumes by
+/// replay within that window, by snapshot before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_is_compacted_beyond_the_replay_window_and_resume_still_works() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(1);
+    let prefix = unique_prefix();
+    let endpoints = cluster.endpoints();
+    let server = TestServer::start_with(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoints,
+        "--etcd-prefix",
+        &prefix,
+        "--etcd-lease-ttl",
+        "2",
+        "--changelog-retain",
+        "200",
+        "--history-retain",
+        "5",
+    ]);
+    let api = Api::new(&server);
+    let value = "v".repeat(8 * 1024);
+    let first = api.put_ok("bounded", "k0", json!(value)).await;
+    let mut last = first;
+    for i in 1..1500 {
+        last = api.put_ok("bounded", &format!("k{}", i % 4), json!(format!("{value}{i}"))).await;
+    }
+    let mut etcd = etcd_client::Client::connect(cluster.endpoint_list(), None).await.unwrap();
+    let old = etcd_client::GetOptions::new().with_revision(first as i64);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match etcd.get(prefix.as_str(), Some(old.clone())).await {
+            Err(err) if err.to_string().contains("compacted") => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "revision {first} still readable {DEADLINE:?} after 1,500 writes: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without compaction the 1,500 records of 8 KiB stay in use (12 MiB and more).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let in_use = etcd.status().await.unwrap().raft_used_db_size();
+        if in_use < 6 * 1024 * 1024 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "etcd holds {in_use} bytes in use");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A node with nothing in memory replays from etcd's revisions within the window...
+    let fresh = node(&cluster, &prefix);
+    let mut recent = Watcher::subscribe(&fresh, &["bounded"], Some(last - 50)).await.unwrap();
+    match recent.next_data().await.unwrap() {
+        ServerMessage::Change { revision, .. } => assert!(revision > last - 50),
+        other => panic!("expected a replay from {}, got {other:?}", last - 50),
+    }
+    // ...and sends a snapshot to one from before it.
+    let mut ancient = Watcher::subscribe(&fresh, &["bounded"], Some(first)).await.unwrap();
+    match ancient.next_data().await.unwrap() {
+        ServerMessage::Snapshot { entries, .. } => assert_eq!(entries.len(), 4),
+        other => panic!("expected a snapshot for a revision compacted away, got {other:?}"),
+    }
+}

@@ -81,6 +81,8 @@ const WATCH_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Waits between attempts to reach etcd again.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often the leading node considers compacting etcd.
+const COMPACT_CHECK: Duration = Duration::from_secs(2);
 /// How long a write waits for this node to apply it before answering anyway.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -131,6 +133,43 @@ fn etcd_err(context: &str, err: etcd_client::Error) -> StoreError {
         ));
     }
     StoreError::Unavailable(format!("{context}: {text}"))
+}
+
+/// Keeps etcd bounded: on the leading node, compacts etcd's revisions older than the last
+/// `retain` (replays reach back as far as on one node: `--changelog-retain`; history and
+/// entries live in keys of their own, which compaction keeps). Compacts once the window
+/// has moved on by a tenth of itself (at least 100 revisions), so it runs now and then.
+async fn compact(
+    mut kv: KvClient,
+    leader: watch::Receiver<bool>,
+    last_change: Arc<AtomicU64>,
+    retain: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let step = (retain / 10).max(100);
+    let mut compacted: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = watcher::stopped(&mut stop) => return,
+            _ = tokio::time::sleep(COMPACT_CHECK) => {}
+        }
+        if !*leader.borrow() {
+            continue;
+        }
+        let target = last_change.load(Ordering::Acquire).saturating_sub(retain);
+        if target < compacted + step {
+            continue;
+        }
+        match kv.compact(target as i64, None).await {
+            Ok(_) => {
+                tracing::debug!(revision = target, "compacted etcd");
+                compacted = target;
+            }
+            // Another node (or an operator) compacted further already.
+            Err(err) if err.to_string().contains("compacted") => compacted = target,
+            Err(err) => tracing::debug!(error = %err, "cannot compact etcd yet"),
+        }
+    }
 }
 
 /// Whether a request failed before it was sent (no connection to the member): it cannot
@@ -217,6 +256,9 @@ pub(super) struct EtcdEngine {
     keys: Keys,
     options: EtcdOptions,
     history_retain: u64,
+    /// How many etcd revisions back replays must reach (`--changelog-retain`); older ones
+    /// are compacted.
+    changelog_retain: u64,
     /// Changes ever made to each key (`"{ns}/{key}"`), as this node knows them.
     seqs: Arc<DashMap<String, u64>>,
     /// The revision of the last change this node applied (an `h/` event's revision).
@@ -303,6 +345,7 @@ impl EtcdEngine {
             kv,
             keys,
             history_retain: store.history_retain,
+            changelog_retain: store.changelog_retain,
             options,
             seqs,
             last_change,
@@ -341,7 +384,17 @@ impl EtcdEngine {
             self.lease.clone(),
             self.stop.subscribe(),
         ));
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).extend([watch, session]);
+        let compactor = tokio::spawn(compact(
+            self.kv.clone(),
+            self.leader.clone(),
+            self.last_change.clone(),
+            self.changelog_retain,
+            self.stop.subscribe(),
+        ));
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([watch, session, compactor]);
         feed_rx
     }
 
