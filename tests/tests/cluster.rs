@@ -51,6 +51,22 @@ fn node(cluster: &EtcdCluster, prefix: &str) -> TestServer {
     ])
 }
 
+/// The options of an in-process store on etcd, under a prefix of its own.
+fn in_process(endpoints: Vec<String>, node: &str, faults: Option<Arc<LostAnswers>>) -> EtcdOptions {
+    EtcdOptions {
+        endpoints,
+        prefix: unique_prefix(),
+        user: None,
+        password: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        lease_ttl: 2,
+        node: node.into(),
+        lost_answers: faults,
+    }
+}
+
 /// Waits for a condition that other processes bring about, with a deadline.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -73,18 +89,7 @@ async fn the_etcd_store_keeps_the_store_contract() {
         let endpoints = endpoints.clone();
         Box::pin(async move {
             let options = StoreOptions {
-                backing: Backing::Etcd(EtcdOptions {
-                    endpoints,
-                    prefix: unique_prefix(),
-                    user: None,
-                    password: None,
-                    ca_file: None,
-                    cert_file: None,
-                    key_file: None,
-                    lease_ttl: 2,
-                    node: "contract".into(),
-                    lost_answers: None,
-                }),
+                backing: Backing::Etcd(in_process(endpoints, "contract", None)),
                 changelog_retain: tweaks.changelog_retain,
                 history_retain: tweaks.history_retain,
                 max_batch: 1024,
@@ -560,18 +565,7 @@ async fn the_largest_value_fits_a_default_etcd_and_a_larger_request_is_413() {
 /// A store on `cluster` whose etcd engine loses the answers `faults` arms.
 async fn store_with_faults(cluster: &EtcdCluster, faults: Arc<LostAnswers>) -> Arc<Store> {
     let options = StoreOptions {
-        backing: Backing::Etcd(EtcdOptions {
-            endpoints: cluster.endpoint_list(),
-            prefix: unique_prefix(),
-            user: None,
-            password: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            lease_ttl: 2,
-            node: "faults".into(),
-            lost_answers: Some(faults),
-        }),
+        backing: Backing::Etcd(in_process(cluster.endpoint_list(), "faults", Some(faults))),
         changelog_retain: 1000,
         history_retain: 0,
         max_batch: 1024,
