@@ -19,8 +19,9 @@
 //! history record and the counter: its revision is etcd's, the same on every node. A
 //! failed compare brings the key's current state back in the same round trip, and the
 //! write is planned again against it (a precondition is checked against etcd's state,
-//! never a stale cache). A write whose outcome is unknown (the connection broke) finds
-//! out from the counter's value, the id of the last write, whether it committed.
+//! never a stale cache). A write whose outcome is unknown (the answer was lost) finds
+//! out from the history record its attempt would have made, which carries the write's id,
+//! whether it committed (`write.rs`); it is never planned again once it did.
 //!
 //! **Every node applies every change from its watch** of `P h/`, its own writes included,
 //! in revision order, to its cache and its hub; a write is answered once this node has
@@ -34,34 +35,32 @@
 //! use etcd's revisions through a watch from the client's position, and fall back to a
 //! snapshot where they were compacted.
 
+mod compact;
 mod keys;
 mod lease;
 mod reads;
 mod watcher;
+mod write;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
 use dashmap::DashMap;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
-    PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    Certificate, Client, ConnectOptions, Identity, KvClient, PutOptions, TlsOptions,
 };
-use graycast_protocol::{Entry, Revision};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use self::keys::{entry_from_history, marker_of, prefix_end, slot, Keys, Marker, Pointer};
+use self::compact::compact;
+use self::keys::Keys;
 use self::lease::{session, Clients};
 use self::reads::load;
 use self::watcher::Watcher;
 
-use super::plan::{plan, Planned};
-use super::record::Record;
-use super::{Change, FeedReceiver, Loaded, Shared, StoreError, StoreOptions, WriteRequest};
+use super::{FeedReceiver, Loaded, Shared, StoreError, StoreOptions};
 
 /// Time allowed to one etcd request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,118 +132,6 @@ fn etcd_err(context: &str, err: etcd_client::Error) -> StoreError {
         ));
     }
     StoreError::Unavailable(format!("{context}: {text}"))
-}
-
-/// Keeps etcd bounded: on the leading node, compacts etcd's revisions older than the last
-/// `retain` (replays reach back as far as on one node: `--changelog-retain`; history and
-/// entries live in keys of their own, which compaction keeps). Compacts once the window
-/// has moved on by a tenth of itself (at least 100 revisions), so it runs now and then.
-async fn compact(
-    mut kv: KvClient,
-    leader: watch::Receiver<bool>,
-    last_change: Arc<AtomicU64>,
-    retain: u64,
-    mut stop: watch::Receiver<bool>,
-) {
-    let step = (retain / 10).max(100);
-    let mut compacted: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = watcher::stopped(&mut stop) => return,
-            _ = tokio::time::sleep(COMPACT_CHECK) => {}
-        }
-        if !*leader.borrow() {
-            continue;
-        }
-        let target = last_change.load(Ordering::Acquire).saturating_sub(retain);
-        if target < compacted + step {
-            continue;
-        }
-        match kv.compact(target as i64, None).await {
-            Ok(_) => {
-                tracing::debug!(revision = target, "compacted etcd");
-                compacted = target;
-            }
-            // Another node (or an operator) compacted further already.
-            Err(err) if err.to_string().contains("compacted") => compacted = target,
-            Err(err) => tracing::debug!(error = %err, "cannot compact etcd yet"),
-        }
-    }
-}
-
-/// Whether a request failed before it was sent (no connection to the member): it cannot
-/// have taken effect.
-fn never_sent(err: &etcd_client::Error) -> bool {
-    let text = err.to_string();
-    text.contains("tcp connect error") || text.contains("Connection refused")
-}
-
-/// A write whose outcome cannot be known: it may or may not have taken effect.
-fn outcome_unknown(slot: &str, why: &str) -> StoreError {
-    StoreError::OutcomeUnknown(format!(
-        "the write of {slot} may or may not have taken effect ({why}); read the key before \
-         writing it again"
-    ))
-}
-
-/// Whether etcd refused a request for its size (`--max-request-bytes`).
-fn too_large(err: &etcd_client::Error) -> Option<StoreError> {
-    let text = err.to_string();
-    // etcd checks the size twice: its gRPC server refuses a message beyond the limit plus
-    // 512 KiB, and etcd itself a request beyond the limit.
-    let refused = text.contains("request is too large") || text.contains("message larger than max");
-    refused.then(|| {
-        StoreError::TooLarge(format!(
-            "etcd refused the write as too large ({text}): raise etcd's --max-request-bytes \
-             (default 1.5 MiB) above the largest value plus a few kilobytes"
-        ))
-    })
-}
-
-/// A key's state in etcd, as a write needs it.
-#[derive(Debug, Default)]
-struct KeyState {
-    entry: Option<Arc<Entry>>,
-    /// Changes ever made to the key (the counter's version).
-    seq: u64,
-    /// The id and the revision of the last write (the counter's value and mod revision).
-    last_write: Option<(String, Revision)>,
-}
-
-impl KeyState {
-    fn from_gets(
-        responses: Vec<TxnOpResponse>,
-        namespace: &str,
-        key: &str,
-    ) -> Result<KeyState, StoreError> {
-        let mut state = KeyState::default();
-        let mut marker = None;
-        let mut newest = None;
-        for (i, response) in responses.into_iter().enumerate() {
-            let TxnOpResponse::Get(get) = response else { continue };
-            let Some(kv) = get.kvs().first() else { continue };
-            match i {
-                0 => marker = Some(marker_of(kv, namespace, key)?),
-                1 => {
-                    state.seq = kv.version() as u64;
-                    let id = String::from_utf8_lossy(kv.value()).into_owned();
-                    state.last_write = Some((id, kv.mod_revision() as Revision));
-                }
-                _ => newest = Some(kv.clone()),
-            }
-        }
-        state.entry = match marker {
-            None => None,
-            Some(Marker::Whole(entry)) => Some(Arc::new(*entry)),
-            Some(Marker::Pointer(_)) => {
-                let newest = newest.ok_or_else(|| {
-                    StoreError::Corrupt(format!("{namespace}/{key} has no history record"))
-                })?;
-                Some(Arc::new(entry_from_history(&newest, namespace, key)?))
-            }
-        };
-        Ok(state)
-    }
 }
 
 /// The etcd engine's handle.
@@ -410,223 +297,6 @@ impl EtcdEngine {
 
     fn kv(&self) -> KvClient {
         self.kv.clone()
-    }
-
-    /// The key's state in etcd (entry and counter), read together.
-    async fn read_key(&self, namespace: &str, key: &str) -> Result<KeyState, StoreError> {
-        let slot = slot(namespace, key);
-        let reads = self.key_state_reads(&slot);
-        let response = retry(|| async { self.kv().txn(Txn::new().and_then(reads.clone())).await })
-            .await
-            .map_err(|e| etcd_err("cannot read from etcd", e))?;
-        KeyState::from_gets(response.op_responses(), namespace, key)
-    }
-
-    /// The reads that make a key's [`KeyState`]: its `e/` key, its counter and its newest
-    /// history record.
-    fn key_state_reads(&self, slot: &str) -> [TxnOp; 3] {
-        let history = self.keys.history_of(slot);
-        let newest = GetOptions::new()
-            .with_range(prefix_end(&history))
-            .with_sort(SortTarget::Key, SortOrder::Descend)
-            .with_limit(1);
-        [
-            TxnOp::get(self.keys.entry(slot), None),
-            TxnOp::get(self.keys.counter(slot), None),
-            TxnOp::get(history, Some(newest)),
-        ]
-    }
-
-    /// One write, as one transaction (see the module's documentation).
-    pub async fn write(
-        &self,
-        shared: &Shared,
-        request: WriteRequest,
-    ) -> Result<Arc<Change>, StoreError> {
-        let slot = slot(&request.namespace, &request.key);
-        let write_id = uuid::Uuid::new_v4().to_string();
-        let mut state = KeyState {
-            entry: shared.get(&request.namespace, &request.key),
-            seq: self.seqs.get(&slot).map_or(0, |s| *s),
-            last_write: None,
-        };
-        let mut fresh = false;
-        // The `seq` of each attempt whose outcome is unknown (its answer was lost): the
-        // history record it would have made carries this write's id.
-        let mut unknown: Vec<u64> = Vec::new();
-        // Why the last attempt that reached no member failed.
-        let mut failure: Option<String> = None;
-        for _ in 0..MAX_ATTEMPTS {
-            if !unknown.is_empty() {
-                // Did an attempt commit after all? Never plan the write again if so.
-                if let Some(change) =
-                    self.own_commit(&request, &slot, &unknown, &write_id, state.seq).await?
-                {
-                    shared.wait_applied(change.revision, APPLY_WAIT).await;
-                    return Ok(change);
-                }
-            }
-            let now = Utc::now().trunc_subsecs(3);
-            let planned = match plan(&request, state.entry.as_deref(), now) {
-                Ok(planned) => planned,
-                // The cache may be behind etcd: only etcd's own state may refuse a write.
-                Err(_) if !fresh => {
-                    state =
-                        self.read_key(&request.namespace, &request.key).await.map_err(|err| {
-                            if unknown.is_empty() {
-                                err
-                            } else {
-                                outcome_unknown(&slot, &err.to_string())
-                            }
-                        })?;
-                    fresh = true;
-                    continue;
-                }
-                // Refused by etcd's own state; an earlier attempt, if any, did not commit
-                // (it was checked above) and cannot any more (the key moved past it).
-                Err(err) => return Err(err),
-            };
-            let txn = self.transaction(&slot, &state, &planned, &write_id)?;
-            let attempt = state.seq + 1;
-            let answered = match (self.kv().txn(txn).await, &self.options.lost_answers) {
-                (Ok(response), Some(faults)) if response.succeeded() && faults.take() => {
-                    faults.lost.notify_one();
-                    faults.resume.notified().await;
-                    Err(etcd_client::Error::InvalidArgs("the answer was lost (injected)".into()))
-                }
-                (answered, _) => answered,
-            };
-            match answered {
-                Ok(response) if response.succeeded() => {
-                    let revision = response.header().map_or(0, |h| h.revision()) as Revision;
-                    let change = Arc::new(planned.commit(revision));
-                    // Answer once this node shows the change too (read your writes).
-                    shared.wait_applied(revision, APPLY_WAIT).await;
-                    return Ok(change);
-                }
-                Ok(response) => {
-                    // The key changed meanwhile: plan again against what etcd holds now.
-                    failure = None;
-                    state = KeyState::from_gets(
-                        response.op_responses(),
-                        &request.namespace,
-                        &request.key,
-                    )?;
-                    fresh = true;
-                }
-                Err(err) => {
-                    // Refused for its size: nothing was written, and no retry can help.
-                    if let Some(refused) = too_large(&err) {
-                        if unknown.is_empty() {
-                            return Err(refused);
-                        }
-                    }
-                    if never_sent(&err) {
-                        // This member could not be reached; the balancer tries another.
-                        failure = Some(err.to_string());
-                        tokio::time::sleep(RETRY_MIN).await;
-                        continue;
-                    }
-                    // Whether it committed is unknown: its own record will tell.
-                    unknown.push(attempt);
-                    tracing::debug!(error = %err, "etcd write failed; reading the key's state");
-                    state = self
-                        .read_key(&request.namespace, &request.key)
-                        .await
-                        .map_err(|_| outcome_unknown(&slot, &err.to_string()))?;
-                    fresh = true;
-                }
-            }
-        }
-        if !unknown.is_empty() {
-            if let Some(change) =
-                self.own_commit(&request, &slot, &unknown, &write_id, state.seq).await?
-            {
-                shared.wait_applied(change.revision, APPLY_WAIT).await;
-                return Ok(change);
-            }
-            // An attempt may still be in flight in etcd: "nothing changed" would be a lie.
-            return Err(outcome_unknown(&slot, "etcd did not confirm any attempt"));
-        }
-        Err(StoreError::Unavailable(match failure {
-            Some(failure) => format!("cannot write to etcd: {failure}"),
-            None => format!("key {slot} kept changing under the write; try again"),
-        }))
-    }
-
-    /// The change one of this write's attempts made, if one committed: the history record
-    /// at an attempt's `seq` carries the write's id. `seq` is the key's change count now;
-    /// a record at or below it that is gone (retention) leaves the outcome unknown.
-    async fn own_commit(
-        &self,
-        request: &WriteRequest,
-        slot: &str,
-        attempts: &[u64],
-        write_id: &str,
-        seq: u64,
-    ) -> Result<Option<Arc<Change>>, StoreError> {
-        let reads: Vec<TxnOp> =
-            attempts.iter().map(|a| TxnOp::get(self.keys.history(slot, *a), None)).collect();
-        let response = retry(|| async { self.kv().txn(Txn::new().and_then(reads.clone())).await })
-            .await
-            .map_err(|e| outcome_unknown(slot, &e.to_string()))?;
-        for (attempt, read) in attempts.iter().zip(response.op_responses()) {
-            let found = match read {
-                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
-                _ => None,
-            };
-            match found {
-                Some(kv) => {
-                    let record = keys::decode_record(&kv)?;
-                    if record.write_id.as_deref() == Some(write_id) {
-                        let revision = kv.mod_revision() as Revision;
-                        let change = record.into_change(&request.namespace, &request.key, revision);
-                        return Ok(Some(Arc::new(change)));
-                    }
-                }
-                None if *attempt <= seq => {
-                    return Err(outcome_unknown(
-                        slot,
-                        "the record that would tell is gone (--history-retain)",
-                    ));
-                }
-                None => {}
-            }
-        }
-        Ok(None)
-    }
-
-    /// The transaction of a planned change on a key in `state`.
-    fn transaction(
-        &self,
-        slot: &str,
-        state: &KeyState,
-        planned: &Planned,
-        write_id: &str,
-    ) -> Result<Txn, StoreError> {
-        let change = planned.change();
-        let mut record = Record::of(change);
-        record.write_id = Some(write_id.to_owned());
-        let record = serde_json::to_vec(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let seq = state.seq + 1;
-        let (entry, counter) = (self.keys.entry(slot), self.keys.counter(slot));
-        let pointer = serde_json::to_vec(&Pointer { seq }).unwrap_or_default();
-        let mut ops = vec![
-            if change.entry.is_some() {
-                TxnOp::put(entry.clone(), pointer, None)
-            } else {
-                TxnOp::delete(entry.clone(), None)
-            },
-            TxnOp::put(self.keys.history(slot, seq), record, None),
-            TxnOp::put(counter.clone(), write_id, None),
-        ];
-        if self.history_retain > 0 && seq > self.history_retain {
-            ops.push(TxnOp::delete(self.keys.history(slot, seq - self.history_retain), None));
-        }
-        Ok(Txn::new()
-            .when([Compare::version(counter.clone(), CompareOp::Equal, state.seq as i64)])
-            .and_then(ops)
-            .or_else(self.key_state_reads(slot)))
     }
 
     /// Publishes what this node knows under `name` (followed by the node's name), tied to
