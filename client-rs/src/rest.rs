@@ -11,6 +11,12 @@ use serde::Serialize;
 
 use crate::{Client, Error};
 
+/// The header that makes a write apply at most once.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The pause before each endpoint is tried a second time.
+const SECOND_ROUND_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How a write conditions itself on the key's current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Expect {
@@ -25,28 +31,42 @@ pub enum Expect {
 
 impl Client {
     /// Sends a request to each endpoint in turn until one answers.
+    ///
+    /// A write carries an `Idempotency-Key`, the same on every attempt: the server applies
+    /// it at most once and answers a repeat with the first outcome, so a write whose answer
+    /// was lost (the connection broke, or `504 outcome_unknown`) is sent again, to the next
+    /// endpoint, safely. A read is sent again likewise. Each endpoint is tried at most
+    /// twice.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<(StatusCode, Option<T>), Error> {
+        let endpoints = &self.inner.settings.endpoints;
+        let key = (method != Method::GET).then(|| uuid::Uuid::new_v4().to_string());
         let mut last = Error::Config("no endpoint".into());
-        for endpoint in &self.inner.settings.endpoints {
+        for attempt in 0..endpoints.len() * 2 {
+            if attempt == endpoints.len() {
+                // Every endpoint failed once: give the cluster a moment before the second round.
+                tokio::time::sleep(SECOND_ROUND_AFTER).await;
+            }
+            let endpoint = &endpoints[attempt % endpoints.len()];
             let mut request = self.inner.http.request(method.clone(), format!("{endpoint}{path}"));
             if let Some(token) = &self.inner.settings.token {
                 request = request.bearer_auth(token);
             }
+            if let Some(key) = &key {
+                request = request.header(IDEMPOTENCY_KEY, key);
+            }
             let response = match build(request).send().await {
                 Ok(response) => response,
-                // Nothing reached this node: the next one may take the request.
-                Err(err) if err.is_connect() => {
+                // Nothing reached this node, or its answer was lost: with the key, the next
+                // one may take the request (a write already made answers its first outcome).
+                Err(err) => {
                     last = err.into();
                     continue;
                 }
-                // The request may have been carried out; sending it again could apply a
-                // write twice, so the caller decides.
-                Err(err) => return Err(err.into()),
             };
             let status = response.status();
             if status.is_success() {
@@ -60,8 +80,9 @@ impl Client {
             let err = crate::error::from_answer(status.as_u16(), text.as_bytes(), || {
                 ("unknown", text.chars().take(200).collect())
             });
-            // Another node may serve while this one is unavailable.
-            if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Another node may serve while this one is unavailable (nothing changed), and a
+            // write of unknown outcome is safe to repeat with its key.
+            if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT) {
                 last = err;
                 continue;
             }

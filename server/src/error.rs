@@ -142,6 +142,8 @@ impl From<StoreError> for ApiError {
             StoreError::QuotaExceeded(msg) => ApiError::QuotaExceeded(msg),
             StoreError::TooLarge(msg) => ApiError::PayloadTooLarge(msg),
             StoreError::OutcomeUnknown(msg) => ApiError::Coded(ErrorCode::OutcomeUnknown, msg),
+            StoreError::KeyReused(msg) => ApiError::Coded(ErrorCode::IdempotencyKeyReused, msg),
+            StoreError::Conflict(msg) => ApiError::Coded(ErrorCode::Conflict, msg),
             StoreError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Closed | StoreError::Backend(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),

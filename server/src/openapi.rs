@@ -176,6 +176,27 @@ fn describe_api_operation(path: &str, operation: &mut Operation, writes: bool) {
     if bodiless_write {
         parameters.push(query("comment", "why, in the author's words (at most 1 KiB)"));
     }
+    if writes && path != "/v1/watch" && path != "/v1/import" {
+        parameters.push(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "makes the write once: a repeat with the same key and request answers the \
+                     first outcome and changes nothing (kept 24 hours, on every node and \
+                     across restarts); the same key with another request is 422",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[!-~]{1,255}$"))
+                        .min_length(Some(1))
+                        .max_length(Some(255)),
+                ))
+                .build(),
+        );
+    }
     let mut errors = vec![
         (400, "a malformed request: a bad name, query or header"),
         (401, "a token is needed, or the one given is not valid"),
@@ -192,7 +213,8 @@ fn describe_api_operation(path: &str, operation: &mut Operation, writes: bool) {
             (412, "the key is not at the expected revision (If-Match, If-None-Match)"),
             (413, "the body or the value is over its size limit"),
             (415, "the body is not declared as JSON"),
-            (422, "the value or the release is not valid"),
+            (422, "the value or the release is not valid, or the Idempotency-Key was used for another request"),
+            (504, "the write may or may not have taken effect: retry it with the same Idempotency-Key"),
             (507, "the store is at its quota"),
         ]);
     }

@@ -159,6 +159,37 @@ impl EtcdCluster {
         }
     }
 
+    /// Pauses (SIGSTOP) or resumes (SIGCONT) a member: a stalled member, whose sockets stay
+    /// open but which answers nothing.
+    pub fn pause(&self, i: usize, paused: bool) {
+        if let Some(child) = &self.members[i].child {
+            let signal = if paused { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").arg(signal).arg(child.id().to_string()).status();
+        }
+    }
+
+    /// Kills a member with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether member `i` runs.
+    pub fn runs(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    /// The client URLs of some members, comma separated.
+    pub fn endpoints_of(&self, members: &[usize]) -> String {
+        members
+            .iter()
+            .map(|i| format!("http://127.0.0.1:{}", self.members[*i].client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Stops every member.
     pub fn stop_all(&mut self) {
         for i in 0..self.members.len() {
@@ -187,6 +218,7 @@ impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for member in &mut self.members {
             if let Some(mut child) = member.child.take() {
+                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -207,4 +239,34 @@ fn health(port: u16) -> bool {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer.contains("\"health\":\"true\"")
+}
+
+/// An etcd key prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("/graycast-test-{}/", uuid_like())
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A graycast node on the cluster.
+pub fn node(cluster: &EtcdCluster, prefix: &str) -> crate::TestServer {
+    node_on(&cluster.endpoints(), prefix)
+}
+
+/// A graycast node on some members of a cluster (`--etcd-endpoints`).
+pub fn node_on(endpoints: &str, prefix: &str) -> crate::TestServer {
+    crate::TestServer::start_with(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        endpoints,
+        "--etcd-prefix",
+        prefix,
+        "--etcd-lease-ttl",
+        "2",
+    ])
 }

@@ -433,3 +433,16 @@ pub fn token_file(dir: &Path, tokens: &[(&str, &str, &str, &[&str])]) -> PathBuf
     std::fs::write(&path, text).expect("token file");
     path
 }
+
+/// Waits for a condition that other processes bring about, with a deadline.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen within {DEADLINE:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -16,8 +16,8 @@ use graycast_server::store::etcd::{EtcdOptions, LostAnswers};
 use graycast_server::store::{
     Backing, Mutation, Precondition, Store, StoreError, StoreOptions, WriteRequest,
 };
-use graycast_tests::etcd::EtcdCluster;
-use graycast_tests::{Api, TestServer, Watcher, DEADLINE};
+use graycast_tests::etcd::{node, unique_prefix, EtcdCluster};
+use graycast_tests::{eventually, Api, TestServer, Watcher, DEADLINE};
 use reqwest::Method;
 use serde_json::json;
 
@@ -25,30 +25,6 @@ use serde_json::json;
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
-}
-
-fn unique_prefix() -> String {
-    format!("/graycast-test-{}/", uuid_like())
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A graycast node on the cluster.
-fn node(cluster: &EtcdCluster, prefix: &str) -> TestServer {
-    TestServer::start_with(&[
-        "--store",
-        "etcd",
-        "--etcd-endpoints",
-        &cluster.endpoints(),
-        "--etcd-prefix",
-        prefix,
-        "--etcd-lease-ttl",
-        "2",
-    ])
 }
 
 /// The options of an in-process store on etcd, under a prefix of its own.
@@ -64,19 +40,6 @@ fn in_process(endpoints: Vec<String>, node: &str, faults: Option<Arc<LostAnswers
         lease_ttl: 2,
         node: node.into(),
         lost_answers: faults,
-    }
-}
-
-/// Waits for a condition that other processes bring about, with a deadline.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -292,6 +292,7 @@ mod tests {
             note: None,
             comment: None,
             remote: None,
+            idempotency: None,
         }
     }
 

@@ -148,6 +148,15 @@ pub async fn report(
     let reporter = authorize(&state, &req, Access::Report, Some(&namespace))?;
     let body: ReportRequest = read_json(&req, payload, &state).await?;
     check_report(body.ok, body.errors)?;
+    if let Some(idempotency) = super::idempotency::of_request(&req)? {
+        // A repeat is counted once, on whichever node it reaches: it answers the counts.
+        let entry = current_entry(&state, &namespace, &key)?;
+        if entry.gray.is_some() && !state.store.claim(&idempotency).await? {
+            return Ok(
+                HttpResponse::Ok().json(guard::counts(&state.store, &state.guards, &entry).await)
+            );
+        }
+    }
     let counts = guard::report(&state.store, &state.guards, &namespace, &key, &body, &reporter)
         .await?
         .ok_or_else(|| {

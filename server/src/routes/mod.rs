@@ -7,6 +7,7 @@ pub mod console;
 pub mod events;
 pub mod gray;
 pub mod health;
+pub mod idempotency;
 pub mod namespaces;
 pub mod release;
 pub mod transfer;
@@ -64,6 +65,7 @@ pub(crate) fn write_request(
         actor,
         comment: comment.filter(|c| !c.is_empty()),
         remote: req.peer_addr().map(|a| a.to_string()),
+        idempotency: idempotency::of_request(req)?,
     })
 }
 
@@ -224,6 +226,7 @@ pub(crate) async fn read_json_body(
             ))
         },
     )??;
+    idempotency::note_body(req, &body);
     // Every request body is an object; serde would otherwise also accept a struct
     // written as an array (`[1]`).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {

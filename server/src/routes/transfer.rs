@@ -189,6 +189,8 @@ pub async fn import(
                     actor: actor.clone(),
                     comment: Some(IMPORT_COMMENT.to_owned()),
                     remote: remote.clone(),
+                    // An import is idempotent as it is: a repeat finds the keys as wanted.
+                    idempotency: None,
                 };
                 store.write(request).await.map_err(|err| {
                     let err = ApiError::from(err);

@@ -2,7 +2,7 @@
 //! rebuilt from it at start and updated only with committed changes, with the store's
 //! revision and failure state. It serves every read of current state without I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -34,6 +34,11 @@ pub(super) struct Shared {
     pub(super) gray_changed: Notify,
     /// Signalled after every application of changes to the cache.
     pub(super) applied: Notify,
+    /// Changes this node answered before it applied them (its watch lagged), by key:
+    /// reads of their keys serve them until the cache has caught up (read your writes).
+    ahead: std::sync::Mutex<HashMap<(String, String), Arc<Change>>>,
+    /// Whether `ahead` holds any, so that reads skip its lock.
+    any_ahead: AtomicBool,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -54,12 +59,58 @@ impl Shared {
             failed_for_good: AtomicBool::new(false),
             gray_changed: Notify::new(),
             applied: Notify::new(),
+            ahead: std::sync::Mutex::new(HashMap::new()),
+            any_ahead: AtomicBool::new(false),
             metrics,
         }
     }
 
     pub(super) fn get(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {
+        if self.any_ahead.load(Ordering::Acquire) {
+            let ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(change) = ahead.get(&(namespace.to_owned(), key.to_owned())) {
+                if self.revision() < change.revision {
+                    return change.entry.clone();
+                }
+            }
+        }
         self.cache.get(namespace).and_then(|ns| ns.get(key).cloned())
+    }
+
+    /// Waits until the cache has applied a change this node made, at most `timeout`; if
+    /// it has not by then, reads of its key serve the change until it has. Either way, a
+    /// read that follows returns the change or a later state of its key.
+    #[cfg(feature = "etcd")]
+    pub(super) async fn settle(&self, change: &Arc<Change>, timeout: Duration) {
+        if self.wait_applied(change.revision, timeout).await {
+            return;
+        }
+        let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.revision() >= change.revision {
+            return;
+        }
+        let slot = (change.namespace.clone(), change.key.clone());
+        let newer = ahead.get(&slot).is_some_and(|c| c.revision > change.revision);
+        if !newer {
+            ahead.insert(slot, change.clone());
+        }
+        self.any_ahead.store(true, Ordering::Release);
+        tracing::warn!(
+            revision = change.revision,
+            applied = self.revision(),
+            "this node has not applied its own write yet; its key's reads serve it meanwhile"
+        );
+    }
+
+    /// Forgets the changes of `ahead` the cache has caught up with.
+    fn caught_up(&self) {
+        if !self.any_ahead.load(Ordering::Acquire) {
+            return;
+        }
+        let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        let revision = self.revision();
+        ahead.retain(|_, change| change.revision > revision);
+        self.any_ahead.store(!ahead.is_empty(), Ordering::Release);
     }
 
     pub(super) fn revision(&self) -> Revision {
@@ -96,6 +147,7 @@ impl Shared {
                 self.revision.fetch_max(last.revision, Ordering::AcqRel);
             }
         }
+        self.caught_up();
         if committed.iter().any(|c| matches!(c.op, Op::Gray | Op::Promote | Op::Abort | Op::Delete))
         {
             self.gray_changed.notify_one();
@@ -116,6 +168,7 @@ impl Shared {
         }
         self.revision.store(loaded.revision, Ordering::Release);
         drop(_gate);
+        self.caught_up();
         self.gray_changed.notify_one();
         self.applied.notify_waiters();
     }

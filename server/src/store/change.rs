@@ -28,6 +28,9 @@ pub struct Change {
     /// The peer address of the request that made the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// The `Idempotency-Key` of the write that made it, which the store keeps with it.
+    #[serde(skip)]
+    pub idempotency: Option<super::Idempotency>,
 }
 
 impl Change {

@@ -14,7 +14,9 @@ use graycast_protocol::gray::GrayPatch;
 use graycast_protocol::{Gray, Op, Revision};
 use serde_json::{json, Value};
 
-use super::{ChangePage, FeedReceiver, Mutation, Precondition, Store, StoreError, WriteRequest};
+use super::{
+    ChangePage, FeedReceiver, Idempotency, Mutation, Precondition, Store, StoreError, WriteRequest,
+};
 
 /// Settings a check needs from the store it opens.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +50,7 @@ pub async fn check_all(open: &Opener, exempt: Exemptions) {
     history_retention_keeps_the_newest_items(open).await;
     gray_releases_follow_their_rules(open).await;
     changes_replay_in_order(open).await;
+    idempotency_keys_apply_a_write_once(open).await;
     if !exempt.quota {
         the_quota_refuses_growth_but_not_deletes(open).await;
     }
@@ -313,5 +316,43 @@ pub async fn the_quota_refuses_growth_but_not_deletes(open: &Opener) {
     assert!(matches!(refused, StoreError::QuotaExceeded(_)), "{refused:?}");
     assert!(written >= 2, "writes within the quota pass");
     write(&store, WriteRequest::new("ns", "k0", Mutation::Delete, "contract")).await;
+    close(store).await;
+}
+
+fn keyed(mut request: WriteRequest, key: &str, fingerprint: &str) -> WriteRequest {
+    request.idempotency =
+        Some(Idempotency { key: key.to_owned(), fingerprint: fingerprint.to_owned() });
+    request
+}
+
+/// A write repeated with its `Idempotency-Key` answers the first change and makes none;
+/// the key with another request is refused; a conditional write is not refused once it
+/// took effect.
+pub async fn idempotency_keys_apply_a_write_once(open: &Opener) {
+    let (store, _feed) = open(Tweaks::default()).await;
+    let first = store.write(keyed(put("k", json!(1)), "key-1", "f1")).await.expect("written");
+    let other = write(&store, put("k", json!(2))).await;
+    let again = store.write(keyed(put("k", json!(1)), "key-1", "f1")).await.expect("repeated");
+    assert_eq!(again.revision, first.revision, "a repeat answers the first change");
+    assert_eq!(again.entry.as_ref().map(|e| e.value.clone()), Some(json!(1)));
+    assert_eq!(store.revision(), other, "a repeat makes no change");
+    assert_eq!(store.get("ns", "k").map(|e| e.value.clone()), Some(json!(2)));
+    let reused = store.write(keyed(put("k", json!(3)), "key-1", "f2")).await;
+    assert!(matches!(reused, Err(StoreError::KeyReused(_))), "{reused:?}");
+
+    // A compare-and-set whose condition no longer holds once it took effect.
+    let cas = with(put("k", json!(4)), Precondition::Revision(other));
+    let made = store.write(keyed(cas.clone(), "key-2", "f3")).await.expect("written");
+    let again = store.write(keyed(cas, "key-2", "f3")).await.expect("not refused: it was made");
+    assert_eq!(again.revision, made.revision);
+
+    // The same key with several writes at once: one change.
+    let writes = (0..8).map(|_| store.write(keyed(put("j", json!("once")), "key-3", "f4")));
+    let answers = futures_util::future::join_all(writes).await;
+    let revisions: std::collections::BTreeSet<Revision> =
+        answers.into_iter().map(|a| a.expect("written").revision).collect();
+    assert_eq!(revisions.len(), 1, "{revisions:?}");
+    let history = store.history("ns", "j", None, 100, 1 << 20).await.expect("history");
+    assert_eq!(history.items.len(), 1, "{:?}", history.items);
     close(store).await;
 }

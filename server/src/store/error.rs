@@ -35,6 +35,12 @@ pub enum StoreError {
     /// The store cannot be reached now (etcd down or without quorum); nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The request conflicts with what the store holds, beyond any retry.
+    #[error("{0}")]
+    Conflict(String),
+    /// An `Idempotency-Key` used before for another request.
+    #[error("{0}")]
+    KeyReused(String),
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
 }

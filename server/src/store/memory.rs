@@ -4,14 +4,17 @@
 //! history records per key (bounded by the history retention), a change log of the keys
 //! each revision changed, and the count of bytes held.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use graycast_protocol::{HistoryItem, Revision};
 
 use super::history::Pager;
 use super::record::Record;
-use super::{Change, ChangePage, HistoryPage, Loaded, LocalBackend, StoreError, StoreOptions};
+use super::request::{kept_of, oldest_kept_ms};
+use super::{
+    Change, ChangePage, HistoryPage, Kept, Loaded, LocalBackend, StoreError, StoreOptions,
+};
 
 #[derive(Default)]
 struct State {
@@ -22,6 +25,9 @@ struct State {
     /// The revision of the last change dropped from the log.
     compacted: Revision,
     bytes: u64,
+    /// What is kept of writes made with an `Idempotency-Key`, and the keys by age.
+    idempotent: HashMap<String, Kept>,
+    idempotent_by_age: VecDeque<(i64, String)>,
 }
 
 /// A backend that forgets everything when the process ends.
@@ -70,6 +76,16 @@ impl LocalBackend for MemoryBackend {
             }
             state.bytes = (state.bytes + size as u64).saturating_sub(freed as u64);
             state.log.push_back((change.revision, slot));
+            if let Some(kept) = kept_of(change) {
+                state.idempotent_by_age.push_back((kept.0, kept.1.clone()));
+                state.idempotent.insert(kept.1, kept.2);
+            }
+        }
+        let oldest = oldest_kept_ms();
+        while state.idempotent_by_age.front().is_some_and(|(at, _)| *at < oldest) {
+            if let Some((_, key)) = state.idempotent_by_age.pop_front() {
+                state.idempotent.remove(&key);
+            }
         }
         while state.log.len() as u64 > self.changelog_retain {
             if let Some((revision, _)) = state.log.pop_front() {
@@ -127,6 +143,22 @@ impl LocalBackend for MemoryBackend {
         let state = self.state();
         let record = state.history.get(&slot(namespace, key)).and_then(|r| r.get(&revision));
         Ok(record.map(|(record, _)| record.clone().into_item(revision)))
+    }
+
+    fn change_at(
+        &self,
+        namespace: &str,
+        key: &str,
+        revision: Revision,
+    ) -> Result<Option<Change>, StoreError> {
+        let state = self.state();
+        let record = state.history.get(&slot(namespace, key)).and_then(|r| r.get(&revision));
+        Ok(record.map(|(record, _)| record.clone().into_change(namespace, key, revision)))
+    }
+
+    fn idempotent(&self, key: &str) -> Result<Option<Kept>, StoreError> {
+        let state = self.state();
+        Ok(state.idempotent.get(key).filter(|k| k.at_ms >= oldest_kept_ms()).cloned())
     }
 
     fn stored_bytes(&self) -> u64 {

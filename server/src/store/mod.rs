@@ -49,7 +49,7 @@ pub use self::error::StoreError;
 pub use self::memory::MemoryBackend;
 pub use self::options::{Backing, StoreOptions};
 pub use self::redb::RedbBackend;
-pub use self::request::{Mutation, Precondition, Tags, WriteRequest};
+pub use self::request::{Idempotency, Kept, Mutation, Precondition, Tags, WriteRequest};
 pub use self::writer::LocalBackend;
 
 enum Engine {
@@ -64,6 +64,8 @@ pub struct Store {
     engine: Engine,
     /// A node alone always leads; kept so that its receivers never see it closed.
     alone: tokio::sync::watch::Sender<bool>,
+    /// Claimed `Idempotency-Key`s of requests that are not writes (a node alone).
+    claims: request::Claims,
 }
 
 impl Store {
@@ -82,7 +84,9 @@ impl Store {
                 let shared = Arc::new(Shared::new(loaded, metrics));
                 let feed = engine.start(shared.clone());
                 let alone = tokio::sync::watch::channel(false).0;
-                return Ok((Store { shared, engine: Engine::Etcd(Box::new(engine)), alone }, feed));
+                let engine = Engine::Etcd(Box::new(engine));
+                let claims = request::Claims::default();
+                return Ok((Store { shared, engine, alone, claims }, feed));
             }
             Backing::Memory => Arc::new(MemoryBackend::new(&options)),
             Backing::Redb(path) => {
@@ -117,7 +121,8 @@ impl Store {
         let shared = Arc::new(Shared::new(loaded, metrics));
         let (writer, feed) = writer::LocalWriter::start(shared.clone(), backend, options)?;
         let alone = tokio::sync::watch::channel(true).0;
-        Ok((Store { shared, engine: Engine::Local(writer), alone }, feed))
+        let claims = request::Claims::default();
+        Ok((Store { shared, engine: Engine::Local(writer), alone, claims }, feed))
     }
 
     /// Makes a write durable (or refuses it) and returns the committed change.
@@ -220,6 +225,17 @@ impl Store {
             }
             #[cfg(feature = "etcd")]
             Engine::Etcd(engine) => engine.publish_ephemeral(name, value).await,
+        }
+    }
+
+    /// Claims the `Idempotency-Key` of a request that is not a write (a guard report), on
+    /// every node: whether this is the first request with it. A repeat of the request
+    /// claims nothing; another request under the key is refused.
+    pub async fn claim(&self, idempotency: &Idempotency) -> Result<bool, StoreError> {
+        match &self.engine {
+            Engine::Local(_) => self.claims.claim(idempotency),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(engine) => engine.claim(idempotency).await,
         }
     }
 

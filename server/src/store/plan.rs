@@ -101,6 +101,7 @@ pub(crate) fn plan(
         note,
         comment: request.comment.clone(),
         remote: request.remote.clone(),
+        idempotency: request.idempotency.clone(),
     };
     let (op, value, gray, note) = match &request.mutation {
         Mutation::Put { value } => (Op::Put, value.clone(), current_gray.cloned(), None),

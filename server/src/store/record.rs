@@ -121,6 +121,7 @@ impl Record {
             note: self.note,
             comment: self.comment,
             remote: self.remote,
+            idempotency: None,
         }
     }
 }

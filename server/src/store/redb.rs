@@ -10,7 +10,9 @@
 //! - `changelog`: revision to the `"{ns}/{key}"` it changed, pruned to the most recent
 //!   `changelog_retain`;
 //! - `counts`: `"{ns}/{key}"` to its number of history records, which `history_retain`
-//!   bounds (the oldest go first; the key's current record always stays).
+//!   bounds (the oldest go first; the key's current record always stays);
+//! - `idempotent`: a write's scoped `Idempotency-Key` to what is [`Kept`] of it (JSON),
+//!   and `idempotent_age`: (when, key), by which keys older than the window go.
 //!
 //! Names cannot contain `/`, so `"{ns}/{key}"` is unambiguous. Format 1 (three copies of
 //! every change: `entries`, `history` and a change log of whole changes) is converted on
@@ -27,7 +29,10 @@ use redb::{
 
 use super::history::Pager;
 use super::record::Record;
-use super::{Change, ChangePage, HistoryPage, Loaded, LocalBackend, StoreError, StoreOptions};
+use super::request::{kept_of, oldest_kept_ms};
+use super::{
+    Change, ChangePage, HistoryPage, Kept, Loaded, LocalBackend, StoreError, StoreOptions,
+};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Format 1's table of whole entries, converted to `current`.
@@ -36,6 +41,8 @@ const CURRENT: TableDefinition<&str, u64> = TableDefinition::new("current");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+const IDEMPOTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotent");
+const IDEMPOTENT_AGE: TableDefinition<(i64, &str), ()> = TableDefinition::new("idempotent_age");
 
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
@@ -114,6 +121,8 @@ impl RedbBackend {
             txn.open_table(HISTORY).map_err(backend_err)?;
             txn.open_table(CHANGELOG).map_err(backend_err)?;
             txn.open_table(COUNTS).map_err(backend_err)?;
+            txn.open_table(IDEMPOTENT).map_err(backend_err)?;
+            txn.open_table(IDEMPOTENT_AGE).map_err(backend_err)?;
         }
         if get_meta(&txn, META_FORMAT)? < FORMAT {
             convert_from_format_1(&txn)?;
@@ -185,6 +194,36 @@ impl RedbBackend {
         counts.insert(slot, count - dropped).map_err(backend_err)?;
         Ok(freed)
     }
+}
+
+/// Keeps the `Idempotency-Key`s of `changes` and forgets some of those older than the
+/// window; returns the bytes this adds (negative when more went than came).
+fn keep_idempotency(txn: &WriteTransaction, changes: &[Change]) -> Result<i64, StoreError> {
+    let mut kept = txn.open_table(IDEMPOTENT).map_err(backend_err)?;
+    let mut ages = txn.open_table(IDEMPOTENT_AGE).map_err(backend_err)?;
+    let mut added = 0i64;
+    for (at_ms, key, record) in changes.iter().filter_map(kept_of) {
+        let record = serde_json::to_vec(&record).map_err(backend_err)?;
+        added += (key.len() * 2 + record.len() + 8) as i64;
+        kept.insert(key.as_str(), record.as_slice()).map_err(backend_err)?;
+        ages.insert((at_ms, key.as_str()), ()).map_err(backend_err)?;
+    }
+    let oldest = oldest_kept_ms();
+    let mut gone = Vec::new();
+    for row in ages.range((i64::MIN, "")..(oldest, "")).map_err(backend_err)? {
+        let (k, _) = row.map_err(backend_err)?;
+        gone.push((k.value().0, k.value().1.to_owned()));
+        if gone.len() as u64 == MAX_PRUNE_PER_COMMIT {
+            break;
+        }
+    }
+    for (at_ms, key) in gone {
+        ages.remove((at_ms, key.as_str())).map_err(backend_err)?;
+        if let Some(record) = kept.remove(key.as_str()).map_err(backend_err)? {
+            added -= (key.len() * 2 + record.value().len() + 8) as i64;
+        }
+    }
+    Ok(added)
 }
 
 /// Converts format 1 (whole entries in `entries`; the change log held whole changes;
@@ -359,6 +398,7 @@ impl LocalBackend for RedbBackend {
                 }
             }
         }
+        added += keep_idempotency(&txn, changes)?;
         for (slot, count) in to_prune {
             added -= self.prune_history(&txn, &slot, count)? as i64;
         }
@@ -455,6 +495,33 @@ impl LocalBackend for RedbBackend {
         let record: Record = decode(v.value())
             .map_err(|e| corrupt(&format!("history of {slot} at {revision}"), e))?;
         Ok(Some(record.into_item(revision)))
+    }
+
+    fn change_at(
+        &self,
+        namespace: &str,
+        key: &str,
+        revision: Revision,
+    ) -> Result<Option<Change>, StoreError> {
+        let slot = slot(namespace, key);
+        let txn = self.db.begin_read().map_err(backend_err)?;
+        let table = txn.open_table(HISTORY).map_err(backend_err)?;
+        let Some(v) = table.get((slot.as_str(), revision)).map_err(backend_err)? else {
+            return Ok(None);
+        };
+        let record: Record = decode(v.value())
+            .map_err(|e| corrupt(&format!("history of {slot} at {revision}"), e))?;
+        Ok(Some(record.into_change(namespace, key, revision)))
+    }
+
+    fn idempotent(&self, key: &str) -> Result<Option<Kept>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend_err)?;
+        let table = txn.open_table(IDEMPOTENT).map_err(backend_err)?;
+        let Some(v) = table.get(key).map_err(backend_err)? else {
+            return Ok(None);
+        };
+        let kept: Kept = decode(v.value()).map_err(|e| corrupt("an idempotency record", e))?;
+        Ok((kept.at_ms >= oldest_kept_ms()).then_some(kept))
     }
 
     fn stored_bytes(&self) -> u64 {

@@ -84,6 +84,34 @@ pub struct WriteRequest {
     pub comment: Option<String>,
     /// Where the request came from (the peer address), for the audit feed.
     pub remote: Option<String>,
+    /// The request's `Idempotency-Key`, if it has one: the write is applied at most once
+    /// per key within the store's window, and a repeat answers the first outcome.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// How long a store remembers the `Idempotency-Key`s of its writes.
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// An `Idempotency-Key` as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Idempotency {
+    /// The key, scoped to its caller (hex SHA-256 of the caller's name and the header).
+    pub key: String,
+    /// What the request asked (hex SHA-256 of its method, path, conditions and body): a
+    /// repeat must ask the same.
+    pub fingerprint: String,
+}
+
+/// What the store remembers of a write made with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kept {
+    pub fingerprint: String,
+    pub namespace: String,
+    pub key: String,
+    /// The revision of the change the write made.
+    pub revision: Revision,
+    /// When, in milliseconds since the epoch (the window counts from it).
+    pub at_ms: i64,
 }
 
 impl WriteRequest {
@@ -102,6 +130,7 @@ impl WriteRequest {
             actor: actor.into(),
             comment: None,
             remote: None,
+            idempotency: None,
         }
     }
 }
@@ -116,5 +145,93 @@ impl Mutation {
             _ => 0,
         };
         size as u64
+    }
+}
+
+/// What to keep of a change made with an `Idempotency-Key`: when (ms), the scoped key, and
+/// the record.
+pub(super) fn kept_of(change: &super::Change) -> Option<(i64, String, Kept)> {
+    let idempotency = change.idempotency.as_ref()?;
+    let at_ms = chrono::Utc::now().timestamp_millis();
+    let kept = Kept {
+        fingerprint: idempotency.fingerprint.clone(),
+        namespace: change.namespace.clone(),
+        key: change.key.clone(),
+        revision: change.revision,
+        at_ms,
+    };
+    Some((at_ms, idempotency.key.clone(), kept))
+}
+
+/// The oldest time (ms since the epoch) whose `Idempotency-Key`s are still kept.
+pub(super) fn oldest_kept_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis() - IDEMPOTENCY_WINDOW.as_millis() as i64
+}
+
+/// A repeat of a write with another request under the same `Idempotency-Key`.
+pub(super) fn key_reused() -> super::StoreError {
+    super::StoreError::KeyReused(
+        "this Idempotency-Key was used for another request; a retry must repeat the first \
+         request exactly (method, path, conditions and body), and a new request needs a new key"
+            .into(),
+    )
+}
+
+/// The answer to a repeat of the write `kept` remembers: the change it made, found in the
+/// key's history (`change`, when still kept).
+pub(super) fn repeat(
+    kept: &Kept,
+    idempotency: &Idempotency,
+    change: Option<super::Change>,
+) -> Result<std::sync::Arc<super::Change>, super::StoreError> {
+    if kept.fingerprint != idempotency.fingerprint {
+        return Err(key_reused());
+    }
+    change.map(std::sync::Arc::new).ok_or_else(|| {
+        super::StoreError::Conflict(format!(
+            "the write with this Idempotency-Key was made at revision {} of {}/{}, whose \
+             history item is no longer kept (--history-retain); it was not made again",
+            kept.revision, kept.namespace, kept.key
+        ))
+    })
+}
+
+/// Most claims a node alone remembers; beyond, the oldest go (before their window ends).
+const MAX_CLAIMS: usize = 100_000;
+
+/// The claimed `Idempotency-Key`s of requests that are not writes, on a node alone: in
+/// memory, as what they guard (the guard's counts) is.
+#[derive(Default)]
+pub(super) struct Claims {
+    claimed: std::sync::Mutex<Claimed>,
+}
+
+/// Each claimed key's fingerprint, and the keys by age.
+type Claimed = (
+    std::collections::HashMap<String, String>,
+    std::collections::VecDeque<(std::time::Instant, String)>,
+);
+
+impl Claims {
+    pub(super) fn claim(&self, idempotency: &Idempotency) -> Result<bool, super::StoreError> {
+        let mut guard = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (claimed, ages) = &mut *guard;
+        while ages
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > IDEMPOTENCY_WINDOW || claimed.len() >= MAX_CLAIMS)
+        {
+            if let Some((_, key)) = ages.pop_front() {
+                claimed.remove(&key);
+            }
+        }
+        match claimed.get(&idempotency.key) {
+            Some(first) if *first == idempotency.fingerprint => Ok(false),
+            Some(_) => Err(key_reused()),
+            None => {
+                claimed.insert(idempotency.key.clone(), idempotency.fingerprint.clone());
+                ages.push_back((std::time::Instant::now(), idempotency.key.clone()));
+                Ok(true)
+            }
+        }
     }
 }

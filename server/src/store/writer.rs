@@ -19,9 +19,10 @@ use graycast_protocol::{Entry, HistoryItem, Revision};
 use tokio::sync::{mpsc, oneshot};
 
 use super::plan::plan;
+use super::request::{key_reused, repeat, Idempotency};
 use super::{
-    Change, ChangePage, Fed, FeedReceiver, HistoryPage, Loaded, Shared, StoreError, StoreOptions,
-    WriteRequest,
+    Change, ChangePage, Fed, FeedReceiver, HistoryPage, Kept, Loaded, Shared, StoreError,
+    StoreOptions, WriteRequest,
 };
 
 /// Queued write requests beyond which callers wait for room (backpressure, not failure).
@@ -65,6 +66,17 @@ pub trait LocalBackend: Send + Sync + 'static {
         key: &str,
         revision: Revision,
     ) -> Result<Option<HistoryItem>, StoreError>;
+    /// The change a key made at exactly `revision`, if its history item is still kept.
+    fn change_at(
+        &self,
+        namespace: &str,
+        key: &str,
+        revision: Revision,
+    ) -> Result<Option<Change>, StoreError>;
+    /// What is kept of the write made with an `Idempotency-Key` (the scoped key), if one
+    /// was made within the window. [`LocalBackend::persist`] keeps the key of every change
+    /// that has one, in the same transaction.
+    fn idempotent(&self, key: &str) -> Result<Option<Kept>, StoreError>;
     /// Bytes the backend holds for entries, history and the change log.
     fn stored_bytes(&self) -> u64;
     /// Checks that the backend answers (readiness).
@@ -164,6 +176,14 @@ impl LocalWriter {
     }
 }
 
+/// What became of a request of a batch.
+enum Outcome {
+    /// It made the batch's change at this index.
+    Made(usize),
+    /// It repeats a write made earlier with its `Idempotency-Key`, which made this change.
+    Repeated(Arc<Change>),
+}
+
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
@@ -210,6 +230,32 @@ impl Writer {
         tracing::debug!("writer stopped");
     }
 
+    /// Whether a request with this `Idempotency-Key` repeats a write already made (in
+    /// this batch or before); a repeat that asks something else is refused.
+    fn repeated(
+        &self,
+        idempotency: &Idempotency,
+        keyed: &HashMap<String, usize>,
+        changes: &[Change],
+    ) -> Result<Option<Outcome>, StoreError> {
+        if let Some(index) = keyed.get(&idempotency.key) {
+            let first = changes[*index].idempotency.as_ref();
+            if first.is_some_and(|first| first.fingerprint != idempotency.fingerprint) {
+                return Err(key_reused());
+            }
+            return Ok(Some(Outcome::Made(*index)));
+        }
+        let Some(kept) = self.backend.idempotent(&idempotency.key)? else {
+            return Ok(None);
+        };
+        repeat(
+            &kept,
+            idempotency,
+            self.backend.change_at(&kept.namespace, &kept.key, kept.revision)?,
+        )
+        .map(|change| Some(Outcome::Repeated(change)))
+    }
+
     /// Plans, persists and applies one batch, answers every caller in it, then feeds it
     /// to the hub.
     fn commit(&self, batch: &mut Vec<Pending>) {
@@ -225,8 +271,23 @@ impl Writer {
         // The state of keys written earlier in this batch, which later requests must see.
         let mut overlay: HashMap<(String, String), Option<Arc<Entry>>> = HashMap::new();
         let mut changes: Vec<Change> = Vec::new();
-        let mut outcomes: Vec<Result<usize, StoreError>> = Vec::with_capacity(batch.len());
+        let mut outcomes: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(batch.len());
+        // The `Idempotency-Key`s of this batch's changes, with their index in `changes`.
+        let mut keyed: HashMap<String, usize> = HashMap::new();
         for (request, _) in batch.iter() {
+            if let Some(idempotency) = &request.idempotency {
+                match self.repeated(idempotency, &keyed, &changes) {
+                    Ok(None) => {}
+                    Ok(Some(outcome)) => {
+                        outcomes.push(Ok(outcome));
+                        continue;
+                    }
+                    Err(err) => {
+                        outcomes.push(Err(err));
+                        continue;
+                    }
+                }
+            }
             let slot = (request.namespace.clone(), request.key.clone());
             let current = match overlay.get(&slot) {
                 Some(state) => state.clone(),
@@ -237,7 +298,10 @@ impl Writer {
                 Ok(planned) => {
                     let change = planned.commit(revision);
                     overlay.insert(slot, change.entry.clone());
-                    outcomes.push(Ok(changes.len()));
+                    if let Some(idempotency) = &request.idempotency {
+                        keyed.insert(idempotency.key.clone(), changes.len());
+                    }
+                    outcomes.push(Ok(Outcome::Made(changes.len())));
                     changes.push(change);
                 }
                 Err(err) => outcomes.push(Err(err)),
@@ -254,7 +318,11 @@ impl Writer {
             tracing::error!(error = %err, writes = changes.len(), "commit failed; refusing writes");
             shared.fail(format!("a commit failed ({err}); restart the server"), true);
             for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
-                let _ = reply.send(Err(outcome.err().unwrap_or_else(|| err.clone())));
+                let _ = reply.send(match outcome {
+                    Ok(Outcome::Repeated(change)) => Ok(change),
+                    Ok(Outcome::Made(_)) => Err(err.clone()),
+                    Err(refused) => Err(refused),
+                });
             }
             return;
         } else {
@@ -266,7 +334,10 @@ impl Writer {
         };
         let committed_at = Instant::now();
         for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
-            let _ = reply.send(outcome.map(|index| committed[index].clone()));
+            let _ = reply.send(outcome.map(|outcome| match outcome {
+                Outcome::Made(index) => committed[index].clone(),
+                Outcome::Repeated(change) => change,
+            }));
         }
         if !committed.is_empty() {
             // The hub may be gone during shutdown; the changes are durable regardless.
@@ -362,6 +433,17 @@ mod tests {
             revision: Revision,
         ) -> Result<Option<HistoryItem>, StoreError> {
             self.inner.history_at(ns, key, revision)
+        }
+        fn change_at(
+            &self,
+            ns: &str,
+            key: &str,
+            revision: Revision,
+        ) -> Result<Option<Change>, StoreError> {
+            self.inner.change_at(ns, key, revision)
+        }
+        fn idempotent(&self, key: &str) -> Result<Option<Kept>, StoreError> {
+            self.inner.idempotent(key)
         }
         fn stored_bytes(&self) -> u64 {
             self.inner.stored_bytes()

@@ -41,6 +41,14 @@ impl Keys {
     pub(super) fn ephemeral(&self, name: &str) -> String {
         format!("{}g/{name}", self.prefix)
     }
+    /// What is kept of a write made with an `Idempotency-Key` (scoped and hashed).
+    pub(super) fn idempotent(&self, key: &str) -> String {
+        format!("{}i/{key}", self.prefix)
+    }
+    /// A claimed `Idempotency-Key` of a request that is not a write (a guard report).
+    pub(super) fn claimed(&self, key: &str) -> String {
+        format!("{}r/{key}", self.prefix)
+    }
     pub(super) fn ready(&self) -> String {
         format!("{}ready", self.prefix)
     }
@@ -76,6 +84,16 @@ pub(super) fn decode_record(kv: &KeyValue) -> Result<Record, StoreError> {
     serde_json::from_slice(kv.value()).map_err(|e| {
         StoreError::Corrupt(format!("record at {}: {e}", String::from_utf8_lossy(kv.key())))
     })
+}
+
+/// What an `i/` key holds: the request's fingerprint and where its change's record is.
+/// The key lives on a lease that outlives the window.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct KeptAt {
+    pub(super) fingerprint: String,
+    pub(super) namespace: String,
+    pub(super) key: String,
+    pub(super) seq: u64,
 }
 
 /// What an `e/` key holds: where the entry's record is, or (data written before) the

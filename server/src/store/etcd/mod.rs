@@ -58,7 +58,7 @@ use self::compact::compact;
 use self::keys::Keys;
 use self::lease::{session, Clients};
 use self::reads::load;
-use self::watcher::Watcher;
+use self::watcher::{Members, Watcher};
 
 use super::{FeedReceiver, Loaded, Shared, StoreError, StoreOptions};
 
@@ -73,15 +73,18 @@ const TXN_READS: usize = 100;
 /// Largest message accepted from etcd (a page of values, a batch of watch events).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// A watch that brings nothing, not even an answer to a progress request, for this long
-/// is considered dead and opened again.
-const WATCH_SILENCE: Duration = Duration::from_secs(15);
-/// How often an idle watch asks etcd for progress (to find out it still works).
-const WATCH_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// is considered stalled (its member paused, cut off or overloaded) and opened again on
+/// the next member.
+const WATCH_SILENCE: Duration = Duration::from_millis(2000);
+/// How often a watch asks etcd for progress (to find out it still works).
+const WATCH_PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// Waits between attempts to reach etcd again.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How often the leading node considers compacting etcd.
 const COMPACT_CHECK: Duration = Duration::from_secs(2);
+/// How long publishing waits for the node's lease.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
 /// How long a write waits for this node to apply it before answering anyway.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -139,6 +142,8 @@ pub(super) struct EtcdEngine {
     client: Client,
     /// A client without the request timeout, for calls that block (the campaign).
     patient: Client,
+    /// How the watch connects to one member at a time.
+    watch_options: ConnectOptions,
     kv: KvClient,
     keys: Keys,
     options: EtcdOptions,
@@ -157,6 +162,8 @@ pub(super) struct EtcdEngine {
     lease: Arc<watch::Sender<Option<i64>>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The lease of the `i/` keys (`Idempotency-Key`s) and when it was granted.
+    idempotency_lease: tokio::sync::Mutex<Option<(i64, std::time::Instant)>>,
 }
 
 impl EtcdEngine {
@@ -201,6 +208,7 @@ impl EtcdEngine {
         // the request timeout: they get a client of their own, without it.
         let patient =
             Client::connect(&options.endpoints, Some(connect.clone())).await.map_err(cannot)?;
+        let watch_options = connect.clone();
         let connect = connect.with_timeout(REQUEST_TIMEOUT);
         let client = Client::connect(&options.endpoints, Some(connect)).await.map_err(cannot)?;
         let kv = client
@@ -229,6 +237,7 @@ impl EtcdEngine {
         let engine = EtcdEngine {
             client,
             patient,
+            watch_options,
             kv,
             keys,
             history_retain: store.history_retain,
@@ -241,6 +250,7 @@ impl EtcdEngine {
             lease: Arc::new(lease),
             stop,
             tasks: Mutex::new(Vec::new()),
+            idempotency_lease: tokio::sync::Mutex::new(None),
         };
         Ok((engine, loaded))
     }
@@ -251,7 +261,7 @@ impl EtcdEngine {
         let (feed, feed_rx) = std_mpsc::channel();
         let metrics = shared.metrics.clone();
         let watcher = Watcher {
-            client: self.client.clone(),
+            members: Members::new(self.options.endpoints.clone(), self.watch_options.clone()),
             kv: self.kv.clone(),
             keys: self.keys.clone(),
             shared,
@@ -302,8 +312,12 @@ impl EtcdEngine {
     /// Publishes what this node knows under `name` (followed by the node's name), tied to
     /// its lease: it disappears when the node does.
     pub async fn publish_ephemeral(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let Some(lease) = *self.lease.borrow() else {
-            return Err(StoreError::Unavailable("this node has no etcd lease yet".into()));
+        // A node that just started, or whose session is being replaced, has its lease
+        // within moments while etcd has quorum.
+        let mut leases = self.lease.subscribe();
+        let lease = match tokio::time::timeout(LEASE_WAIT, leases.wait_for(Option::is_some)).await {
+            Ok(Ok(lease)) => lease.unwrap_or_default(),
+            _ => return Err(StoreError::Unavailable("this node has no etcd lease yet".into())),
         };
         let key = format!("{}{}", self.keys.ephemeral(name), self.options.node);
         let options = PutOptions::new().with_lease(lease);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 
 use dashmap::DashMap;
-use etcd_client::{Client, EventType, KvClient, WatchOptions};
+use etcd_client::{Client, ConnectOptions, EventType, KvClient, WatchOptions};
 use graycast_protocol::Revision;
 use tokio::sync::watch;
 
@@ -16,7 +16,7 @@ use crate::store::{Fed, Shared, StoreError};
 
 /// The watch of `h/`: applies every change, in order, to the cache and the hub.
 pub(super) struct Watcher {
-    pub(super) client: Client,
+    pub(super) members: Members,
     pub(super) kv: KvClient,
     pub(super) keys: Keys,
     pub(super) shared: Arc<Shared>,
@@ -52,7 +52,8 @@ impl Watcher {
                     Err(err) => self.shared.fail(format!("etcd cannot be reached: {err}"), false),
                 },
                 WatchEnd::Broken(reason) => {
-                    tracing::warn!(reason, next, "the etcd watch broke; watching again");
+                    let member = self.members.next();
+                    tracing::warn!(reason, next, member, "the etcd watch broke; watching again");
                     self.shared.fail(format!("etcd cannot be reached: {reason}"), false);
                 }
             }
@@ -70,8 +71,11 @@ impl Watcher {
             .with_range(prefix_end(&self.keys.histories()))
             .with_start_revision(*next as i64)
             .with_progress_notify();
-        let mut stream = match self
-            .client
+        let client = match self.members.client().await {
+            Ok(client) => client,
+            Err(reason) => return WatchEnd::Broken(reason),
+        };
+        let mut stream = match client
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
             .watch(self.keys.histories(), Some(options))
@@ -82,28 +86,29 @@ impl Watcher {
         };
         let mut progress = tokio::time::interval(WATCH_PROGRESS_EVERY);
         progress.tick().await;
+        // When the member last answered anything (an event or a progress answer).
+        let mut heard = tokio::time::Instant::now();
         loop {
             let message = tokio::select! {
-                message = tokio::time::timeout(WATCH_SILENCE, stream.message()) => message,
+                message = stream.message() => message,
                 _ = progress.tick() => {
                     if let Err(err) = stream.request_progress().await {
                         return WatchEnd::Broken(err.to_string());
                     }
                     continue;
                 }
+                _ = tokio::time::sleep_until(heard + WATCH_SILENCE) => {
+                    return WatchEnd::Broken(format!(
+                        "the member answered nothing for {WATCH_SILENCE:?}, not even progress"
+                    ));
+                }
             };
+            heard = tokio::time::Instant::now();
             let response = match message {
-                Err(_) => {
-                    return WatchEnd::Broken(
-                        "no answer from etcd within the watch's silence limit".into(),
-                    )
-                }
-                Ok(Err(err)) if err.to_string().contains("compacted") => {
-                    return WatchEnd::Compacted
-                }
-                Ok(Err(err)) => return WatchEnd::Broken(err.to_string()),
-                Ok(Ok(None)) => return WatchEnd::Broken("the watch ended".into()),
-                Ok(Ok(Some(response))) => response,
+                Err(err) if err.to_string().contains("compacted") => return WatchEnd::Compacted,
+                Err(err) => return WatchEnd::Broken(err.to_string()),
+                Ok(None) => return WatchEnd::Broken("the watch ended".into()),
+                Ok(Some(response)) => response,
             };
             if response.compact_revision() > 0 {
                 return WatchEnd::Compacted;
@@ -116,6 +121,9 @@ impl Watcher {
             }
             // The watch answers: etcd can be reached (writes find out for themselves).
             self.shared.recover();
+            if response.events().is_empty() {
+                continue;
+            }
             let mut batch = Vec::new();
             for event in response.events() {
                 let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else {
@@ -156,6 +164,51 @@ impl Watcher {
         let _ = self.feed.send(Fed::Reloaded(revision));
         self.shared.recover();
         Ok(revision)
+    }
+}
+
+/// The watch's members: it watches through one at a time, and moves to the next when the
+/// watch breaks or stalls (a paused member answers nothing, and a client balanced over
+/// every member could pick it again).
+pub(super) struct Members {
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    current: usize,
+    client: Option<Client>,
+}
+
+/// Time allowed to connect to a member for the watch.
+const MEMBER_CONNECT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Members {
+    pub(super) fn new(endpoints: Vec<String>, options: ConnectOptions) -> Members {
+        Members { endpoints, options, current: 0, client: None }
+    }
+
+    /// A client of the current member.
+    async fn client(&mut self) -> Result<Client, String> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
+        let endpoint = self.endpoints[self.current % self.endpoints.len().max(1)].clone();
+        let options = self.options.clone().with_connect_timeout(MEMBER_CONNECT);
+        match tokio::time::timeout(MEMBER_CONNECT, Client::connect([&endpoint], Some(options)))
+            .await
+        {
+            Ok(Ok(client)) => {
+                self.client = Some(client.clone());
+                Ok(client)
+            }
+            Ok(Err(err)) => Err(format!("cannot connect to {endpoint}: {err}")),
+            Err(_) => Err(format!("{endpoint} did not answer within {MEMBER_CONNECT:?}")),
+        }
+    }
+
+    /// Moves on to the next member; returns its endpoint.
+    fn next(&mut self) -> String {
+        self.client = None;
+        self.current = (self.current + 1) % self.endpoints.len().max(1);
+        self.endpoints.get(self.current).cloned().unwrap_or_default()
     }
 }
 

@@ -6,15 +6,37 @@ use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
 use etcd_client::{
-    Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use graycast_protocol::{Entry, Revision};
 
-use super::keys::{self, entry_from_history, marker_of, prefix_end, slot, Marker, Pointer};
+use super::keys::{self, entry_from_history, marker_of, prefix_end, slot, KeptAt, Marker, Pointer};
 use super::{etcd_err, retry, EtcdEngine, APPLY_WAIT, MAX_ATTEMPTS, RETRY_MIN};
 use crate::store::plan::{plan, Planned};
 use crate::store::record::Record;
-use crate::store::{Change, Shared, StoreError, WriteRequest};
+use crate::store::request::{repeat, IDEMPOTENCY_WINDOW};
+use crate::store::{Change, Idempotency, Kept, Shared, StoreError, WriteRequest};
+
+/// How often the lease of the `i/` keys is replaced.
+const IDEMPOTENCY_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Time allowed to each request of a write. Short: a member that stalls (paused, cut
+/// off) keeps its connection open and answers nothing, and the client's balancer may pick
+/// it again; an attempt cut short is resolved by its write id like any lost answer, and
+/// the next goes, most likely, to another member.
+const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// A request of a write, within [`ATTEMPT_TIMEOUT`].
+async fn within<T>(
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, etcd_client::Error> {
+    tokio::time::timeout(ATTEMPT_TIMEOUT, request).await.unwrap_or_else(|_| {
+        Err(etcd_client::Error::IoError(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("etcd did not answer within {ATTEMPT_TIMEOUT:?}"),
+        )))
+    })
+}
 
 /// Whether a request failed before it was sent (no connection to the member): it cannot
 /// have taken effect.
@@ -51,6 +73,8 @@ pub(super) struct KeyState {
     pub(super) entry: Option<Arc<Entry>>,
     /// Changes ever made to the key (the counter's version).
     pub(super) seq: u64,
+    /// What is kept of the write made with the request's `Idempotency-Key`, if it was.
+    pub(super) kept: Option<KeptAt>,
 }
 
 impl KeyState {
@@ -68,7 +92,13 @@ impl KeyState {
             match i {
                 0 => marker = Some(marker_of(kv, namespace, key)?),
                 1 => state.seq = kv.version() as u64,
-                _ => newest = Some(kv.clone()),
+                2 => newest = Some(kv.clone()),
+                _ => {
+                    state.kept =
+                        Some(serde_json::from_slice(kv.value()).map_err(|e| {
+                            StoreError::Corrupt(format!("an idempotency record: {e}"))
+                        })?)
+                }
             }
         }
         state.entry = match marker {
@@ -91,28 +121,31 @@ impl EtcdEngine {
         &self,
         namespace: &str,
         key: &str,
+        idempotent: Option<&str>,
     ) -> Result<KeyState, StoreError> {
         let slot = slot(namespace, key);
-        let reads = self.key_state_reads(&slot);
-        let response = retry(|| async { self.kv().txn(Txn::new().and_then(reads.clone())).await })
+        let reads = self.key_state_reads(&slot, idempotent);
+        let response = retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
             .await
             .map_err(|e| etcd_err("cannot read from etcd", e))?;
         KeyState::from_gets(response.op_responses(), namespace, key)
     }
 
-    /// The reads that make a key's [`KeyState`]: its `e/` key, its counter and its newest
-    /// history record.
-    pub(super) fn key_state_reads(&self, slot: &str) -> [TxnOp; 3] {
+    /// The reads that make a key's [`KeyState`]: its `e/` key, its counter, its newest
+    /// history record, and the `i/` key of the write's `Idempotency-Key`, if any.
+    pub(super) fn key_state_reads(&self, slot: &str, idempotent: Option<&str>) -> Vec<TxnOp> {
         let history = self.keys.history_of(slot);
         let newest = GetOptions::new()
             .with_range(prefix_end(&history))
             .with_sort(SortTarget::Key, SortOrder::Descend)
             .with_limit(1);
-        [
+        let mut reads = vec![
             TxnOp::get(self.keys.entry(slot), None),
             TxnOp::get(self.keys.counter(slot), None),
             TxnOp::get(history, Some(newest)),
-        ]
+        ];
+        reads.extend(idempotent.map(|key| TxnOp::get(key, None)));
+        reads
     }
 
     /// One write, as one transaction (see the module's documentation).
@@ -123,9 +156,12 @@ impl EtcdEngine {
     ) -> Result<Arc<Change>, StoreError> {
         let slot = slot(&request.namespace, &request.key);
         let write_id = uuid::Uuid::new_v4().to_string();
+        let idempotent = request.idempotency.as_ref().map(|i| self.keys.idempotent(&i.key));
+        let idempotent = idempotent.as_deref();
         let mut state = KeyState {
             entry: shared.get(&request.namespace, &request.key),
             seq: self.seqs.get(&slot).map_or(0, |s| *s),
+            kept: None,
         };
         let mut fresh = false;
         // The `seq` of each attempt whose outcome is unknown (its answer was lost): the
@@ -134,12 +170,18 @@ impl EtcdEngine {
         // Why the last attempt that reached no member failed.
         let mut failure: Option<String> = None;
         for _ in 0..MAX_ATTEMPTS {
+            if let (Some(kept), Some(idempotency)) = (&state.kept, &request.idempotency) {
+                // Made before with this key (by an attempt of this write, or another).
+                let change = self.repeat(kept, idempotency).await?;
+                shared.settle(&change, APPLY_WAIT).await;
+                return Ok(change);
+            }
             if !unknown.is_empty() {
                 // Did an attempt commit after all? Never plan the write again if so.
                 if let Some(change) =
                     self.own_commit(&request, &slot, &unknown, &write_id, state.seq).await?
                 {
-                    shared.wait_applied(change.revision, APPLY_WAIT).await;
+                    shared.settle(&change, APPLY_WAIT).await;
                     return Ok(change);
                 }
             }
@@ -148,8 +190,10 @@ impl EtcdEngine {
                 Ok(planned) => planned,
                 // The cache may be behind etcd: only etcd's own state may refuse a write.
                 Err(_) if !fresh => {
-                    state =
-                        self.read_key(&request.namespace, &request.key).await.map_err(|err| {
+                    state = self
+                        .read_key(&request.namespace, &request.key, idempotent)
+                        .await
+                        .map_err(|err| {
                             if unknown.is_empty() {
                                 err
                             } else {
@@ -163,9 +207,10 @@ impl EtcdEngine {
                 // (it was checked above) and cannot any more (the key moved past it).
                 Err(err) => return Err(err),
             };
-            let txn = self.transaction(&slot, &state, &planned, &write_id)?;
+            let txn = self.transaction(&slot, &state, &planned, &write_id).await?;
             let attempt = state.seq + 1;
-            let answered = match (self.kv().txn(txn).await, &self.options.lost_answers) {
+            let mut kv = self.kv();
+            let answered = match (within(kv.txn(txn)).await, &self.options.lost_answers) {
                 (Ok(response), Some(faults)) if response.succeeded() && faults.take() => {
                     faults.lost.notify_one();
                     faults.resume.notified().await;
@@ -178,7 +223,7 @@ impl EtcdEngine {
                     let revision = response.header().map_or(0, |h| h.revision()) as Revision;
                     let change = Arc::new(planned.commit(revision));
                     // Answer once this node shows the change too (read your writes).
-                    shared.wait_applied(revision, APPLY_WAIT).await;
+                    shared.settle(&change, APPLY_WAIT).await;
                     return Ok(change);
                 }
                 Ok(response) => {
@@ -208,7 +253,7 @@ impl EtcdEngine {
                     unknown.push(attempt);
                     tracing::debug!(error = %err, "etcd write failed; reading the key's state");
                     state = self
-                        .read_key(&request.namespace, &request.key)
+                        .read_key(&request.namespace, &request.key, idempotent)
                         .await
                         .map_err(|_| outcome_unknown(&slot, &err.to_string()))?;
                     fresh = true;
@@ -219,7 +264,7 @@ impl EtcdEngine {
             if let Some(change) =
                 self.own_commit(&request, &slot, &unknown, &write_id, state.seq).await?
             {
-                shared.wait_applied(change.revision, APPLY_WAIT).await;
+                shared.settle(&change, APPLY_WAIT).await;
                 return Ok(change);
             }
             // An attempt may still be in flight in etcd: "nothing changed" would be a lie.
@@ -244,7 +289,7 @@ impl EtcdEngine {
     ) -> Result<Option<Arc<Change>>, StoreError> {
         let reads: Vec<TxnOp> =
             attempts.iter().map(|a| TxnOp::get(self.keys.history(slot, *a), None)).collect();
-        let response = retry(|| async { self.kv().txn(Txn::new().and_then(reads.clone())).await })
+        let response = retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
             .await
             .map_err(|e| outcome_unknown(slot, &e.to_string()))?;
         for (attempt, read) in attempts.iter().zip(response.op_responses()) {
@@ -273,8 +318,36 @@ impl EtcdEngine {
         Ok(None)
     }
 
+    /// The answer to a repeat of the write `kept` remembers: the change it made.
+    async fn repeat(
+        &self,
+        kept: &KeptAt,
+        idempotency: &Idempotency,
+    ) -> Result<Arc<Change>, StoreError> {
+        let remembered = Kept {
+            fingerprint: kept.fingerprint.clone(),
+            namespace: kept.namespace.clone(),
+            key: kept.key.clone(),
+            revision: 0,
+            at_ms: 0,
+        };
+        let record = self.keys.history(&slot(&kept.namespace, &kept.key), kept.seq);
+        let found = retry(|| async { within(self.kv().get(record.clone(), None)).await })
+            .await
+            .map_err(|e| etcd_err("cannot read from etcd", e))?;
+        let change = match found.kvs().first() {
+            Some(kv) => Some(keys::decode_record(kv)?.into_change(
+                &kept.namespace,
+                &kept.key,
+                kv.mod_revision() as Revision,
+            )),
+            None => None,
+        };
+        repeat(&remembered, idempotency, change)
+    }
+
     /// The transaction of a planned change on a key in `state`.
-    fn transaction(
+    async fn transaction(
         &self,
         slot: &str,
         state: &KeyState,
@@ -300,9 +373,78 @@ impl EtcdEngine {
         if self.history_retain > 0 && seq > self.history_retain {
             ops.push(TxnOp::delete(self.keys.history(slot, seq - self.history_retain), None));
         }
+        let mut compares =
+            vec![Compare::version(counter.clone(), CompareOp::Equal, state.seq as i64)];
+        let mut idempotent = None;
+        if let Some(idempotency) = &change.idempotency {
+            // The key is kept with the change, and only if it was not kept before.
+            let key = self.keys.idempotent(&idempotency.key);
+            let kept = KeptAt {
+                fingerprint: idempotency.fingerprint.clone(),
+                namespace: change.namespace.clone(),
+                key: change.key.clone(),
+                seq,
+            };
+            let kept = serde_json::to_vec(&kept).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let lease = self.idempotency_lease().await?;
+            compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
+            ops.push(TxnOp::put(key.clone(), kept, Some(PutOptions::new().with_lease(lease))));
+            idempotent = Some(key);
+        }
         Ok(Txn::new()
-            .when([Compare::version(counter.clone(), CompareOp::Equal, state.seq as i64)])
+            .when(compares)
             .and_then(ops)
-            .or_else(self.key_state_reads(slot)))
+            .or_else(self.key_state_reads(slot, idempotent.as_deref())))
+    }
+
+    /// Claims a request's `Idempotency-Key` for a request that is not a write (a guard
+    /// report): whether it is the first with this key; a claim by another request is
+    /// refused.
+    pub async fn claim(&self, idempotency: &Idempotency) -> Result<bool, StoreError> {
+        let key = self.keys.claimed(&idempotency.key);
+        let lease = self.idempotency_lease().await?;
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                idempotency.fingerprint.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        // Repeating the claim is safe: a claim whose answer was lost reads as a repeat of
+        // itself, and the request it stands for is counted at most once.
+        let response = retry(|| async { within(self.kv().txn(txn.clone())).await })
+            .await
+            .map_err(|e| etcd_err("cannot write to etcd", e))?;
+        if response.succeeded() {
+            return Ok(true);
+        }
+        let first = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        match first {
+            Some(first) if first != idempotency.fingerprint.as_bytes() => {
+                Err(crate::store::request::key_reused())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The lease the `i/` keys live on: granted for the window and an hour, and replaced
+    /// by a new one every hour, so that a key lives between the window and an hour more.
+    async fn idempotency_lease(&self) -> Result<i64, StoreError> {
+        let mut lease = self.idempotency_lease.lock().await;
+        if let Some((id, granted)) = *lease {
+            if granted.elapsed() < IDEMPOTENCY_LEASE_RENEWAL {
+                return Ok(id);
+            }
+        }
+        let ttl = (IDEMPOTENCY_WINDOW + IDEMPOTENCY_LEASE_RENEWAL).as_secs() as i64;
+        let granted = retry(|| async { self.client.clone().lease_grant(ttl, None).await })
+            .await
+            .map_err(|e| etcd_err("cannot grant a lease in etcd", e))?;
+        *lease = Some((granted.id(), std::time::Instant::now()));
+        Ok(granted.id())
     }
 }
