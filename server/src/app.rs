@@ -46,6 +46,7 @@ pub fn build_app(
     let path_errors = web::PathConfig::default()
         .error_handler(|err, _| ApiError::BadRequest(format!("invalid path: {err}")).into());
     App::new()
+        .wrap(actix_web::middleware::from_fn(crate::middleware::serving))
         .wrap(actix_web::middleware::from_fn(protect::middleware))
         .wrap(actix_web::middleware::from_fn(crate::middleware::json_bodies))
         .wrap(actix_web::middleware::from_fn(crate::middleware::head_as_get))

@@ -126,3 +126,22 @@ pub async fn head_as_get(
     }
     next.call(req).await
 }
+
+/// Answers the API's requests 503 while the node has not loaded the store's state (it
+/// started while etcd was unreachable): health, readiness and metrics still answer.
+pub async fn serving(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let api = req.path().starts_with("/v1/");
+    let state = req.app_data::<actix_web::web::Data<crate::state::AppState>>();
+    if api && state.is_some_and(|state| !state.store.serving()) {
+        return Err(ApiError::Unavailable(
+            "this node has not loaded the configuration yet: etcd has not answered since it \
+             started"
+                .into(),
+        )
+        .into());
+    }
+    next.call(req).await
+}

@@ -124,3 +124,29 @@ async fn a_stalled_member_delays_no_node_for_long_and_reads_follow_writes() {
     cluster.pause(0, false);
     eprintln!("A applied B's write {lag:?} after member 0 stalled");
 }
+
+/// A node started while etcd is down listens at once, answers health and readiness
+/// honestly and the API with 503, and serves the configuration once etcd is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_etcd_is_down_serves_once_it_is_back() {
+    let mut cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    {
+        let first = node(&cluster, &prefix);
+        Api::new(&first).put_ok("late", "k", json!("kept")).await;
+    }
+    cluster.stop_all();
+    let late = node(&cluster, &prefix);
+    let api = Api::new(&late);
+    assert_eq!(api.get("/healthz").await.expect("healthz").0, 200);
+    let (status, body) = api.get("/readyz").await.expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = api.get("/v1/configs/late/k").await.expect("read");
+    assert_eq!((status, body["error"]["code"].clone()), (503, json!("unavailable")));
+    cluster.restart_all();
+    eventually("the node loads its state", || async {
+        api.get("/v1/configs/late/k").await.is_ok_and(|(s, b)| s == 200 && b["value"] == "kept")
+    })
+    .await;
+    assert_eq!(api.get("/readyz").await.expect("readyz").0, 200);
+}

@@ -31,6 +31,13 @@ pub async fn readyz(
 ) -> Result<HttpResponse, ApiError> {
     let wants_write =
         req.query_string().split('&').any(|part| part == "write" || part.starts_with("write="));
+    if !state.store.serving() {
+        return Err(ApiError::Unavailable(
+            "this node has not loaded the configuration yet: etcd has not answered since it \
+             started"
+                .into(),
+        ));
+    }
     let writable = state.store.check().await;
     if wants_write {
         if let Err(e) = &writable {

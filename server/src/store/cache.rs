@@ -39,6 +39,9 @@ pub(super) struct Shared {
     ahead: std::sync::Mutex<HashMap<(String, String), Arc<Change>>>,
     /// Whether `ahead` holds any, so that reads skip its lock.
     any_ahead: AtomicBool,
+    /// Whether the cache holds the store's state: false while a node that started with
+    /// etcd unreachable has not loaded it yet.
+    pub(super) loaded: AtomicBool,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -61,6 +64,7 @@ impl Shared {
             applied: Notify::new(),
             ahead: std::sync::Mutex::new(HashMap::new()),
             any_ahead: AtomicBool::new(false),
+            loaded: AtomicBool::new(true),
             metrics,
         }
     }
@@ -167,6 +171,7 @@ impl Shared {
                 .insert(entry.key.clone(), Arc::new(entry));
         }
         self.revision.store(loaded.revision, Ordering::Release);
+        self.loaded.store(true, Ordering::Release);
         drop(_gate);
         self.caught_up();
         self.gray_changed.notify_one();

@@ -81,7 +81,9 @@ impl Store {
             #[cfg(feature = "etcd")]
             Backing::Etcd(etcd) => {
                 let (engine, loaded) = etcd::EtcdEngine::connect(etcd.clone(), &options).await?;
-                let shared = Arc::new(Shared::new(loaded, metrics));
+                let pending = loaded.is_none();
+                let shared = Arc::new(Shared::new(loaded.unwrap_or_default(), metrics));
+                shared.loaded.store(!pending, Ordering::Release);
                 let feed = engine.start(shared.clone());
                 let alone = tokio::sync::watch::channel(false).0;
                 let engine = Engine::Etcd(Box::new(engine));
@@ -188,6 +190,12 @@ impl Store {
             #[cfg(feature = "etcd")]
             Engine::Etcd(engine) => engine.shutdown(),
         }
+    }
+
+    /// Whether this node holds the store's state and may serve it: false while a node
+    /// that started with etcd unreachable waits to load it.
+    pub fn serving(&self) -> bool {
+        self.shared.loaded.load(Ordering::Acquire)
     }
 
     /// The revision of the last change applied to the cache.

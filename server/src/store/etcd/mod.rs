@@ -83,6 +83,9 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How often the leading node considers compacting etcd.
 const COMPACT_CHECK: Duration = Duration::from_secs(2);
+/// How long a starting node tries to load its state before it serves without it (and
+/// loads it once etcd answers).
+const START_WAIT: Duration = Duration::from_secs(3);
 /// How long publishing waits for the node's lease.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
 /// How long a write waits for this node to apply it before answering anyway.
@@ -172,7 +175,7 @@ impl EtcdEngine {
     pub async fn connect(
         options: EtcdOptions,
         store: &StoreOptions,
-    ) -> Result<(EtcdEngine, Loaded), StoreError> {
+    ) -> Result<(EtcdEngine, Option<Loaded>), StoreError> {
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             // etcd refuses pings more often than every 5 s.
@@ -218,17 +221,22 @@ impl EtcdEngine {
         let keys = Keys { prefix: options.prefix.clone() };
         let seqs = Arc::new(DashMap::new());
         let last_change = Arc::new(AtomicU64::new(0));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + START_WAIT;
         let mut wait = RETRY_MIN;
         let loaded = loop {
             match load(&mut kv.clone(), &keys, &seqs, &last_change).await {
-                Ok(loaded) => break loaded,
+                Ok(loaded) => break Some(loaded),
                 Err(err) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %err, "etcd is not reachable yet; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(RETRY_MAX);
                 }
-                Err(err) => return Err(err),
+                // The node serves health and readiness meanwhile, and its state once the
+                // watch has loaded it.
+                Err(err) => {
+                    tracing::warn!(error = %err, "etcd is not reachable; loading once it is");
+                    break None;
+                }
             }
         };
         let (leader_tx, leader) = watch::channel(false);
@@ -270,7 +278,8 @@ impl EtcdEngine {
             last_change: self.last_change.clone(),
         };
         let next = self.last_change.load(Ordering::Acquire).max(watcher.shared.revision()) + 1;
-        let watch = tokio::spawn(watcher.run(next, self.stop.subscribe()));
+        let loaded = watcher.shared.loaded.load(Ordering::Acquire);
+        let watch = tokio::spawn(watcher.run(next, loaded, self.stop.subscribe()));
         let clients = Clients { timed: self.client.clone(), patient: self.patient.clone() };
         let session = tokio::spawn(session(
             clients,

@@ -34,8 +34,30 @@ pub(super) enum WatchEnd {
 }
 
 impl Watcher {
-    pub(super) async fn run(mut self, mut next: Revision, mut stop: watch::Receiver<bool>) {
+    /// Applies every change from `next` on, once the state is `loaded` (else it loads it
+    /// first, as after a compaction).
+    pub(super) async fn run(
+        mut self,
+        mut next: Revision,
+        loaded: bool,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut wait = RETRY_MIN;
+        while !loaded {
+            match self.reload().await {
+                Ok(revision) => {
+                    tracing::info!(revision, "etcd answers: the state is loaded");
+                    next = revision + 1;
+                    break;
+                }
+                Err(err) => tracing::debug!(error = %err, "etcd is still unreachable"),
+            }
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(RETRY_MAX);
+        }
         loop {
             let end = tokio::select! {
                 _ = stopped(&mut stop) => WatchEnd::Stopped,
@@ -43,7 +65,13 @@ impl Watcher {
             };
             match end {
                 WatchEnd::Stopped => return,
-                WatchEnd::Compacted => match self.reload().await {
+                WatchEnd::Compacted => match {
+                    tracing::warn!(
+                        "the etcd watch fell behind a compaction; reloading and resyncing \
+                         subscribers"
+                    );
+                    self.reload().await
+                } {
                     Ok(revision) => {
                         next = revision + 1;
                         wait = RETRY_MIN;
@@ -150,9 +178,6 @@ impl Watcher {
 
     /// Reloads the whole state after a compaction; returns the revision it is as of.
     async fn reload(&mut self) -> Result<Revision, StoreError> {
-        tracing::warn!(
-            "the etcd watch fell behind a compaction; reloading and resyncing subscribers"
-        );
         let seqs = DashMap::new();
         let loaded = load(&mut self.kv, &self.keys, &seqs, &self.last_change).await?;
         let revision = loaded.revision;

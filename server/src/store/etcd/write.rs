@@ -125,9 +125,10 @@ impl EtcdEngine {
     ) -> Result<KeyState, StoreError> {
         let slot = slot(namespace, key);
         let reads = self.key_state_reads(&slot, idempotent);
-        let response = retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
-            .await
-            .map_err(|e| etcd_err("cannot read from etcd", e))?;
+        let response =
+            retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
+                .await
+                .map_err(|e| etcd_err("cannot read from etcd", e))?;
         KeyState::from_gets(response.op_responses(), namespace, key)
     }
 
@@ -289,9 +290,10 @@ impl EtcdEngine {
     ) -> Result<Option<Arc<Change>>, StoreError> {
         let reads: Vec<TxnOp> =
             attempts.iter().map(|a| TxnOp::get(self.keys.history(slot, *a), None)).collect();
-        let response = retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
-            .await
-            .map_err(|e| outcome_unknown(slot, &e.to_string()))?;
+        let response =
+            retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
+                .await
+                .map_err(|e| outcome_unknown(slot, &e.to_string()))?;
         for (attempt, read) in attempts.iter().zip(response.op_responses()) {
             let found = match read {
                 TxnOpResponse::Get(get) => get.kvs().first().cloned(),
