@@ -43,12 +43,14 @@ impl Watcher {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut wait = RETRY_MIN;
+        let mut loaded = loaded;
         while !loaded {
             match self.reload().await {
                 Ok(revision) => {
                     tracing::info!(revision, "etcd answers: the state is loaded");
                     next = revision + 1;
-                    break;
+                    loaded = true;
+                    continue;
                 }
                 Err(err) => tracing::debug!(error = %err, "etcd is still unreachable"),
             }
@@ -65,13 +67,7 @@ impl Watcher {
             };
             match end {
                 WatchEnd::Stopped => return,
-                WatchEnd::Compacted => match {
-                    tracing::warn!(
-                        "the etcd watch fell behind a compaction; reloading and resyncing \
-                         subscribers"
-                    );
-                    self.reload().await
-                } {
+                WatchEnd::Compacted => match self.reload_after_compaction().await {
                     Ok(revision) => {
                         next = revision + 1;
                         wait = RETRY_MIN;
@@ -176,7 +172,15 @@ impl Watcher {
         }
     }
 
-    /// Reloads the whole state after a compaction; returns the revision it is as of.
+    /// Reloads the whole state after the watch fell behind a compaction.
+    async fn reload_after_compaction(&mut self) -> Result<Revision, StoreError> {
+        tracing::warn!(
+            "the etcd watch fell behind a compaction; reloading and resyncing subscribers"
+        );
+        self.reload().await
+    }
+
+    /// Reloads the whole state; returns the revision it is as of.
     async fn reload(&mut self) -> Result<Revision, StoreError> {
         let seqs = DashMap::new();
         let loaded = load(&mut self.kv, &self.keys, &seqs, &self.last_change).await?;
