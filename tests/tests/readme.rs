@@ -5,13 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use graycast_tests::{cli_binary, server_binary, TestServer};
+use graycast_tests::etcd::{node_on, unique_prefix, EtcdCluster};
+use graycast_tests::{cli_binary, eventually, server_binary, Api, TestServer};
 
 /// Headings whose `sh` blocks form the walkthrough, in README order.
 const WALKTHROUGH: [&str; 4] = ["Try it", "Gray releases", "CLI", "Operations"];
 
+/// The heading of the etcd backup, run by its own test.
+const BACKUP: &str = "Backing up etcd";
+
 /// Headings whose `sh` blocks are not run here, and why.
-const NOT_RUN: [(&str, &str); 2] = [
+const NOT_RUN: [(&str, &str); 3] = [
+    (BACKUP, "run by the_etcd_backup_restores_as_written, against a real etcd"),
     (
         "Two commands (on a fresh machine with Rust)",
         "they are this test suite and the release build",
@@ -198,4 +203,63 @@ fn link(target: &Path, link: &Path) {
     std::os::unix::fs::symlink(target, link).expect("symlink");
     #[cfg(not(unix))]
     std::fs::copy(target, link).map(|_| ()).expect("copy");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The README's etcd backup, run as written: a snapshot of a member holding a node's
+/// state, restored into a new etcd, which a new node serves the state from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_backup_restores_as_written() {
+    let text = readme();
+    let all = blocks(&text);
+    let backup: Vec<&Block> =
+        all.iter().filter(|b| b.lang == "sh" && b.heading == BACKUP).collect();
+    assert_eq!(backup.len(), 1, "one sh block under {BACKUP:?}");
+    let cluster = EtcdCluster::start(1);
+    let prefix = unique_prefix();
+    let before = graycast_tests::etcd::node(&cluster, &prefix);
+    Api::new(&before).put_ok("backup", "k", serde_json::json!("saved")).await;
+    drop(before);
+
+    let dir = tempfile::tempdir().unwrap();
+    let restored = format!("http://127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    // The block starts etcd in the background; the test stops it afterwards.
+    let script = format!("set -e\n{}\necho $! > etcd.pid\n", backup[0].text);
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir.path())
+        .env("ETCD", cluster.endpoints())
+        .env("RESTORED", &restored)
+        .env("RESTORED_PEER", &peer)
+        .output()
+        .expect("bash runs");
+    let pid = std::fs::read_to_string(dir.path().join("etcd.pid")).unwrap_or_default();
+    let stop = || {
+        let _ = Command::new("kill").arg("-KILL").arg(pid.trim()).status();
+    };
+    if !output.status.success() {
+        stop();
+        panic!(
+            "the backup failed\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    drop(cluster);
+    let after = node_on(&restored, &prefix);
+    let api = Api::new(&after);
+    eventually("the restored state is served", || async {
+        api.get("/v1/configs/backup/k").await.is_ok_and(|(s, b)| s == 200 && b["value"] == "saved")
+    })
+    .await;
+    drop(after);
+    stop();
 }
