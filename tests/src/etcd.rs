@@ -259,7 +259,12 @@ pub fn node(cluster: &EtcdCluster, prefix: &str) -> crate::TestServer {
 
 /// A graycast node on some members of a cluster (`--etcd-endpoints`).
 pub fn node_on(endpoints: &str, prefix: &str) -> crate::TestServer {
-    crate::TestServer::start_with(&[
+    node_with(endpoints, prefix, &[])
+}
+
+/// A graycast node on some members of a cluster, with extra flags.
+pub fn node_with(endpoints: &str, prefix: &str, extra: &[&str]) -> crate::TestServer {
+    let mut args = vec![
         "--store",
         "etcd",
         "--etcd-endpoints",
@@ -268,5 +273,7 @@ pub fn node_on(endpoints: &str, prefix: &str) -> crate::TestServer {
         prefix,
         "--etcd-lease-ttl",
         "2",
-    ])
+    ];
+    args.extend(extra);
+    crate::TestServer::start_with(&args)
 }

@@ -6,6 +6,7 @@
 //! deadline; nothing sleeps to synchronise.
 
 pub mod etcd;
+pub mod linearizability;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -32,6 +32,7 @@
 mod ack;
 mod conns;
 mod fanout;
+mod idempotency;
 mod publisher;
 mod report;
 mod resp;
@@ -70,7 +71,7 @@ fn peers(settings: &Settings) -> Result<Vec<&'static str>> {
             "redis" => ("redis", "redis-server"),
             other => bail!("unknown peer {other:?}: the peers are etcd and redis"),
         };
-        if peers.contains(&peer) {
+        if peers.contains(&peer) || settings.scenario == Scenario::Idempotency {
             continue;
         }
         if settings.scenario == Scenario::Writes && peer == "redis" {
@@ -97,6 +98,9 @@ fn peers(settings: &Settings) -> Result<Vec<&'static str>> {
 }
 
 async fn compare(settings: &Settings, peers: &[&str]) -> Result<()> {
+    if settings.scenario == Scenario::Idempotency {
+        return idempotency::run(settings).await;
+    }
     let mut rows = Vec::new();
     let mut graycast = start_graycast(&settings.graycast_bin, settings.subscribers)?;
     rows.push(run_on(&mut graycast, settings).await?);
@@ -121,5 +125,6 @@ async fn run_on(server: &mut Server, settings: &Settings) -> Result<Row> {
         Scenario::Conns => conns::run(server, settings).await,
         Scenario::Storm => storm::run(server, settings).await,
         Scenario::Ack => ack::run(server, settings).await,
+        Scenario::Idempotency => bail!("idempotency runs graycast alone"),
     }
 }

@@ -43,6 +43,7 @@ pub(super) fn print_table(settings: &Settings, rows: &[Row]) {
              after the restart",
             settings.subscribers
         ),
+        Scenario::Idempotency => "idempotency".to_owned(),
         Scenario::Ack => format!(
             "ack: acknowledgements of {} updates {} ms apart, first with nobody subscribed, \
              then while each update fans out to {} subscribers",

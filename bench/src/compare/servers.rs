@@ -115,6 +115,15 @@ async fn wait_listening(address: &str) -> Result<()> {
 }
 
 pub(super) fn start_graycast(bin: &Path, subscribers: usize) -> Result<Server> {
+    start_graycast_with(bin, subscribers, &[])
+}
+
+/// A graycast server with extra flags (`--store etcd ...`).
+pub(super) fn start_graycast_with(
+    bin: &Path,
+    subscribers: usize,
+    extra: &[String],
+) -> Result<Server> {
     use std::io::BufRead as _;
     let data = temp_dir("graycast");
     // By default the server keeps an eighth of its file descriptors (up to 4,096) for REST
@@ -126,6 +135,7 @@ pub(super) fn start_graycast(bin: &Path, subscribers: usize) -> Result<Server> {
             .map(str::to_owned)
             .into_iter()
             .chain([max_subscribers.to_string()])
+            .chain(extra.iter().cloned())
             .collect::<Vec<String>>()
     };
     let mut child = Command::new(bin)

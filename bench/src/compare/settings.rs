@@ -10,6 +10,8 @@ pub enum Scenario {
     Conns,
     Storm,
     Ack,
+    /// graycast alone, on one node and on etcd: writes with and without `Idempotency-Key`.
+    Idempotency,
 }
 
 /// The settings of a comparison.

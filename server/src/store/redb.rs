@@ -11,8 +11,9 @@
 //!   `changelog_retain`;
 //! - `counts`: `"{ns}/{key}"` to its number of history records, which `history_retain`
 //!   bounds (the oldest go first; the key's current record always stays);
-//! - `idempotent`: a write's scoped `Idempotency-Key` to what is [`Kept`] of it (JSON),
-//!   and `idempotent_age`: (when, key), by which keys older than the window go.
+//! - `idempotent`: the revision of a change made with an `Idempotency-Key` to the key (scoped)
+//!   and what is [`Kept`] of it (JSON): appended in revision order, so the oldest go first
+//!   once the window is over; the backend looks keys up in a map of it loaded at open.
 //!
 //! Names cannot contain `/`, so `"{ns}/{key}"` is unambiguous. Format 1 (three copies of
 //! every change: `entries`, `history` and a change log of whole changes) is converted on
@@ -41,8 +42,7 @@ const CURRENT: TableDefinition<&str, u64> = TableDefinition::new("current");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
-const IDEMPOTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotent");
-const IDEMPOTENT_AGE: TableDefinition<(i64, &str), ()> = TableDefinition::new("idempotent_age");
+const IDEMPOTENT: TableDefinition<u64, &[u8]> = TableDefinition::new("idempotent");
 
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
@@ -66,6 +66,8 @@ pub struct RedbBackend {
     history_retain: u64,
     /// `meta.bytes` as of the last commit.
     bytes: AtomicU64,
+    /// The `idempotent` table by key, as of the last commit.
+    idempotent: std::sync::Mutex<std::collections::HashMap<String, Kept>>,
 }
 
 fn backend_err(err: impl std::fmt::Display) -> StoreError {
@@ -122,7 +124,6 @@ impl RedbBackend {
             txn.open_table(CHANGELOG).map_err(backend_err)?;
             txn.open_table(COUNTS).map_err(backend_err)?;
             txn.open_table(IDEMPOTENT).map_err(backend_err)?;
-            txn.open_table(IDEMPOTENT_AGE).map_err(backend_err)?;
         }
         if get_meta(&txn, META_FORMAT)? < FORMAT {
             convert_from_format_1(&txn)?;
@@ -132,6 +133,7 @@ impl RedbBackend {
             changelog_retain: options.changelog_retain.max(1),
             history_retain: options.history_retain,
             bytes: AtomicU64::new(0),
+            idempotent: std::sync::Mutex::new(load_idempotency(&txn)?),
         };
         backend.apply_history_retention(&txn)?;
         backend.bytes.store(get_meta(&txn, META_BYTES)?, Ordering::Release);
@@ -196,34 +198,64 @@ impl RedbBackend {
     }
 }
 
-/// Keeps the `Idempotency-Key`s of `changes` and forgets some of those older than the
-/// window; returns the bytes this adds (negative when more went than came).
-fn keep_idempotency(txn: &WriteTransaction, changes: &[Change]) -> Result<i64, StoreError> {
-    let mut kept = txn.open_table(IDEMPOTENT).map_err(backend_err)?;
-    let mut ages = txn.open_table(IDEMPOTENT_AGE).map_err(backend_err)?;
-    let mut added = 0i64;
-    for (at_ms, key, record) in changes.iter().filter_map(kept_of) {
-        let record = serde_json::to_vec(&record).map_err(backend_err)?;
-        added += (key.len() * 2 + record.len() + 8) as i64;
-        kept.insert(key.as_str(), record.as_slice()).map_err(backend_err)?;
-        ages.insert((at_ms, key.as_str()), ()).map_err(backend_err)?;
+/// The `idempotent` table by key, at open.
+fn load_idempotency(
+    txn: &WriteTransaction,
+) -> Result<std::collections::HashMap<String, Kept>, StoreError> {
+    let table = txn.open_table(IDEMPOTENT).map_err(backend_err)?;
+    let oldest = oldest_kept_ms();
+    let mut map = std::collections::HashMap::new();
+    for row in table.iter().map_err(backend_err)? {
+        let (_, value) = row.map_err(backend_err)?;
+        let row: KeptRow = decode(value.value()).map_err(|e| corrupt("an idempotency row", e))?;
+        if row.kept.at_ms >= oldest {
+            map.insert(row.key, row.kept);
+        }
+    }
+    Ok(map)
+}
+
+/// A row of `idempotent`: the scoped key and what is kept of its write.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptRow {
+    key: String,
+    kept: Kept,
+}
+
+/// Keeps the `Idempotency-Key`s of `changes` (in `txn`, and in `keys` once committed:
+/// returned as `added`) and forgets some of those older than the window; returns the bytes
+/// this adds to the tables (negative when more went than came).
+fn keep_idempotency(
+    txn: &WriteTransaction,
+    changes: &[Change],
+    added: &mut Vec<(String, Kept)>,
+    gone: &mut Vec<String>,
+) -> Result<i64, StoreError> {
+    let mut table = txn.open_table(IDEMPOTENT).map_err(backend_err)?;
+    let mut bytes = 0i64;
+    for (_, key, kept) in changes.iter().filter_map(kept_of) {
+        let row = KeptRow { key, kept };
+        let encoded = serde_json::to_vec(&row).map_err(backend_err)?;
+        bytes += (encoded.len() + 8) as i64;
+        table.insert(row.kept.revision, encoded.as_slice()).map_err(backend_err)?;
+        added.push((row.key, row.kept));
     }
     let oldest = oldest_kept_ms();
-    let mut gone = Vec::new();
-    for row in ages.range((i64::MIN, "")..(oldest, "")).map_err(backend_err)? {
-        let (k, _) = row.map_err(backend_err)?;
-        gone.push((k.value().0, k.value().1.to_owned()));
-        if gone.len() as u64 == MAX_PRUNE_PER_COMMIT {
+    let mut expired = Vec::new();
+    for row in table.iter().map_err(backend_err)? {
+        let (revision, value) = row.map_err(backend_err)?;
+        let row: KeptRow = decode(value.value()).map_err(|e| corrupt("an idempotency row", e))?;
+        if row.kept.at_ms >= oldest || expired.len() as u64 == MAX_PRUNE_PER_COMMIT {
             break;
         }
+        expired.push((revision.value(), value.value().len(), row.key));
     }
-    for (at_ms, key) in gone {
-        ages.remove((at_ms, key.as_str())).map_err(backend_err)?;
-        if let Some(record) = kept.remove(key.as_str()).map_err(backend_err)? {
-            added -= (key.len() * 2 + record.value().len() + 8) as i64;
-        }
+    for (revision, size, key) in expired {
+        table.remove(revision).map_err(backend_err)?;
+        bytes -= (size + 8) as i64;
+        gone.push(key);
     }
-    Ok(added)
+    Ok(bytes)
 }
 
 /// Converts format 1 (whole entries in `entries`; the change log held whole changes;
@@ -398,7 +430,8 @@ impl LocalBackend for RedbBackend {
                 }
             }
         }
-        added += keep_idempotency(&txn, changes)?;
+        let (mut keyed, mut expired) = (Vec::new(), Vec::new());
+        added += keep_idempotency(&txn, changes, &mut keyed, &mut expired)?;
         for (slot, count) in to_prune {
             added -= self.prune_history(&txn, &slot, count)? as i64;
         }
@@ -423,6 +456,13 @@ impl LocalBackend for RedbBackend {
         }
         txn.commit().map_err(backend_err)?;
         self.bytes.store(bytes, Ordering::Release);
+        if !(keyed.is_empty() && expired.is_empty()) {
+            let mut map = self.idempotent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for key in expired {
+                map.remove(&key);
+            }
+            map.extend(keyed);
+        }
         Ok(())
     }
 
@@ -515,13 +555,8 @@ impl LocalBackend for RedbBackend {
     }
 
     fn idempotent(&self, key: &str) -> Result<Option<Kept>, StoreError> {
-        let txn = self.db.begin_read().map_err(backend_err)?;
-        let table = txn.open_table(IDEMPOTENT).map_err(backend_err)?;
-        let Some(v) = table.get(key).map_err(backend_err)? else {
-            return Ok(None);
-        };
-        let kept: Kept = decode(v.value()).map_err(|e| corrupt("an idempotency record", e))?;
-        Ok((kept.at_ms >= oldest_kept_ms()).then_some(kept))
+        let map = self.idempotent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(map.get(key).filter(|kept| kept.at_ms >= oldest_kept_ms()).cloned())
     }
 
     fn stored_bytes(&self) -> u64 {
