@@ -41,6 +41,8 @@ type Urls = Arc<RwLock<Vec<String>>>;
 struct Recorder {
     start: Instant,
     ops: Mutex<Vec<Op>>,
+    /// Attempts answered 503 or 504 or without an answer, which the client sent again.
+    retried: std::sync::atomic::AtomicU64,
 }
 
 impl Recorder {
@@ -140,7 +142,9 @@ async fn client(id: u32, urls: Urls, recorder: Arc<Recorder>, stop: Arc<AtomicBo
                     refused += 1;
                     break;
                 }
-                Attempt::Again => {}
+                Attempt::Again => {
+                    recorder.retried.fetch_add(1, Ordering::Relaxed);
+                }
             }
             if Instant::now() > deadline || matches!(call, Call::Read) {
                 break;
@@ -255,7 +259,11 @@ async fn verdict(name: &str, recorder: &Recorder, url: &str, faults: usize) -> V
     sessions.extend(checked.into_iter().filter(|op| op.client != u32::MAX));
     problems.extend(check_sessions(&sessions));
     let figures = summary(&ops);
-    eprintln!("{name}: {figures:?}, faults {faults}, problems {}", problems.len());
+    let retried = recorder.retried.load(Ordering::Relaxed);
+    eprintln!(
+        "{name}: {figures:?}, attempts sent again {retried}, faults {faults}, problems {}",
+        problems.len()
+    );
     for problem in problems.iter().take(20) {
         eprintln!("  {problem}");
     }
@@ -269,7 +277,11 @@ async fn run_clients(
     run: Duration,
     nemesis: impl std::future::Future<Output = usize>,
 ) -> (Arc<Recorder>, u64, usize) {
-    let recorder = Arc::new(Recorder { start: Instant::now(), ops: Mutex::new(Vec::new()) });
+    let recorder = Arc::new(Recorder {
+        start: Instant::now(),
+        ops: Mutex::new(Vec::new()),
+        retried: std::sync::atomic::AtomicU64::new(0),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS as u32)
         .map(|id| tokio::spawn(client(id, urls.clone(), recorder.clone(), stop.clone())))
