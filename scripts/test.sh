@@ -4,7 +4,8 @@
 # cluster script, and the web console in a real headless Chromium. Installs what is
 # missing: Debian's chromium, etcd-server, protobuf-compiler, openssl, jq and prometheus
 # (for promtool) (as root),
-# schemathesis (PyPI) and the pinned npm packages of web/tests.
+# schemathesis and the OpenFeature OFREP provider (PyPI) and the pinned npm packages of
+# web/tests and tests/ofrep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,14 @@ fi
 if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
   echo "== installing schemathesis (PyPI)"
   python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
+fi
+if ! python3 -c 'import openfeature.contrib.provider.ofrep' >/dev/null 2>&1; then
+  echo "== installing the OpenFeature OFREP provider (PyPI), for tests/tests/ofrep.rs"
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/ofrep/requirements.txt
+fi
+if [ ! -d tests/ofrep/node_modules/@openfeature/ofrep-provider ] || [ tests/ofrep/package-lock.json -nt tests/ofrep/node_modules ]; then
+  echo "== installing the OpenFeature OFREP provider (npm), for tests/tests/ofrep.rs"
+  (cd tests/ofrep && npm ci --no-audit --no-fund --loglevel=error)
 fi
 if [ ! -d web/tests/node_modules/playwright-core ] || [ web/tests/package-lock.json -nt web/tests/node_modules ]; then
   echo "== installing the browser tests' npm packages"

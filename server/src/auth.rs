@@ -145,8 +145,17 @@ impl Tokens {
 
     /// The caller a secret belongs to.
     pub fn authenticate(&self, secret: &str) -> Option<Arc<Principal>> {
-        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        self.by_hash.get(&hash).cloned()
+        self.by_hash.get(&Tokens::hash(secret)).cloned()
+    }
+
+    /// The hash a secret is known by.
+    pub fn hash(secret: &str) -> [u8; 32] {
+        Sha256::digest(secret.as_bytes()).into()
+    }
+
+    /// The first token whose hash satisfies `wanted`, with its hash.
+    pub fn find(&self, wanted: impl Fn(&[u8; 32]) -> bool) -> Option<([u8; 32], Arc<Principal>)> {
+        self.by_hash.iter().find(|(hash, _)| wanted(hash)).map(|(h, p)| (*h, p.clone()))
     }
 }
 

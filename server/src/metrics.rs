@@ -138,6 +138,13 @@ impl SnapshotCause {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfrepLabels {
+    endpoint: &'static str,
+    reason: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
 }
@@ -170,6 +177,7 @@ pub struct Metrics {
     disconnects: [Counter; Disconnect::ALL.len()],
     refused_connections: Counter,
     guard_aborts: Counter,
+    ofrep: Family<OfrepLabels, Counter>,
     etcd_lease_grants: Counter,
     etcd_session_restarts: Counter,
     revision: Gauge,
@@ -250,6 +258,12 @@ impl Metrics {
             "Subscriber connections refused because the subscriber limit was reached",
             refused_connections.clone(),
         );
+        let ofrep = Family::<OfrepLabels, Counter>::default();
+        registry.register(
+            "graycast_ofrep_evaluations",
+            "OFREP requests by endpoint (single, bulk), reason and error code",
+            ofrep.clone(),
+        );
         let guard_aborts = Counter::default();
         registry.register(
             "graycast_guard_aborts",
@@ -304,6 +318,7 @@ impl Metrics {
             disconnects,
             refused_connections,
             guard_aborts,
+            ofrep,
             etcd_lease_grants,
             etcd_session_restarts,
             revision,
@@ -358,6 +373,19 @@ impl Metrics {
 
     pub fn record_refused_connection(&self) {
         self.refused_connections.inc();
+    }
+
+    /// An OFREP evaluation answered with `reason`, or refused with `error` (an OFREP
+    /// error code).
+    pub fn record_ofrep(
+        &self,
+        endpoint: &'static str,
+        reason: Option<&'static str>,
+        error: Option<&'static str>,
+    ) {
+        let labels =
+            OfrepLabels { endpoint, reason: reason.unwrap_or(""), error: error.unwrap_or("") };
+        self.ofrep.get_or_create(&labels).inc();
     }
 
     pub fn record_guard_abort(&self) {

@@ -133,7 +133,8 @@ pub async fn serving(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let api = req.path().starts_with("/v1/");
+    let path = req.path();
+    let api = path.starts_with("/v1/") || path.starts_with("/ofrep/") || path.starts_with("/ns/");
     let state = req.app_data::<actix_web::web::Data<crate::state::AppState>>();
     if api && state.is_some_and(|state| !state.store.serving()) {
         return Err(ApiError::Unavailable(

@@ -57,6 +57,11 @@ impl OriginPolicy {
         }
     }
 
+    /// Whether `origin` is one of `--allowed-origins`.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.origins.iter().any(|allowed| allowed == origin.trim_end_matches('/'))
+    }
+
     /// Refuses a request a browser may have been tricked into making (403).
     pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());

@@ -9,6 +9,7 @@ pub mod gray;
 pub mod health;
 pub mod idempotency;
 pub mod namespaces;
+pub mod ofrep;
 pub mod release;
 pub mod transfer;
 pub mod watch;
@@ -78,6 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     clients::configure(cfg);
     health::configure(cfg);
     namespaces::configure(cfg);
+    ofrep::configure(cfg);
     changes::configure(cfg);
     transfer::configure(cfg);
     watch::configure(cfg);

@@ -39,6 +39,8 @@ pub(super) struct Shared {
     ahead: std::sync::Mutex<HashMap<(String, String), Arc<Change>>>,
     /// Whether `ahead` holds any, so that reads skip its lock.
     any_ahead: AtomicBool,
+    /// The revision of the last change applied to each namespace (deletes included).
+    pub(super) changed: DashMap<String, Revision>,
     /// Whether the cache holds the store's state: false while a node that started with
     /// etcd unreachable has not loaded it yet.
     pub(super) loaded: AtomicBool,
@@ -65,6 +67,7 @@ impl Shared {
             ahead: std::sync::Mutex::new(HashMap::new()),
             any_ahead: AtomicBool::new(false),
             loaded: AtomicBool::new(true),
+            changed: DashMap::new(),
             metrics,
         }
     }
@@ -126,6 +129,7 @@ impl Shared {
         {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             for change in committed {
+                self.changed.insert(change.namespace.clone(), change.revision);
                 match &change.entry {
                     Some(entry) => {
                         self.cache
@@ -171,6 +175,13 @@ impl Shared {
                 .insert(entry.key.clone(), Arc::new(entry));
         }
         self.revision.store(loaded.revision, Ordering::Release);
+        // What changed before the reload is not known: every namespace may have.
+        for mut changed in self.changed.iter_mut() {
+            *changed = loaded.revision;
+        }
+        for ns in self.cache.iter() {
+            self.changed.insert(ns.key().clone(), loaded.revision);
+        }
         self.loaded.store(true, Ordering::Release);
         drop(_gate);
         self.caught_up();

@@ -203,6 +203,16 @@ impl Store {
         self.shared.revision()
     }
 
+    /// The revision of the last change to any of `namespaces` this node applied (0 if
+    /// none since it started; a node that starts knows its namespaces as of its load).
+    pub fn changed_in(&self, namespaces: &[String]) -> Revision {
+        namespaces
+            .iter()
+            .filter_map(|ns| self.shared.changed.get(ns).map(|r| *r))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Waits until the cache has applied `revision`, at most `timeout`.
     pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> bool {
         self.shared.wait_applied(revision, timeout).await

@@ -1,0 +1,307 @@
+//! OFREP, the OpenFeature Remote Evaluation Protocol 0.3.0 (SPEC §9): any OpenFeature SDK
+//! with an OFREP provider evaluates graycast's keys, gray releases included.
+//!
+//! - `POST /ofrep/v1/evaluate/flags/{namespace}/{key}` (the `/` may be `%2F`) and
+//!   `POST /ofrep/v1/evaluate/flags` (bulk: every key the token may read) at the root;
+//!   under `/ns/{namespace}` the same with plain keys, for a provider whose base URL is
+//!   `http://HOST/ns/payments`.
+//! - The bulk answer's `ETag` is a hash of its flags (so it changes whenever any answer
+//!   does), `If-None-Match` gets 304, and `eventStreams` names `stream.rs`'s server-sent
+//!   events, which tell a provider to fetch again after each commit in scope.
+//! - Tokens come as `Authorization: Bearer` or `X-API-Key`; `read` suffices. Browser
+//!   origins of `--allowed-origins` get CORS answers on these paths.
+
+mod eval;
+mod stream;
+mod ticket;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use self::eval::{evaluate_entry, read_context, Code, Failure, Flag};
+use crate::auth::{self, Access, Tokens};
+use crate::error::ApiError;
+use crate::state::{AppState, Caller};
+
+pub use self::eval::MAX_CONTEXT_FIELDS;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for base in ["/ofrep/v1", "/ns/{ns}/ofrep/v1"] {
+        cfg.service(
+            web::resource(format!("{base}/evaluate/flags"))
+                .route(web::post().to(bulk))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+        )
+        .service(
+            web::resource(format!("{base}/evaluate/flags/{{flag:.+}}"))
+                .route(web::post().to(single))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+        )
+        .service(
+            web::resource(format!("{base}/events"))
+                .route(web::get().to(stream::events))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+        );
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer` or `X-API-Key`.
+fn secret(req: &HttpRequest) -> Option<&str> {
+    auth::bearer(req.headers())
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+}
+
+/// Who calls, and whether they may read `namespace` (every namespace when `None`: the
+/// check is then per namespace).
+fn caller(
+    state: &AppState,
+    req: &HttpRequest,
+    namespace: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let caller = state.identify(secret(req))?.identified()?;
+    if let Some(namespace) = namespace {
+        caller.may(Access::Read, Some(namespace))?;
+    }
+    Ok(caller)
+}
+
+/// The namespace of a `/ns/{ns}` base, if the request has one.
+fn base_namespace(req: &HttpRequest) -> Option<String> {
+    req.match_info().get("ns").map(str::to_owned)
+}
+
+/// An answer with the CORS headers an allowed origin gets.
+fn with_cors(state: &AppState, req: &HttpRequest, mut response: HttpResponse) -> HttpResponse {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if let Some(origin) = origin.filter(|o| state.origin_policy.allows_origin(o)) {
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        }
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("ETag"));
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// A CORS preflight: allowed origins may POST JSON with a token and `If-None-Match`.
+async fn preflight(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let mut response = HttpResponse::NoContent().finish();
+    let allowed = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| state.origin_policy.allows_origin(o));
+    if allowed {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization, If-None-Match, X-API-Key"),
+        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    with_cors(&state, &req, response)
+}
+
+/// Reads the body (at most [`MAX_BODY_BYTES`], within the body timeout).
+async fn body(
+    state: &AppState,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<bytes::BytesMut, ApiError> {
+    let read = async {
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the request body is over the limit of {MAX_BODY_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|size| size > MAX_BODY_BYTES) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the request body is over the limit of {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    tokio::time::timeout(state.config.body_timeout(), read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout("the request body did not arrive in time".into()))?
+}
+
+/// A single evaluation's error answer: `{key, errorCode, errorDetails}`.
+fn single_failure(status: StatusCode, key: &str, failure: &Failure) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "key": key,
+        "errorCode": failure.code.as_str(),
+        "errorDetails": failure.details,
+    }))
+}
+
+/// `POST .../evaluate/flags/{flag}`: one flag, for the request's context.
+async fn single(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let base = base_namespace(&req);
+    // The flag as sent, `%2F` decoded (names hold no other escapes).
+    let raw = req.match_info().get("flag").unwrap_or_default();
+    let flag = raw.replace("%2F", "/").replace("%2f", "/");
+    let (namespace, key) = match &base {
+        Some(namespace) => (namespace.clone(), flag.clone()),
+        None => match flag.split_once('/') {
+            Some((namespace, key)) => (namespace.to_owned(), key.to_owned()),
+            None => (String::new(), flag.clone()),
+        },
+    };
+    caller(&state, &req, (!namespace.is_empty()).then_some(namespace.as_str()))?;
+    let body = body(&state, &req, payload).await?;
+    let context = match read_context(&body) {
+        Ok(context) => context,
+        Err(failure) => {
+            state.metrics.record_ofrep("single", None, Some(failure.code.as_str()));
+            return Ok(with_cors(
+                &state,
+                &req,
+                single_failure(StatusCode::BAD_REQUEST, &flag, &failure),
+            ));
+        }
+    };
+    let entry = graycast_protocol::validate_name(&namespace)
+        .and_then(|()| graycast_protocol::validate_name(&key))
+        .ok()
+        .and_then(|()| state.store.get(&namespace, &key));
+    let Some(entry) = entry else {
+        state.metrics.record_ofrep("single", None, Some(Code::FlagNotFound.as_str()));
+        let failure = Failure::new(
+            Code::FlagNotFound,
+            if base.is_some() {
+                format!("no key {flag} in namespace {namespace}")
+            } else {
+                format!("no key {flag}; at the root a flag is namespace/key")
+            },
+        );
+        return Ok(with_cors(&state, &req, single_failure(StatusCode::NOT_FOUND, &flag, &failure)));
+    };
+    let response = match evaluate_entry(&flag, &entry, &context) {
+        Flag::Evaluated(evaluated) => {
+            state.metrics.record_ofrep("single", Some(evaluated.reason), None);
+            HttpResponse::Ok().json(evaluated)
+        }
+        Flag::Failed(failed) => {
+            state.metrics.record_ofrep("single", None, Some(failed.error_code.as_str()));
+            HttpResponse::BadRequest().json(failed)
+        }
+    };
+    Ok(with_cors(&state, &req, response))
+}
+
+/// `POST .../evaluate/flags`: every flag in scope the caller may read.
+async fn bulk(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let base = base_namespace(&req);
+    let caller = caller(&state, &req, base.as_deref())?;
+    let body = body(&state, &req, payload).await?;
+    let context = match read_context(&body) {
+        Ok(context) => context,
+        Err(failure) => {
+            state.metrics.record_ofrep("bulk", None, Some(failure.code.as_str()));
+            let answer = HttpResponse::BadRequest()
+                .json(json!({"errorCode": failure.code.as_str(), "errorDetails": failure.details}));
+            return Ok(with_cors(&state, &req, answer));
+        }
+    };
+    // A refetch a change event asked for waits (briefly) until this node has that change.
+    if let Some(revision) = last_modified(&req) {
+        if revision > state.store.revision() {
+            state.store.wait_applied(revision, std::time::Duration::from_secs(2)).await;
+        }
+    }
+    let namespaces: Vec<String> = match &base {
+        Some(namespace) => vec![namespace.clone()],
+        None => {
+            let (_, all) = state.store.namespaces();
+            all.into_iter()
+                .map(|(name, _)| name)
+                .filter(|ns| ns != crate::push::selection::META_NAMESPACE)
+                .filter(|ns| caller.may(Access::Read, Some(ns)).is_ok())
+                .collect()
+        }
+    };
+    let (revision, entries) = state.store.snapshot(&namespaces);
+    let flags: Vec<Flag> = entries
+        .iter()
+        .map(|entry| {
+            let key = match &base {
+                Some(_) => entry.key.clone(),
+                None => format!("{}/{}", entry.namespace, entry.key),
+            };
+            evaluate_entry(&key, entry, &context)
+        })
+        .collect();
+    let body = serde_json::to_vec(&flags).unwrap_or_default();
+    let etag = format!("\"{}\"", hex(&Sha256::digest(&body)[..12]));
+    state.metrics.record_ofrep("bulk", Some("BULK"), None);
+    let unchanged = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if unchanged {
+        let answer = HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish();
+        return Ok(with_cors(&state, &req, answer));
+    }
+    let stream = stream::url(&state, &req, base.as_deref(), secret(&req));
+    let answer = json!({
+        "flags": flags,
+        "metadata": {"revision": revision},
+        "eventStreams": [{
+            "type": "sse",
+            "endpoint": {"requestUri": stream},
+            "inactivityDelaySec": stream::INACTIVITY_DELAY_SECS,
+        }],
+    });
+    let answer = HttpResponse::Ok().insert_header((header::ETAG, etag)).json(answer);
+    Ok(with_cors(&state, &req, answer))
+}
+
+/// `flagConfigLastModified` when it is a revision (the number graycast sends as
+/// `lastModified`).
+fn last_modified(req: &HttpRequest) -> Option<u64> {
+    req.query_string()
+        .split('&')
+        .find_map(|part| part.strip_prefix("flagConfigLastModified=").and_then(|v| v.parse().ok()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a token file is in use (an open server needs no tickets).
+fn tokens(state: &AppState) -> Option<&Tokens> {
+    state.tokens.as_deref()
+}
