@@ -263,3 +263,43 @@ async fn the_etcd_backup_restores_as_written() {
     drop(after);
     stop();
 }
+
+/// The OpenFeature snippets (Node and Python, through the published OFREP providers of
+/// `tests/ofrep`), run as written against a server holding the walkthrough's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openfeature_snippets_run_as_written() {
+    let text = readme();
+    let all = blocks(&text);
+    let heading = "Use it from any language (OpenFeature)";
+    let snippet = |lang: &str| {
+        let found: Vec<&Block> =
+            all.iter().filter(|b| b.heading == heading && b.lang == lang).collect();
+        assert_eq!(found.len(), 1, "one {lang} block under {heading:?}");
+        found[0].text.clone()
+    };
+    let server = TestServer::start();
+    Api::new(&server).put_ok("payments", "timeout_ms", serde_json::json!(250)).await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ofrep");
+    // The Node snippet beside the npm packages it imports; the Python one anywhere.
+    let js = dir.join(format!("readme-{}.mjs", std::process::id()));
+    std::fs::write(&js, snippet("js")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let py = tmp.path().join("readme.py");
+    std::fs::write(&py, snippet("python")).unwrap();
+    for (program, script) in [("node", &js), ("python3", &py)] {
+        let output = Command::new(program)
+            .arg(script)
+            .env("GRAYCAST_SERVER", &server.url)
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if program == "node" {
+            let _ = std::fs::remove_file(&js);
+        }
+        assert!(
+            output.status.success() && stdout.contains("user-42 gets timeout_ms = 250"),
+            "{program}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
