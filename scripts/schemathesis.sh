@@ -28,3 +28,17 @@ python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] =
   --config-file schemathesis.toml run "$url/openapi.json" \
   --checks all --max-examples "$examples" --workers 1 --exclude-path /v1/watch --exclude-path /v1/events \
   --seed 20261201
+# OFREP from the protocol's own document (open-feature/protocol service/openapi.yaml at
+# d1a63a4e, OFREP 0.3.0; tests/ofrep/README.md), not from ours. Three checks cannot hold
+# against that document, whatever the server: negative data (the published providers send
+# contexts without targetingKey, which it calls invalid, and SPEC §9 takes them), ignored
+# auth (this server is open, on loopback; tests/tests/ofrep.rs covers tokens), and the
+# response schema (its success `oneOf` lists `codeDefaultFlag`, an object with no
+# properties, which every answer with a value matches too, so no answer matches exactly
+# one branch; tests/tests/ofrep.rs checks the shapes, and the published providers read
+# them).
+python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "schemathesis"; sys.exit(schemathesis())' \
+  run tests/ofrep/openapi.yaml --url "$url" \
+  --checks all --exclude-checks negative_data_rejection,ignored_auth,response_schema_conformance \
+  --max-examples "$examples" --workers 1 \
+  --seed 20261201

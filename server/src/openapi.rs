@@ -23,7 +23,7 @@ use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type
 use utoipa::OpenApi;
 
 use crate::routes::{
-    changes, clients, configs, events, gray, health, namespaces, release, transfer, watch,
+    changes, clients, configs, events, gray, health, namespaces, ofrep, release, transfer, watch,
 };
 
 /// The API document served at `/openapi.json`.
@@ -51,6 +51,8 @@ use crate::routes::{
         gray::status,
         gray::report,
         release::release,
+        ofrep::single,
+        ofrep::bulk,
         clients::clients,
         watch::watch,
         events::events,
@@ -60,6 +62,7 @@ use crate::routes::{
         serve,
     ),
     components(schemas(
+        ofrep::EvaluationRequest,
         GrayRequest,
         GrayPatch,
         ReportRequest,

@@ -158,8 +158,23 @@ fn single_failure(status: StatusCode, key: &str, failure: &Failure) -> HttpRespo
     }))
 }
 
+/// The body of an OFREP evaluation: `{"context": {"targetingKey": ..., attributes...}}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EvaluationRequest {
+    /// `targetingKey` (the subject) and the attributes rules match; may be absent.
+    context: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
 /// `POST .../evaluate/flags/{flag}`: one flag, for the request's context.
-async fn single(
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{flag}", tag = "ofrep",
+    params(("flag" = String, Path, description = "namespace/key (the `/` may be `%2F`); under /ns/{namespace}/ofrep/v1 the plain key")),
+    request_body = EvaluationRequest,
+    responses((status = 200, description = "the value, variant (stable or gray), reason and metadata"),
+              (status = 400, description = "PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING or TYPE_MISMATCH, as {key, errorCode, errorDetails}"),
+              (status = 404, description = "FLAG_NOT_FOUND, as {key, errorCode, errorDetails}"),
+              (status = 413, description = "the body is over 64 KiB")))]
+pub async fn single(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -218,7 +233,14 @@ async fn single(
 }
 
 /// `POST .../evaluate/flags`: every flag in scope the caller may read.
-async fn bulk(
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep",
+    params(("flagConfigEtag" = Option<String>, Query, description = "from a refetch event"),
+           ("flagConfigLastModified" = Option<u64>, Query, description = "from a refetch event: the revision to wait for")),
+    request_body = EvaluationRequest,
+    responses((status = 200, description = "every flag the token may read, with an ETag and the event stream; with If-None-Match naming that ETag, 304"),
+              (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT, as {errorCode, errorDetails}"),
+              (status = 413, description = "the body is over 64 KiB")))]
+pub async fn bulk(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -235,9 +257,16 @@ async fn bulk(
             return Ok(with_cors(&state, &req, answer));
         }
     };
+    if let Err(details) = check_conditions(&req) {
+        state.metrics.record_ofrep("bulk", None, Some(Code::ParseError.as_str()));
+        let answer = HttpResponse::BadRequest()
+            .json(json!({"errorCode": Code::ParseError.as_str(), "errorDetails": details}));
+        return Ok(with_cors(&state, &req, answer));
+    }
     // A refetch a change event asked for waits (briefly) until this node has that change.
     if let Some(revision) = last_modified(&req) {
-        if revision > state.store.revision() {
+        // A node alone has every revision there is: a later one is no revision at all.
+        if state.store.clustered() && revision > state.store.revision() {
             state.store.wait_applied(revision, std::time::Duration::from_secs(2)).await;
         }
     }
@@ -287,6 +316,50 @@ async fn bulk(
     });
     let answer = HttpResponse::Ok().insert_header((header::ETAG, etag)).json(answer);
     Ok(with_cors(&state, &req, answer))
+}
+
+/// Checks `flagConfigLastModified` (a number of seconds or revisions, or a date-time).
+/// (`If-None-Match` needs no check: what matches no ETag gets a fresh answer.)
+fn check_conditions(req: &HttpRequest) -> Result<(), String> {
+    for part in req.query_string().split('&') {
+        if let Some(value) = part.strip_prefix("flagConfigLastModified=") {
+            let value = percent_decode(value);
+            let number = value.parse::<u64>().is_ok();
+            if !number && chrono::DateTime::parse_from_rfc3339(&value).is_err() {
+                return Err(format!(
+                    "flagConfigLastModified {value:?} is neither a non-negative integer nor a \
+                     date-time"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A query value with its `%XX` escapes decoded (and `+` as a space).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `flagConfigLastModified` when it is a revision (the number graycast sends as
