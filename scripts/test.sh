@@ -75,6 +75,6 @@ done
 curl -sf http://127.0.0.1:18382/v1/configs/smoke/k | grep -q clustered || { cat "$log"; exit 1; }
 kill -TERM "$cluster"; wait "$cluster" || true; rm -f "$log"
 
-echo "== web console tests (node --test, headless chromium)"
+echo "== web console and OFREP web provider tests (node --test, headless chromium)"
 (cd web/tests && GRAYCAST_BIN="$target_dir/debug/graycast" CHROMIUM="$(command -v chromium)" \
-  node --test --test-concurrency=1 rollout.test.mjs console.test.mjs)
+  node --test --test-concurrency=1 rollout.test.mjs console.test.mjs ofrep-web.test.mjs)

@@ -169,7 +169,11 @@ async fn bulk_answers_carry_an_etag_that_follows_every_change() {
         body["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["app/limit", "web/color"]);
     assert_eq!(body["eventStreams"][0]["type"], "sse");
-    assert_eq!(body["eventStreams"][0]["endpoint"]["requestUri"], "/ofrep/v1/events");
+    let revision = body["metadata"]["revision"].as_u64().unwrap();
+    assert_eq!(
+        body["eventStreams"][0]["endpoint"]["requestUri"],
+        format!("/ofrep/v1/events?since={revision}")
+    );
     let etag = headers["etag"].to_str().unwrap().to_owned();
 
     let (status, again, _) =
@@ -190,7 +194,10 @@ async fn bulk_answers_carry_an_etag_that_follows_every_change() {
         json!([{"key": "limit", "value": 250, "reason": "STATIC", "variant": "stable",
         "metadata": {"namespace": "app", "revision": based["flags"][0]["metadata"]["revision"]}}])
     );
-    assert_eq!(based["eventStreams"][0]["endpoint"]["requestUri"], "/ns/app/ofrep/v1/events");
+    assert!(based["eventStreams"][0]["endpoint"]["requestUri"]
+        .as_str()
+        .unwrap()
+        .starts_with("/ns/app/ofrep/v1/events?since="));
     let (status, _, failed) = post(&api, "/ofrep/v1/evaluate/flags", &[], "[]").await;
     assert_eq!((status, failed["errorCode"].clone()), (400, json!("PARSE_ERROR")));
 }
@@ -262,17 +269,24 @@ async fn the_event_stream_tells_of_each_commit_in_scope_with_a_ticket_not_a_toke
     assert_eq!(status, 200);
     assert_eq!(bulk["flags"].as_array().map(Vec::len), Some(1), "{bulk}");
     let uri = bulk["eventStreams"][0]["endpoint"]["requestUri"].as_str().unwrap().to_owned();
-    assert!(uri.starts_with("/ofrep/v1/events?ticket=") && !uri.contains("s-app"), "{uri}");
+    assert!(uri.starts_with("/ofrep/v1/events?since=") && uri.contains("&ticket="), "{uri}");
+    assert!(!uri.contains("s-app"), "{uri}");
 
     let (status, _, _) = api.raw(Method::GET, "/ofrep/v1/events", &[], None).await;
     assert_eq!(status, 401, "no ticket, no token");
     let (status, _, _) = api.raw(Method::GET, "/ofrep/v1/events?ticket=1.2.3", &[], None).await;
     assert_eq!(status, 401, "a forged ticket");
+    // A change after the answer and before the stream connects is told at once.
+    let (_, _, early) =
+        api.raw(Method::PUT, "/v1/configs/app/k", &[JSON, admin], Some(r#"{"value": 5}"#)).await;
+    let early = early["revision"].as_u64().unwrap();
     let response = reqwest::get(format!("{}{uri}", server.url)).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.bytes_stream();
     let mut buf = String::new();
+    let (id, _) = next_refetch(&mut body, &mut buf).await;
+    assert_eq!(id, early, "the change made before the stream connected");
     // A change out of scope says nothing; one in scope is told with its revision.
     api.raw(Method::PUT, "/v1/configs/other/k", &[JSON, admin], Some(r#"{"value": 2}"#)).await;
     let (_, _, written) =

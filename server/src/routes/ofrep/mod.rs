@@ -304,7 +304,7 @@ pub async fn bulk(
         let answer = HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish();
         return Ok(with_cors(&state, &req, answer));
     }
-    let stream = stream::url(&state, &req, base.as_deref(), secret(&req));
+    let stream = stream::url(&state, base.as_deref(), secret(&req), revision);
     let answer = json!({
         "flags": flags,
         "metadata": {"revision": revision},

@@ -27,21 +27,17 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The stream's URI for a bulk answer: under the base, with a fresh ticket when the server
-/// has tokens.
-pub fn url(
-    state: &AppState,
-    _req: &HttpRequest,
-    base: Option<&str>,
-    secret: Option<&str>,
-) -> String {
+/// has tokens. `since` is the revision the answer is as of: a change after it and before
+/// the stream connects is told at once.
+pub fn url(state: &AppState, base: Option<&str>, secret: Option<&str>, since: Revision) -> String {
     let path = match base {
-        Some(namespace) => format!("/ns/{namespace}/ofrep/v1/events"),
-        None => "/ofrep/v1/events".to_owned(),
+        Some(namespace) => format!("/ns/{namespace}/ofrep/v1/events?since={since}"),
+        None => format!("/ofrep/v1/events?since={since}"),
     };
     match (tokens(state), secret) {
         (Some(_), Some(secret)) => {
             let expires = chrono::Utc::now().timestamp() + TICKET_LIFETIME_SECS;
-            format!("{path}?ticket={}", ticket::issue(&Tokens::hash(secret), expires))
+            format!("{path}&ticket={}", ticket::issue(&Tokens::hash(secret), expires))
         }
         _ => path,
     }
@@ -165,11 +161,16 @@ pub async fn events(
         return Err(ApiError::Unavailable("too many open event streams; try again later".into()));
     }
     let open = Open;
+    // Where the client is: the last event it got, else the revision of the answer that
+    // named the stream.
     let last_event = req
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<Revision>().ok());
+        .and_then(|v| v.trim().parse::<Revision>().ok())
+        .or_else(|| {
+            req.query_string().split('&').find_map(|p| p.strip_prefix("since=")?.parse().ok())
+        });
     let mut streaming = Streaming {
         state: state.clone(),
         caller,
@@ -181,7 +182,7 @@ pub async fn events(
         shutdown: state.shutdown.clone(),
         _open: open,
     };
-    // Without `Last-Event-ID` the provider fetches on connecting: nothing to tell yet.
+    // Without either, the provider fetches on connecting: nothing to tell yet.
     streaming.told = last_event.unwrap_or_else(|| streaming.changed());
     let body = futures_util::stream::unfold(streaming, Streaming::next);
     let response = HttpResponse::Ok()
