@@ -33,6 +33,7 @@ mod ack;
 mod conns;
 mod fanout;
 mod idempotency;
+mod ofrep;
 mod publisher;
 mod report;
 mod resp;
@@ -71,7 +72,8 @@ fn peers(settings: &Settings) -> Result<Vec<&'static str>> {
             "redis" => ("redis", "redis-server"),
             other => bail!("unknown peer {other:?}: the peers are etcd and redis"),
         };
-        if peers.contains(&peer) || settings.scenario == Scenario::Idempotency {
+        let alone = matches!(settings.scenario, Scenario::Idempotency | Scenario::Ofrep);
+        if peers.contains(&peer) || alone {
             continue;
         }
         if settings.scenario == Scenario::Writes && peer == "redis" {
@@ -98,8 +100,10 @@ fn peers(settings: &Settings) -> Result<Vec<&'static str>> {
 }
 
 async fn compare(settings: &Settings, peers: &[&str]) -> Result<()> {
-    if settings.scenario == Scenario::Idempotency {
-        return idempotency::run(settings).await;
+    match settings.scenario {
+        Scenario::Idempotency => return idempotency::run(settings).await,
+        Scenario::Ofrep => return ofrep::run(settings).await,
+        _ => {}
     }
     let mut rows = Vec::new();
     let mut graycast = start_graycast(&settings.graycast_bin, settings.subscribers)?;
@@ -125,6 +129,6 @@ async fn run_on(server: &mut Server, settings: &Settings) -> Result<Row> {
         Scenario::Conns => conns::run(server, settings).await,
         Scenario::Storm => storm::run(server, settings).await,
         Scenario::Ack => ack::run(server, settings).await,
-        Scenario::Idempotency => bail!("idempotency runs graycast alone"),
+        Scenario::Idempotency | Scenario::Ofrep => bail!("this scenario runs graycast alone"),
     }
 }

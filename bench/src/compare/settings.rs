@@ -12,6 +12,8 @@ pub enum Scenario {
     Ack,
     /// graycast alone, on one node and on etcd: writes with and without `Idempotency-Key`.
     Idempotency,
+    /// graycast alone: OFREP evaluations beside `/v1/release`, bulk, refetch after a change.
+    Ofrep,
 }
 
 /// The settings of a comparison.
