@@ -9,7 +9,7 @@ const testdata = (name) => JSON.parse(readFileSync(new URL(`../../protocol/testd
 const vectors = testdata('rollout-vectors.json');
 const encoder = new TextEncoder();
 
-test('every vector: hash, bucket, and the variant at every percent', () => {
+test('every vector: hash, bucket, and the variant at every percent', (t) => {
   assert.ok(vectors.cases.length >= 1000);
   let checked = 0;
   for (const c of vectors.cases) {
@@ -22,7 +22,7 @@ test('every vector: hash, bucket, and the variant at every percent', () => {
       checked++;
     }
   }
-  console.log(`# vectors: ${vectors.cases.length} cases, ${checked} decisions`);
+  t.diagnostic(`vectors: ${vectors.cases.length} cases, ${checked} decisions`);
 });
 
 test('murmur3 known values', () => {
