@@ -51,6 +51,7 @@ pub fn build_app(
         .wrap(actix_web::middleware::from_fn(crate::middleware::json_bodies))
         .wrap(actix_web::middleware::from_fn(crate::middleware::head_as_get))
         .wrap(actix_web::middleware::from_fn(crate::middleware::request_id))
+        .wrap(actix_web::middleware::from_fn(protect::cors))
         .app_data(web::Data::new(state.origin_policy.clone()))
         .app_data(web::Data::new(state))
         .app_data(query_errors)

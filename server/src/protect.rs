@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
@@ -36,6 +36,57 @@ pub async fn middleware(
         return Ok(req.into_response(err.error_response()));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// What an allowed origin's page may send across origins (the SDKs' and providers' headers).
+const CORS_HEADERS: &str = "Content-Type, Authorization, If-Match, If-None-Match, X-API-Key, \
+                            Idempotency-Key, Last-Event-ID, X-Request-Id";
+
+/// CORS for the origins of `--allowed-origins`, on every path: their preflights are answered
+/// (204), and their requests' answers, errors included, say they may be read (with `ETag`
+/// and `X-Request-Id` exposed). Other origins get no CORS headers, so a browser keeps their
+/// pages from reading anything.
+pub async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|_| {
+            req.app_data::<web::Data<Arc<OriginPolicy>>>().is_some_and(|policy| {
+                let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+                origin.is_some_and(|o| policy.allows_origin(o))
+            })
+        })
+        .cloned();
+    let Some(origin) = origin else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let preflight = req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut answer = actix_web::HttpResponse::NoContent().finish();
+        let headers = answer.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        headers
+            .insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_HEADERS));
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        req.into_response(answer)
+    } else {
+        next.call(req).await?.map_into_boxed_body()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ETag, X-Request-Id"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    Ok(response)
 }
 
 /// The hosts and origins a server accepts requests from.

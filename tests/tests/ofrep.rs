@@ -324,7 +324,25 @@ async fn allowed_origins_get_cors_answers_and_others_do_not() {
     )
     .await;
     assert_eq!(headers["access-control-allow-origin"], "http://app.example");
-    assert_eq!(headers["access-control-expose-headers"], "ETag");
+    assert!(headers["access-control-expose-headers"].to_str().unwrap().contains("ETag"));
+    // The SDKs' own paths too: a report with its Idempotency-Key, the event stream.
+    let headers = [
+        ("origin", "http://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "content-type, idempotency-key"),
+    ];
+    let (status, answer, _) =
+        api.raw(Method::OPTIONS, "/v1/configs/app/k/gray/report", &headers, None).await;
+    assert_eq!(status, 204);
+    assert!(answer["access-control-allow-headers"].to_str().unwrap().contains("Idempotency-Key"));
+    let stream = reqwest::Client::new()
+        .get(format!("{}/v1/events?namespaces=app", server.url))
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["access-control-allow-origin"], "http://app.example");
+    drop(stream);
     let (_, headers, _) = preflight("http://evil.example").await;
     assert!(!headers.contains_key("access-control-allow-origin"));
     let (status, _, _) = post(

@@ -9,13 +9,13 @@
 //!   does), `If-None-Match` gets 304, and `eventStreams` names `stream.rs`'s server-sent
 //!   events, which tell a provider to fetch again after each commit in scope.
 //! - Tokens come as `Authorization: Bearer` or `X-API-Key`; `read` suffices. Browser
-//!   origins of `--allowed-origins` get CORS answers on these paths.
+//!   origins of `--allowed-origins` get CORS answers (`protect::cors`, on every path).
 
 mod eval;
 mod stream;
 mod ticket;
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
@@ -34,21 +34,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for base in ["/ofrep/v1", "/ns/{ns}/ofrep/v1"] {
-        cfg.service(
-            web::resource(format!("{base}/evaluate/flags"))
-                .route(web::post().to(bulk))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
-        )
-        .service(
-            web::resource(format!("{base}/evaluate/flags/{{flag:.+}}"))
-                .route(web::post().to(single))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
-        )
-        .service(
-            web::resource(format!("{base}/events"))
-                .route(web::get().to(stream::events))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
-        );
+        cfg.service(web::resource(format!("{base}/evaluate/flags")).route(web::post().to(bulk)))
+            .service(
+                web::resource(format!("{base}/evaluate/flags/{{flag:.+}}"))
+                    .route(web::post().to(single)),
+            )
+            .service(web::resource(format!("{base}/events")).route(web::get().to(stream::events)));
     }
 }
 
@@ -75,43 +66,6 @@ fn caller(
 /// The namespace of a `/ns/{ns}` base, if the request has one.
 fn base_namespace(req: &HttpRequest) -> Option<String> {
     req.match_info().get("ns").map(str::to_owned)
-}
-
-/// An answer with the CORS headers an allowed origin gets.
-fn with_cors(state: &AppState, req: &HttpRequest, mut response: HttpResponse) -> HttpResponse {
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let Some(origin) = origin.filter(|o| state.origin_policy.allows_origin(o)) {
-        let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        }
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("ETag"));
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    response
-}
-
-/// A CORS preflight: allowed origins may POST JSON with a token and `If-None-Match`.
-async fn preflight(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let mut response = HttpResponse::NoContent().finish();
-    let allowed = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|o| state.origin_policy.allows_origin(o));
-    if allowed {
-        let headers = response.headers_mut();
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Content-Type, Authorization, If-None-Match, X-API-Key"),
-        );
-        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    }
-    with_cors(&state, &req, response)
 }
 
 /// Reads the body (at most [`MAX_BODY_BYTES`], within the body timeout).
@@ -196,11 +150,7 @@ pub async fn single(
         Ok(context) => context,
         Err(failure) => {
             state.metrics.record_ofrep("single", None, Some(failure.code.as_str()));
-            return Ok(with_cors(
-                &state,
-                &req,
-                single_failure(StatusCode::BAD_REQUEST, &flag, &failure),
-            ));
+            return Ok(single_failure(StatusCode::BAD_REQUEST, &flag, &failure));
         }
     };
     let entry = graycast_protocol::validate_name(&namespace)
@@ -217,7 +167,7 @@ pub async fn single(
                 format!("no key {flag}; at the root a flag is namespace/key")
             },
         );
-        return Ok(with_cors(&state, &req, single_failure(StatusCode::NOT_FOUND, &flag, &failure)));
+        return Ok(single_failure(StatusCode::NOT_FOUND, &flag, &failure));
     };
     let response = match evaluate_entry(&flag, &entry, &context) {
         Flag::Evaluated(evaluated) => {
@@ -229,7 +179,7 @@ pub async fn single(
             HttpResponse::BadRequest().json(failed)
         }
     };
-    Ok(with_cors(&state, &req, response))
+    Ok(response)
 }
 
 /// `POST .../evaluate/flags`: every flag in scope the caller may read.
@@ -254,14 +204,14 @@ pub async fn bulk(
             state.metrics.record_ofrep("bulk", None, Some(failure.code.as_str()));
             let answer = HttpResponse::BadRequest()
                 .json(json!({"errorCode": failure.code.as_str(), "errorDetails": failure.details}));
-            return Ok(with_cors(&state, &req, answer));
+            return Ok(answer);
         }
     };
     if let Err(details) = check_conditions(&req) {
         state.metrics.record_ofrep("bulk", None, Some(Code::ParseError.as_str()));
         let answer = HttpResponse::BadRequest()
             .json(json!({"errorCode": Code::ParseError.as_str(), "errorDetails": details}));
-        return Ok(with_cors(&state, &req, answer));
+        return Ok(answer);
     }
     // A refetch a change event asked for waits (briefly) until this node has that change.
     if let Some(revision) = last_modified(&req) {
@@ -302,7 +252,7 @@ pub async fn bulk(
         .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     if unchanged {
         let answer = HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish();
-        return Ok(with_cors(&state, &req, answer));
+        return Ok(answer);
     }
     let stream = stream::url(&state, base.as_deref(), secret(&req), revision);
     let answer = json!({
@@ -315,7 +265,7 @@ pub async fn bulk(
         }],
     });
     let answer = HttpResponse::Ok().insert_header((header::ETAG, etag)).json(answer);
-    Ok(with_cors(&state, &req, answer))
+    Ok(answer)
 }
 
 /// Checks `flagConfigLastModified` (a number of seconds or revisions, or a date-time).

@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use graycast_protocol::Revision;
 
 use super::ticket::{self, TICKET_LIFETIME_SECS};
-use super::{base_namespace, caller, tokens, with_cors};
+use super::{base_namespace, caller, tokens};
 use crate::auth::{Access, Tokens};
 use crate::error::ApiError;
 use crate::state::{AppState, Caller};
@@ -190,5 +190,5 @@ pub async fn events(
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body);
-    Ok(with_cors(&state, &req, response))
+    Ok(response)
 }
