@@ -420,7 +420,13 @@ export function createClient(options) {
     };
     socket.onmessage = (event) => {
       heard();
-      const message = JSON.parse(event.data);
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        // Thrown from here, it would be nobody's to catch: end this connection instead.
+        return current.end(networkError('the server sent a message that is not JSON'));
+      }
       receive(current, message);
       // Acknowledged as the Rust SDK does: after each message, the revision the client is
       // at. The acks also keep the server from dropping the connection as silent, since a
