@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases, a
 # real etcd cluster, the README's examples), the REST API fuzzed from its OpenAPI document (schemathesis), the local
-# cluster script, and the web console in a real headless Chromium. Installs what is
+# cluster script, the web console and the OpenFeature web provider in a real headless
+# Chromium, and @graycast/client (client-js) in Node. Installs what is
 # missing: Debian's chromium, etcd-server, protobuf-compiler, openssl, jq and prometheus
 # (for promtool) (as root),
 # schemathesis and the OpenFeature OFREP provider (PyPI) and the pinned npm packages of
-# web/tests and tests/ofrep.
+# web/tests, tests/ofrep and client-js.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,10 @@ if [ ! -d tests/ofrep/node_modules/@openfeature/ofrep-provider ] || [ tests/ofre
   echo "== installing the OpenFeature OFREP provider (npm), for tests/tests/ofrep.rs"
   (cd tests/ofrep && npm ci --no-audit --no-fund --loglevel=error)
 fi
+if [ ! -d client-js/node_modules/terser ] || [ client-js/package-lock.json -nt client-js/node_modules ]; then
+  echo "== installing @graycast/client's dev packages (terser, ws)"
+  (cd client-js && npm ci --no-audit --no-fund --loglevel=error)
+fi
 if [ ! -d web/tests/node_modules/playwright-core ] || [ web/tests/package-lock.json -nt web/tests/node_modules ]; then
   echo "== installing the browser tests' npm packages"
   (cd web/tests && npm ci --no-audit --no-fund --loglevel=error)
@@ -78,3 +83,6 @@ kill -TERM "$cluster"; wait "$cluster" || true; rm -f "$log"
 echo "== web console and OFREP web provider tests (node --test, headless chromium)"
 (cd web/tests && GRAYCAST_BIN="$target_dir/debug/graycast" CHROMIUM="$(command -v chromium)" \
   node --test --test-concurrency=1 rollout.test.mjs console.test.mjs ofrep-web.test.mjs)
+
+echo "== @graycast/client (client-js: size budget, evaluation vectors, differential, Node over SSE and ws)"
+(cd client-js && GRAYCAST_BIN="$target_dir/debug/graycast-under-test" npm test)
