@@ -159,6 +159,11 @@ impl Tokens {
     }
 }
 
+/// Bytes as lowercase hex (hashes in keys, tickets and ETags).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 {

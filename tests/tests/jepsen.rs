@@ -270,6 +270,17 @@ async fn verdict(name: &str, recorder: &Recorder, url: &str, faults: usize) -> V
     Verdict { ops: figures.ops, unknown: figures.unknown, problems }
 }
 
+/// No operation refused for no reason, and no problem found.
+fn assert_sound(verdict: &Verdict, refused: u64) {
+    assert_eq!(refused, 0, "writes refused for no reason");
+    assert!(
+        verdict.problems.is_empty(),
+        "{} problems, first: {:?}",
+        verdict.problems.len(),
+        verdict.problems.first()
+    );
+}
+
 /// Runs `CLIENTS` clients against the nodes for `run`, while `nemesis` does its faults;
 /// returns the recorder and the count of refusals no fault explains.
 async fn run_clients(
@@ -353,13 +364,7 @@ async fn three_nodes_on_three_etcd_members_under_pauses_and_kills() {
     cluster.wait_healthy(3);
     let url = urls.read().expect("urls")[0].clone();
     let verdict = verdict("cluster", &recorder, &url, faults).await;
-    assert_eq!(refused, 0, "writes refused for no reason");
-    assert!(
-        verdict.problems.is_empty(),
-        "{} problems, first: {:?}",
-        verdict.problems.len(),
-        verdict.problems.first()
-    );
+    assert_sound(&verdict, refused);
     let failed = verdict.unknown as f64 / verdict.ops.max(1) as f64;
     assert!(failed <= 0.001, "{} of {} operations had no outcome", verdict.unknown, verdict.ops);
     drop(nodes);
@@ -397,11 +402,5 @@ async fn a_single_node_under_kill_9() {
     let (recorder, refused, faults) = run_clients(urls.clone(), run, nemesis).await;
     let url = urls.read().expect("urls")[0].clone();
     let verdict = verdict("single node", &recorder, &url, faults).await;
-    assert_eq!(refused, 0, "writes refused for no reason");
-    assert!(
-        verdict.problems.is_empty(),
-        "{} problems, first: {:?}",
-        verdict.problems.len(),
-        verdict.problems.first()
-    );
+    assert_sound(&verdict, refused);
 }

@@ -6,6 +6,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpMessage, HttpRequest};
 use sha2::{Digest, Sha256};
 
+use crate::auth::hex;
 use crate::error::ApiError;
 use crate::store::Idempotency;
 
@@ -63,8 +64,4 @@ fn header_bytes<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> &'a [u
 fn field(hash: &mut Sha256, bytes: &[u8]) {
     hash.update((bytes.len() as u64).to_be_bytes());
     hash.update(bytes);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

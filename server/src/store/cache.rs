@@ -129,7 +129,12 @@ impl Shared {
         {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             for change in committed {
-                self.changed.insert(change.namespace.clone(), change.revision);
+                match self.changed.get_mut(&change.namespace) {
+                    Some(mut changed) => *changed = change.revision,
+                    None => {
+                        self.changed.insert(change.namespace.clone(), change.revision);
+                    }
+                }
                 match &change.entry {
                     Some(entry) => {
                         self.cache

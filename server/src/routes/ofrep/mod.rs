@@ -23,7 +23,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use self::eval::{evaluate_entry, read_context, Code, Failure, Flag};
-use crate::auth::{self, Access, Tokens};
+use crate::auth::{self, hex, Access};
 use crate::error::ApiError;
 use crate::state::{AppState, Caller};
 
@@ -207,15 +207,17 @@ pub async fn bulk(
             return Ok(answer);
         }
     };
-    if let Err(details) = check_conditions(&req) {
-        state.metrics.record_ofrep("bulk", None, Some(Code::ParseError.as_str()));
-        let answer = HttpResponse::BadRequest()
-            .json(json!({"errorCode": Code::ParseError.as_str(), "errorDetails": details}));
-        return Ok(answer);
-    }
-    // A refetch a change event asked for waits (briefly) until this node has that change.
-    if let Some(revision) = last_modified(&req) {
-        // A node alone has every revision there is: a later one is no revision at all.
+    let last_modified = match last_modified(&req) {
+        Ok(revision) => revision,
+        Err(details) => {
+            state.metrics.record_ofrep("bulk", None, Some(Code::ParseError.as_str()));
+            return Ok(HttpResponse::BadRequest()
+                .json(json!({"errorCode": Code::ParseError.as_str(), "errorDetails": details})));
+        }
+    };
+    // A refetch a change event asked for waits (briefly) until this node has that change;
+    // a node alone has every revision there is, so a later one is no revision at all.
+    if let Some(revision) = last_modified {
         if state.store.clustered() && revision > state.store.revision() {
             state.store.wait_applied(revision, std::time::Duration::from_secs(2)).await;
         }
@@ -268,63 +270,26 @@ pub async fn bulk(
     Ok(answer)
 }
 
-/// Checks `flagConfigLastModified` (a number of seconds or revisions, or a date-time).
-/// (`If-None-Match` needs no check: what matches no ETag gets a fresh answer.)
-fn check_conditions(req: &HttpRequest) -> Result<(), String> {
-    for part in req.query_string().split('&') {
-        if let Some(value) = part.strip_prefix("flagConfigLastModified=") {
-            let value = percent_decode(value);
-            let number = value.parse::<u64>().is_ok();
-            if !number && chrono::DateTime::parse_from_rfc3339(&value).is_err() {
-                return Err(format!(
-                    "flagConfigLastModified {value:?} is neither a non-negative integer nor a \
-                     date-time"
-                ));
-            }
-        }
+/// A query parameter, decoded (`None` when absent or the query is malformed).
+fn query(req: &HttpRequest, name: &str) -> Option<String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()?
+        .into_inner()
+        .remove(name)
+}
+
+/// `flagConfigLastModified`: a revision when it is a number (what graycast sends as
+/// `lastModified`); a date-time is accepted and waits for nothing; anything else is
+/// refused. (`If-None-Match` needs no check: what matches no ETag gets a fresh answer.)
+fn last_modified(req: &HttpRequest) -> Result<Option<u64>, String> {
+    let Some(value) = query(req, "flagConfigLastModified") else { return Ok(None) };
+    if let Ok(revision) = value.parse::<u64>() {
+        return Ok(Some(revision));
     }
-    Ok(())
-}
-
-/// A query value with its `%XX` escapes decoded (and `+` as a space).
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        i += 1;
+    match chrono::DateTime::parse_from_rfc3339(&value) {
+        Ok(_) => Ok(None),
+        Err(_) => Err(format!(
+            "flagConfigLastModified {value:?} is neither a non-negative integer nor a date-time"
+        )),
     }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `flagConfigLastModified` when it is a revision (the number graycast sends as
-/// `lastModified`).
-fn last_modified(req: &HttpRequest) -> Option<u64> {
-    req.query_string()
-        .split('&')
-        .find_map(|part| part.strip_prefix("flagConfigLastModified=").and_then(|v| v.parse().ok()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether a token file is in use (an open server needs no tickets).
-fn tokens(state: &AppState) -> Option<&Tokens> {
-    state.tokens.as_deref()
 }

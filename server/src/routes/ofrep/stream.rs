@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use graycast_protocol::Revision;
 
 use super::ticket::{self, TICKET_LIFETIME_SECS};
-use super::{base_namespace, caller, tokens};
+use super::{base_namespace, caller, query};
 use crate::auth::{Access, Tokens};
 use crate::error::ApiError;
 use crate::state::{AppState, Caller};
@@ -34,7 +34,7 @@ pub fn url(state: &AppState, base: Option<&str>, secret: Option<&str>, since: Re
         Some(namespace) => format!("/ns/{namespace}/ofrep/v1/events?since={since}"),
         None => format!("/ofrep/v1/events?since={since}"),
     };
-    match (tokens(state), secret) {
+    match (state.tokens.as_deref(), secret) {
         (Some(_), Some(secret)) => {
             let expires = chrono::Utc::now().timestamp() + TICKET_LIFETIME_SECS;
             format!("{path}&ticket={}", ticket::issue(&Tokens::hash(secret), expires))
@@ -137,8 +137,8 @@ pub async fn events(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let base = base_namespace(&req);
-    let ticket = req.query_string().split('&').find_map(|p| p.strip_prefix("ticket="));
-    let caller = match (ticket, tokens(&state)) {
+    let ticket = query(&req, "ticket");
+    let caller = match (ticket.as_deref(), state.tokens.as_deref()) {
         (Some(ticket), Some(tokens)) => {
             let principal = ticket::check(tokens, ticket, chrono::Utc::now().timestamp())
                 .ok_or_else(|| {
@@ -168,9 +168,7 @@ pub async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<Revision>().ok())
-        .or_else(|| {
-            req.query_string().split('&').find_map(|p| p.strip_prefix("since=")?.parse().ok())
-        });
+        .or_else(|| query(&req, "since")?.parse().ok());
     let mut streaming = Streaming {
         state: state.clone(),
         caller,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::auth::{Principal, Tokens};
+use crate::auth::{hex, Principal, Tokens};
 
 /// How long a ticket is good for; each bulk answer hands out a fresh one.
 pub const TICKET_LIFETIME_SECS: i64 = 600;
@@ -21,10 +21,6 @@ fn hmac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
     }
     let inner = Sha256::new().chain_update(inner_key).chain_update(message).finalize();
     Sha256::new().chain_update(outer_key).chain_update(inner).finalize().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A ticket for the holder of the token whose hash is `token_hash`, good until `expires`
