@@ -74,6 +74,12 @@ export interface ClientOptions {
   WebSocket?: new (url: string) => WebSocketLike;
   /** The server's `--heartbeat-ms` (15000 by default): `stale` comes after two of silence. */
   heartbeatMs?: number;
+  /**
+   * How to read the server's JSON (`JSON.parse` by default). A lossless parser keeps numbers
+   * a double cannot hold (12345678901234567890) as they were written; the cache in `storage`
+   * is still written with `JSON.stringify`.
+   */
+  parse?: (text: string) => unknown;
 }
 
 /** Who asks: the subject and the attributes rules look at. */
@@ -123,7 +129,16 @@ export interface Events {
   recovered: { replayed: number; snapshot: boolean };
   /** A refusal retrying cannot change (a wrong token): the client has stopped. */
   error: GraycastError;
+  /** The connection's state changed. */
+  status: Status;
+  /** The revision the client is at moved (by a change, a snapshot or a progress frame). */
+  revision: number;
+  /** A snapshot replaced the whole state (its differences came as `change` events first). */
+  snapshot: { revision: number };
 }
+
+/** `connecting` (the first time), `live` (in sync), `reconnecting` (after a break), `stopped`. */
+export type Status = 'connecting' | 'live' | 'reconnecting' | 'stopped';
 
 export interface Client {
   /** Resolves when the client is first in sync with the server; rejects on a refusal. */
@@ -138,6 +153,8 @@ export interface Client {
   readonly revision: number;
   /** The client's id. */
   readonly id: string;
+  /** How the connection is. */
+  readonly status: Status;
   /** Reports outcomes seen with a variant to the release's guard; resolves to the counts. */
   report(namespace: string, key: string, variant: Variant, ok?: number, errors?: number): Promise<unknown>;
   /** Listens to an event; returns the function that stops listening. */

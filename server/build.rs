@@ -1,5 +1,7 @@
 //! Embeds the web console: every file under `web/` except its tests becomes an entry of
 //! `console_files.rs` (URL path, content type, bytes), so a new module needs no edit here.
+//! The JavaScript SDK the console is built on (`client-js/`) is served beside it under
+//! `/sdk/`: its readable module and its minified build.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", web.display());
     let mut files = Vec::new();
     collect(&web, &web, &mut files);
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-js");
+    for (url, file) in SDK_FILES {
+        let path = sdk.join(file);
+        println!("cargo:rerun-if-changed={}", path.display());
+        files.push((url.to_string(), path.canonicalize().unwrap_or(path)));
+    }
     files.sort();
     let mut out = String::from("&[\n");
     for (url, path) in &files {
@@ -24,6 +32,10 @@ fn main() {
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(dest.join("console_files.rs"), out).expect("OUT_DIR is writable");
 }
+
+/// (URL path, path under `client-js/`) of the SDK files the server serves.
+const SDK_FILES: &[(&str, &str)] =
+    &[("/sdk/graycast.js", "src/graycast.js"), ("/sdk/graycast.min.js", "dist/graycast.min.js")];
 
 /// Files under `dir` as (URL path, file path); directories are watched for new files.
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {

@@ -199,6 +199,8 @@ export function createClient(options) {
   const { url, token, namespaces, bootstrap, storage, client = {} } = options;
   const Socket = options.WebSocket || globalThis.WebSocket;
   const heartbeatMs = options.heartbeatMs || HEARTBEAT_MS;
+  // How the server's JSON is read: a lossless parser keeps numbers a double cannot hold.
+  const parse = options.parse || JSON.parse;
   const base = url.replace(/\/+$/, '');
   const id = client.id || crypto.randomUUID();
   const storageKey = `graycast:${base}:${namespaces.join(',')}`;
@@ -210,6 +212,7 @@ export function createClient(options) {
   let attempt = 0; // failures since the last healthy connection
   let stopped = false; // closed, or refused for good
   let stale = false;
+  let status = null;
   let retryTimer, silenceTimer, healthyTimer, saveTimer;
   let settleReady;
   const readyPromise = new Promise((resolve, reject) => (settleReady = { resolve, reject }));
@@ -227,6 +230,11 @@ export function createClient(options) {
         });
       }
     }
+  }
+
+  /** Says how the connection is: `connecting`, `live`, `reconnecting` or `stopped`. */
+  function setStatus(next) {
+    if (status !== next) emit('status', (status = next));
   }
 
   function find(namespace, key) {
@@ -311,6 +319,7 @@ export function createClient(options) {
     const before = revision;
     if (message.type === 'snapshot') {
       replace(message.revision, message.entries).forEach((change) => emit('change', change));
+      emit('snapshot', { revision });
       synced(current, true);
     } else if (message.type === 'change') {
       const change = applyChange(message);
@@ -323,7 +332,10 @@ export function createClient(options) {
     } else if (message.type === 'error') {
       current.error = new GraycastError(message.code, message.message);
     }
-    if (revision !== before) scheduleSave();
+    if (revision !== before) {
+      scheduleSave();
+      emit('revision', revision);
+    }
   }
 
   /** The session has caught up with the server. */
@@ -331,6 +343,7 @@ export function createClient(options) {
     if (current.synced) return;
     current.synced = true;
     stale = false;
+    setStatus('live');
     healthyTimer = setTimeout(() => (attempt = 0), HEALTHY_MS);
     if (current.since) emit('recovered', { replayed: current.replayed, snapshot: bySnapshot });
     if (settleReady) {
@@ -372,6 +385,7 @@ export function createClient(options) {
       ended(current, error);
     };
     session = current;
+    setStatus(status ? 'reconnecting' : 'connecting');
     watchSilence();
     current.teardown = (Socket ? openWebSocket : openEventStream)(current);
   }
@@ -383,6 +397,7 @@ export function createClient(options) {
     const failure = current.error || error;
     if (!failure.retryable) return refuse(failure);
     attempt++;
+    setStatus('reconnecting');
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
     retryTimer = setTimeout(connect, Math.random() * ceiling);
   }
@@ -397,6 +412,7 @@ export function createClient(options) {
 
   function stop() {
     stopped = true;
+    setStatus('stopped');
     [retryTimer, silenceTimer, healthyTimer].forEach(clearTimeout);
     session?.end();
     if (saveTimer) save();
@@ -422,7 +438,7 @@ export function createClient(options) {
       heard();
       let message;
       try {
-        message = JSON.parse(event.data);
+        message = parse(event.data);
       } catch {
         // Thrown from here, it would be nobody's to catch: end this connection instead.
         return current.end(networkError('the server sent a message that is not JSON'));
@@ -471,7 +487,7 @@ export function createClient(options) {
       const lines = buffer.split('\n');
       buffer = lines.pop();
       for (const line of lines.map((l) => l.replace(/\r$/, ''))) {
-        if (line === '' && data) onMessage(JSON.parse(data));
+        if (line === '' && data) onMessage(parse(data));
         if (line === '') data = '';
         else if (line.startsWith('data:')) data += (data ? '\n' : '') + line.slice(5).replace(/^ /, '');
       }
@@ -541,6 +557,9 @@ export function createClient(options) {
     },
     get id() {
       return id;
+    },
+    get status() {
+      return status;
     },
     report,
     on(event, fn) {

@@ -1,6 +1,7 @@
 //! The web console: the files of `web/`, embedded at compile time (see `build.rs`) and
 //! served at `/`. For work on the console, `GRAYCAST_WEB_DIR=web` serves them from disk
-//! instead, read on every request, so a reload shows an edit without a rebuild.
+//! instead, read on every request, so a reload shows an edit without a rebuild (the SDK
+//! under `/sdk/` is then read from `client-js/` beside that folder).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -33,11 +34,18 @@ async fn file(req: HttpRequest) -> HttpResponse {
     let body = match web_dir() {
         // Only the embedded file names are served, so nothing else on disk can be reached.
         Some(dir) => {
-            let relative = Path::new(path.trim_start_matches('/')).to_path_buf();
-            if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
-                return HttpResponse::NotFound().finish();
-            }
-            match web::block(move || std::fs::read(dir.join(relative))).await {
+            let file = match path.strip_prefix("/sdk/") {
+                Some("graycast.js") => dir.join("../client-js/src/graycast.js"),
+                Some(_) => dir.join("../client-js/dist/graycast.min.js"),
+                None => {
+                    let relative = Path::new(path.trim_start_matches('/')).to_path_buf();
+                    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+                        return HttpResponse::NotFound().finish();
+                    }
+                    dir.join(relative)
+                }
+            };
+            match web::block(move || std::fs::read(file)).await {
                 Ok(Ok(bytes)) => bytes,
                 _ => embedded.to_vec(),
             }
