@@ -1,0 +1,214 @@
+// The entry editor (create and edit, guarded by If-None-Match and If-Match) and the
+// delete of a key, with its Undo.
+
+import { api, ApiError, describeError, keyPath } from './api.js';
+import { confirmAction } from './confirm.js';
+import { $, el, whileBusy } from './dom.js';
+import { entryId, relativeTime, truncate } from './format.js';
+import { commentOf, InputError, NAME_RE, parseJsonField } from './forms.js';
+import { canWrite, canWriteSomewhere, identity } from './identity.js';
+import { prettyJson } from './json.js';
+import { notify, showError } from './messages.js';
+import { closePanel, openPanel } from './panels.js';
+import { asOwn, entryOf, META_NAMESPACE, on, state } from './state.js';
+
+const editor = {
+  mode: 'create', // 'create' sends If-None-Match: *, 'edit' sends If-Match
+  baseRevision: null, // the entry's revision when the editor opened
+  conflict: null, // the server's entry after a 412, offered by "Reload current value"
+};
+
+export function openEditor(entry, opener) {
+  const panel = $('#editor');
+  setEditorError('');
+  $('#editor-notice').textContent = '';
+  $('#editor-comment').value = '';
+  if (entry) {
+    loadIntoEditor(entry);
+  } else {
+    editor.mode = 'create';
+    editor.baseRevision = null;
+    $('#editor-ns').value = canWrite(state.selectedNs) ? state.selectedNs : '';
+    $('#editor-key').value = '';
+    $('#editor-value').value = '';
+    setEditorNamesLocked(false);
+    $('#editor-title').textContent = 'New key';
+  }
+  const focusTarget = entry ? $('#editor-value') : $('#editor-ns').value ? $('#editor-key') : $('#editor-ns');
+  openPanel(panel, opener, focusTarget);
+}
+
+function loadIntoEditor(entry) {
+  editor.mode = 'edit';
+  editor.baseRevision = entry.revision;
+  editor.conflict = null;
+  $('#editor-ns').value = entry.namespace;
+  $('#editor-key').value = entry.key;
+  $('#editor-value').value = prettyJson(entry.value);
+  setEditorNamesLocked(true);
+  $('#editor-title').textContent = `Edit ${entryId(entry.namespace, entry.key)} (revision ${entry.revision})`;
+}
+
+function setEditorNamesLocked(locked) {
+  $('#editor-ns').readOnly = locked;
+  $('#editor-key').readOnly = locked;
+}
+
+function setEditorError(text) {
+  $('#editor-error').textContent = text;
+  if (!text) {
+    editor.conflict = null;
+    $('#editor-reload').hidden = true;
+  }
+}
+
+/** Reads the form; throws an InputError naming what is wrong. */
+function readEditor() {
+  const ns = $('#editor-ns').value.trim();
+  const key = $('#editor-key').value.trim();
+  for (const [label, name] of [['Namespace', ns], ['Key', key]]) {
+    if (!NAME_RE.test(name)) {
+      throw new InputError(`${label} "${name}" is not a valid name: 1 to 128 letters, digits, ".", "_" or "-", starting with a letter or digit.`);
+    }
+  }
+  if (ns === META_NAMESPACE) {
+    throw new InputError(`Namespace "${META_NAMESPACE}" is reserved for namespace descriptions: use Describe on a namespace instead.`);
+  }
+  if (!canWrite(ns)) {
+    throw new InputError(`Your token (${identity.name}, ${identity.role} on ${identity.patterns.join(', ') || 'nothing'}) may not write namespace "${ns}".`);
+  }
+  const value = parseJsonField($('#editor-value').value, 'Value');
+  return { ns, key, value };
+}
+
+async function saveEditor(event) {
+  event.preventDefault();
+  setEditorError('');
+  let input;
+  try {
+    input = readEditor();
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    setEditorError(err.message);
+    return;
+  }
+  const { ns, key, value } = input;
+  const headers = editor.mode === 'edit'
+    ? { 'If-Match': `"${editor.baseRevision}"` }
+    : { 'If-None-Match': '*' };
+  await whileBusy($('#editor-save'), async () => {
+    try {
+      const entry = await api('PUT', keyPath(ns, key), { body: { value }, headers, comment: commentOf($('#editor-comment')) });
+      state.selectedNs = ns;
+      closePanel($('#editor'));
+      notify(`Saved ${entryId(ns, key)} at revision ${entry.revision}.`);
+    } catch (err) {
+      if (err.status === 412) await showConflict(ns, key);
+      else setEditorError(`Not saved: ${describeError(err)}`);
+    }
+  });
+}
+
+/** Explains a 412 with the server's current state; the text in the editor is kept. */
+async function showConflict(ns, key) {
+  const label = entryId(ns, key);
+  let current;
+  try {
+    current = await api('GET', keyPath(ns, key));
+  } catch (err) {
+    current = err.status === 404 ? null : entryOf(ns, key) ?? null;
+  }
+  if (!current) {
+    // Edited key deleted meanwhile: saving again would create it anew, which is
+    // what a second click on Save now does, knowingly.
+    editor.mode = 'create';
+    editor.baseRevision = null;
+    $('#editor-title').textContent = `Re-create ${label}`;
+    $('#editor-error').textContent = `Edit conflict: ${label} was deleted since you opened it; nothing was saved. Save again to create it anew.`;
+    return;
+  }
+  const verb = editor.mode === 'edit' ? 'Edit conflict: someone changed' : 'Create conflict: someone already created';
+  $('#editor-error').textContent = `${verb} ${label}; it is now at revision ${current.revision} by ${current.updated_by} (${relativeTime(current.updated_at)}). Nothing was saved; your text is kept.`;
+  editor.conflict = current;
+  $('#editor-reload').hidden = false;
+}
+
+function reloadEditorFromConflict() {
+  const current = editor.conflict;
+  if (!current) return;
+  loadIntoEditor(current);
+  setEditorError('');
+  $('#editor-notice').textContent = '';
+  $('#editor-value').focus();
+}
+
+/** Warns, before Save, that the key being edited changed underneath. */
+function editorKeyChanged(id) {
+  if ($('#editor').hidden || editor.mode !== 'edit') return;
+  if (entryId($('#editor-ns').value, $('#editor-key').value) !== id) return;
+  const entry = state.entries.get(id);
+  const notice = $('#editor-notice');
+  if (!entry) notice.textContent = 'This key was deleted since you opened it.';
+  else if (entry.revision !== editor.baseRevision) {
+    notice.textContent = `Changed since you opened it: now revision ${entry.revision} by ${entry.updated_by}. Saving will report a conflict.`;
+  } else notice.textContent = '';
+}
+
+/** Delete, guarded by If-Match; the message offers an Undo until dismissed. */
+export function confirmDelete(entry, opener) {
+  const { namespace: ns, key, revision } = entry;
+  const label = entryId(ns, key);
+  confirmAction({
+    title: `Delete ${label}?`,
+    text: `The key and its value (revision ${revision}) go away for every client. Undo stays offered in the message until you dismiss it.`,
+    extra: el('pre', { class: 'confirm-value' }, truncate(prettyJson(entry.value), 2000)),
+    typeName: key,
+    okLabel: 'Delete',
+    danger: true,
+    opener,
+    run: async (comment) => {
+      try {
+        const result = await asOwn(ns, key, 'delete', () => api('DELETE', keyPath(ns, key), {
+          headers: { 'If-Match': `"${revision}"` }, comment,
+        }));
+        return {
+          text: `Deleted ${label} at revision ${result.revision}.`,
+          options: { kind: 'undo', action: { label: 'Undo', run: () => undoDelete(ns, key, revision) } },
+        };
+      } catch (err) {
+        if (err.status === 412) {
+          const now = entryOf(ns, key);
+          const where = now ? ` It is now at revision ${now.revision} by ${now.updated_by}.` : '';
+          throw new ApiError(412, 'revision_mismatch', `${label} changed after revision ${revision}; nothing was deleted.${where}`);
+        }
+        throw err;
+      }
+    },
+  });
+}
+
+async function undoDelete(ns, key, revision) {
+  const label = entryId(ns, key);
+  try {
+    const entry = await api('POST', keyPath(ns, key, '/rollback'), {
+      body: { to_revision: revision }, comment: `undo the delete of ${label}`,
+    });
+    notify(`Restored ${label} at revision ${entry.revision} (the value of revision ${revision}).`);
+  } catch (err) {
+    showError(`Undo of the delete of ${label} failed: ${describeError(err)}`);
+  }
+}
+
+export function initEditor() {
+  on('change', ({ change }) => editorKeyChanged(entryId(change.namespace, change.key)));
+  on('replace', () => {
+    if (state.synced) editorKeyChanged(entryId($('#editor-ns').value, $('#editor-key').value));
+  });
+  on('rights', () => {
+    if (!canWriteSomewhere()) closePanel($('#editor'));
+  });
+  $('#new-key').addEventListener('click', (event) => openEditor(null, event.currentTarget));
+  $('#editor-form').addEventListener('submit', saveEditor);
+  $('#editor-cancel').addEventListener('click', () => closePanel($('#editor')));
+  $('#editor-reload').addEventListener('click', reloadEditorFromConflict);
+}
