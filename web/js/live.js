@@ -34,6 +34,7 @@ export async function connect() {
   client?.close();
   client = null;
   state.blocked = null;
+  state.connection = null;
   clearState();
   emit('replace', { resync: false, changed: [] });
   emit('connection', 'connecting');

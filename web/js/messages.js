@@ -12,7 +12,7 @@ const MAX_MESSAGES = 3;
 
 export function notify(text, { kind = 'info', action = null, topic = null, detail = null } = {}) {
   const region = $('#messages');
-  // A repeated message (say, the watch refused on every retry) replaces its twin.
+  // A repeated message (the same failure twice) replaces its twin.
   for (const old of region.querySelectorAll('.message')) {
     if (old.dataset.text === text) old.remove();
   }
