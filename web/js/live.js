@@ -88,19 +88,19 @@ async function recheckIdentity() {
  * same turn, and are a resync to render once, not news to announce one by one.
  */
 function onChange(change) {
-  if (!turn) {
-    turn = { changes: [], snapshot: false };
-    queueMicrotask(endTurn);
-  }
-  turn.changes.push({ change, ...applyChange(change) });
+  currentTurn().changes.push({ change, ...applyChange(change) });
 }
 
 function onSnapshot() {
+  currentTurn().snapshot = true;
+}
+
+function currentTurn() {
   if (!turn) {
     turn = { changes: [], snapshot: false };
     queueMicrotask(endTurn);
   }
-  turn.snapshot = true;
+  return turn;
 }
 
 function endTurn() {

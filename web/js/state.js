@@ -4,7 +4,8 @@
 // Events (`on(type, fn)`, fn gets the detail):
 //   change      {change, before, newNamespace}  one pushed change, applied
 //   replace     {resync, changed}  the whole state was replaced: a snapshot (`changed`: the
-//               ids it changed; `resync` when it replaced an earlier one) or a reset
+//               SDK change events of its differences; `resync` when it replaced an earlier
+//               one) or a reset (a new token, a refusal)
 //   revision    the revision the console is at
 //   connection  'connecting' | 'live' | 'reconnecting' | 'stopped'
 //   blocked     {kind, detail}  the token keeps the console out ('missing', 'refused', 'forbidden')
