@@ -85,7 +85,8 @@ async function recheckIdentity() {
 /**
  * A change applies to the state at once, but the views hear of it at the end of the turn:
  * a snapshot's differences come as change events just before its `snapshot` event, in the
- * same turn, and are a resync to render once, not news to announce one by one.
+ * same turn, and are a resync to render once, not news to announce one by one. (A browser
+ * hands over each WebSocket message in a task of its own, so a turn is one message.)
  */
 function onChange(change) {
   currentTurn().changes.push({ change, ...applyChange(change) });
