@@ -400,8 +400,9 @@ async fn the_console_is_served_at_the_root_with_no_external_resources() {
     let api = Api::new(&server);
     for (path, content_type) in [
         ("/", "text/html"),
-        ("/app.js", "text/javascript"),
-        ("/rollout.js", "text/javascript"),
+        ("/js/main.js", "text/javascript"),
+        ("/sdk/graycast.js", "text/javascript"),
+        ("/sdk/graycast.min.js", "text/javascript"),
         ("/style.css", "text/css"),
     ] {
         let response = api.http.get(format!("{}{path}", api.url)).send().await.unwrap();
