@@ -70,8 +70,11 @@ export interface ClientOptions {
   storage?: StorageLike;
   /** Who this client is in `/v1/clients`; `id` (a fresh UUID by default) is also the default subject. */
   client?: { id?: string; labels?: Record<string, string> };
-  /** A WebSocket constructor (such as the `ws` package's); the global one by default, else SSE over fetch. */
-  WebSocket?: new (url: string) => WebSocketLike;
+  /**
+   * A WebSocket constructor (such as the `ws` package's); the global one by default, else SSE
+   * over fetch. `null` means no WebSocket: SSE over fetch even where a global one exists.
+   */
+  WebSocket?: (new (url: string) => WebSocketLike) | null;
   /** The server's `--heartbeat-ms` (15000 by default): `stale` comes after two of silence. */
   heartbeatMs?: number;
   /**

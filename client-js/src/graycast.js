@@ -197,7 +197,8 @@ async function answerError(response) {
  */
 export function createClient(options) {
   const { url, token, namespaces, bootstrap, storage, client = {} } = options;
-  const Socket = options.WebSocket || globalThis.WebSocket;
+  // `WebSocket: null` says "no WebSocket": a page can choose SSE over the browser's own.
+  const Socket = options.WebSocket === undefined ? globalThis.WebSocket : options.WebSocket;
   const heartbeatMs = options.heartbeatMs || HEARTBEAT_MS;
   // How the server's JSON is read: a lossless parser keeps numbers a double cannot hold.
   const parse = options.parse || JSON.parse;
@@ -471,27 +472,37 @@ export function createClient(options) {
     return () => abort.abort();
   }
 
-  /** Reads an event stream, passing on each event's data as JSON (the type is inside). */
-  async function readEvents(body, onMessage) {
+  /**
+   * Reads an event stream, passing on each event's data as JSON (the type is inside);
+   * resolves when the stream ends.
+   */
+  function readEvents(body, onMessage) {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = '';
     let data = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      // Heartbeat comments count: they prove the server is there.
-      heard();
-      buffer += value;
-      // A snapshot is one long line over many chunks: split only when a line is complete.
-      if (!value.includes('\n')) continue;
-      const lines = buffer.split('\n');
-      buffer = lines.pop();
-      for (const line of lines.map((l) => l.replace(/\r$/, ''))) {
-        if (line === '' && data) onMessage(parse(data));
-        if (line === '') data = '';
-        else if (line.startsWith('data:')) data += (data ? '\n' : '') + line.slice(5).replace(/^ /, '');
-      }
-    }
+    // A chain of callbacks rather than an `await` loop: a suspended async function keeps its
+    // dead locals, which held each client's whole snapshot text until the next chunk came.
+    return new Promise((resolve, reject) => {
+      const step = ({ value, done }) => {
+        if (done) return resolve();
+        // Heartbeat comments count: they prove the server is there.
+        heard();
+        buffer += value;
+        // A snapshot is one long line over many chunks: split only when a line is complete.
+        if (value.includes('\n')) {
+          const lines = buffer.split('\n');
+          buffer = lines.pop();
+          for (const line of lines.map((l) => l.replace(/\r$/, ''))) {
+            if (line === '' && data) onMessage(parse(data));
+            if (line === '') data = '';
+            else if (line.startsWith('data:')) data += (data ? '\n' : '') + line.slice(5).replace(/^ /, '');
+          }
+        }
+        next();
+      };
+      const next = () => reader.read().then(step).catch(reject);
+      next();
+    });
   }
 
   function authorization() {

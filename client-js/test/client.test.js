@@ -9,7 +9,8 @@ import { WebSocket as WsWebSocket } from 'ws';
 import { createClient } from '../src/graycast.js';
 import { HEARTBEAT_MS, TestServer, next } from './server.js';
 
-const TRANSPORTS = { sse: undefined, ws: WsWebSocket };
+// `WebSocket: null` forces SSE even where there is a global WebSocket (Node ≥ 22).
+const TRANSPORTS = { sse: null, ws: WsWebSocket };
 const EXIT_DEADLINE_MS = 10000;
 
 /** A Map behind the Web Storage methods the client uses. */

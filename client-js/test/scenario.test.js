@@ -10,7 +10,7 @@ import { createClient } from '../src/graycast.js';
 import { HEARTBEAT_MS, TestServer, next } from './server.js';
 
 const scenario = JSON.parse(readFileSync(new URL('../../protocol/testdata/sdk-scenario.json', import.meta.url)));
-const TRANSPORTS = { sse: undefined, ws: WsWebSocket };
+const TRANSPORTS = { sse: null, ws: WsWebSocket };
 
 /** A Map behind the Web Storage methods the client uses. */
 function memoryStorage() {

@@ -15,22 +15,26 @@ const START_DEADLINE_MS = 15000;
 export const HEARTBEAT_MS = 300;
 
 export class TestServer {
-  /** Starts a server; `tokens` maps secrets to roles (read, report, write, admin). */
-  static async start({ tokens } = {}) {
+  /**
+   * Starts a server; `tokens` maps secrets to roles (read, report, write, admin), `args` are
+   * more flags (`--allowed-origins …`), `heartbeatMs` its `--heartbeat-ms`.
+   */
+  static async start({ tokens, args = [], heartbeatMs = HEARTBEAT_MS } = {}) {
     const dir = mkdtempSync(join(tmpdir(), 'graycast-js-'));
-    const server = new TestServer(dir, tokens && writeTokens(dir, tokens));
+    const server = new TestServer(dir, tokens && writeTokens(dir, tokens), [...args, '--heartbeat-ms', String(heartbeatMs)]);
     await server.launch('127.0.0.1:0');
     return server;
   }
 
-  constructor(dir, tokenFile) {
+  constructor(dir, tokenFile, args) {
     this.dir = dir;
     this.tokenFile = tokenFile;
+    this.args = args;
   }
 
   /** Runs a server process on the data folder; returns it once it listens. */
   async launch(listen) {
-    const args = ['--listen', listen, '--data-dir', join(this.dir, 'data'), '--heartbeat-ms', String(HEARTBEAT_MS)];
+    const args = ['--listen', listen, '--data-dir', join(this.dir, 'data'), ...this.args];
     if (this.tokenFile) args.push('--tokens', this.tokenFile);
     const child = spawn(BIN, args, { env: { ...process.env, GRAYCAST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
     const lines = createInterface({ input: child.stdout });
@@ -59,7 +63,7 @@ export class TestServer {
 
   /** Another server process on the same data folder, on another port (the first must be down). */
   async sibling() {
-    const other = new TestServer(this.dir, this.tokenFile);
+    const other = new TestServer(this.dir, this.tokenFile, this.args);
     await other.launch('127.0.0.1:0');
     return other;
   }
