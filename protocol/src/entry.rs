@@ -53,6 +53,9 @@ pub enum Op {
     /// The stable value was set back to the key's value at an earlier revision; a running
     /// gray release is kept.
     Rollback,
+    /// A namespace's JSON Schemas were set, changed, rolled back or removed: a change of the
+    /// reserved namespace `graycast.schemas`, whose key is the namespace they type.
+    Schema,
 }
 
 impl Op {
@@ -65,6 +68,7 @@ impl Op {
             Op::Promote => "promote",
             Op::Abort => "abort",
             Op::Rollback => "rollback",
+            Op::Schema => "schema",
         }
     }
 }

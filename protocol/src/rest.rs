@@ -197,6 +197,11 @@ pub struct ErrorDetail {
     /// The id of the request (its `X-Request-Id`), which the server's logs carry too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// What exactly was refused, for errors that list it: the values a JSON Schema refuses
+    /// (`[{"key", "variant", "path", "keyword", "message"}]`), or the live values a new
+    /// schema would break (`{"count", "violations"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub enum ApiError {
     /// Any code of the table, for errors named by their code rather than their kind.
     #[error("{1}")]
     Coded(ErrorCode, String),
+    /// An error that lists what exactly it refused (the body's `details`).
+    #[error("{1}")]
+    Detailed(ErrorCode, String, serde_json::Value),
 }
 
 impl ApiError {
@@ -70,7 +73,7 @@ impl ApiError {
             ApiError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
-            ApiError::Coded(code, _) => *code,
+            ApiError::Coded(code, _) | ApiError::Detailed(code, _, _) => *code,
         }
     }
 
@@ -96,6 +99,10 @@ impl ApiError {
                 code: self.code().to_owned(),
                 message: self.to_string(),
                 request_id: crate::request_id::current(),
+                details: match self {
+                    ApiError::Detailed(_, _, details) => Some(details.clone()),
+                    _ => None,
+                },
             },
         }
     }
@@ -147,6 +154,11 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Closed | StoreError::Backend(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),
+            StoreError::SchemaViolation(ref violations) => ApiError::Detailed(
+                ErrorCode::SchemaViolation,
+                err.to_string(),
+                serde_json::json!(violations),
+            ),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod protect;
 pub mod push;
 pub mod request_id;
 pub mod routes;
+pub mod schema;
 pub mod state;
 pub mod store;
 

@@ -23,7 +23,8 @@ use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type
 use utoipa::OpenApi;
 
 use crate::routes::{
-    changes, clients, configs, events, gray, health, namespaces, ofrep, release, transfer, watch,
+    changes, clients, configs, events, gray, health, namespaces, ofrep, release, schemas, transfer,
+    watch,
 };
 
 /// The API document served at `/openapi.json`.
@@ -44,6 +45,11 @@ use crate::routes::{
         configs::delete,
         configs::history,
         configs::rollback,
+        schemas::get,
+        schemas::put,
+        schemas::delete,
+        schemas::history,
+        schemas::rollback,
         gray::start,
         gray::patch,
         gray::promote,
@@ -99,6 +105,10 @@ use crate::routes::{
         HistoryList,
         ClientList,
         ClientSummary,
+        schemas::SchemaRequest,
+        schemas::SchemaAnswer,
+        crate::schema::Mode,
+        crate::schema::Violation,
     ))
 )]
 pub struct ApiDoc;

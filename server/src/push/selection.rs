@@ -18,7 +18,7 @@ pub const META_NAMESPACE: &str = "graycast.meta";
 
 /// Whether `reader` may see the entry `key` of `namespace`.
 pub fn readable(reader: &Principal, namespace: &str, key: &str) -> bool {
-    if namespace == META_NAMESPACE {
+    if namespace == META_NAMESPACE || namespace == crate::schema::SCHEMAS_NAMESPACE {
         reader.can(Access::Read, key)
     } else {
         reader.can(Access::Read, namespace)

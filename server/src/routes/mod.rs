@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod namespaces;
 pub mod ofrep;
 pub mod release;
+pub mod schemas;
 pub mod transfer;
 pub mod watch;
 
@@ -40,6 +41,12 @@ pub(crate) fn write_request(
 ) -> Result<WriteRequest, ApiError> {
     if path.namespace == crate::push::selection::META_NAMESPACE {
         return Err(namespaces::reserved());
+    }
+    if path.namespace == crate::schema::SCHEMAS_NAMESPACE {
+        return Err(ApiError::Forbidden(format!(
+            "namespace {:?} is reserved for JSON Schemas; set them with PUT /v1/schemas/{{ns}}",
+            crate::schema::SCHEMAS_NAMESPACE
+        )));
     }
     let comment = match comment {
         Some(comment) => Some(comment),
@@ -84,6 +91,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     transfer::configure(cfg);
     watch::configure(cfg);
     events::configure(cfg);
+    schemas::configure(cfg);
 }
 
 /// The `{ns}` and `{key}` of a route, both checked against the naming rule.

@@ -29,6 +29,7 @@ use super::{body_error, check_names, check_value, read_json_body};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::push::selection::META_NAMESPACE;
+use crate::schema::{Compiled, SchemaDocument, SCHEMAS_NAMESPACE};
 use crate::state::{authorize, AppState};
 use crate::store::{Mutation, Precondition, WriteRequest};
 
@@ -118,7 +119,7 @@ pub async fn import(
             _ => body_error(&e),
         })?;
     drop(body);
-    let plans = plan(&state, document)?;
+    let (plans, schemas) = plan(&state, document)?;
     let (_, current) = state.store.snapshot(&[ALL_NAMESPACES.to_owned()]);
     let mut present: BTreeMap<(String, String), Arc<Entry>> =
         current.into_iter().map(|e| ((e.namespace.clone(), e.key.clone()), e)).collect();
@@ -171,14 +172,31 @@ pub async fn import(
             work.push((name, vec![Mutation::Delete]));
         }
     }
+    check_schemas(&state, &schemas, &work)?;
     if query.dry_run {
         return Ok(HttpResponse::Ok().json(report));
     }
-
+    // Schemas first: the values after them are checked against the schemas the document sets.
+    let (schemas_work, values_work): (Vec<_>, Vec<_>) =
+        work.into_iter().partition(|(name, _)| name.namespace == SCHEMAS_NAMESPACE);
     let remote = req.peer_addr().map(|a| a.to_string());
+    for work in [schemas_work, values_work] {
+        apply(&state, work, &actor, &remote).await?;
+    }
+    report.revision = state.store.revision();
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Makes an import's writes, many keys at once; the first refusal stops it.
+async fn apply(
+    state: &AppState,
+    work: Vec<(KeyRef, Vec<Mutation>)>,
+    actor: &str,
+    remote: &Option<String>,
+) -> Result<(), ApiError> {
     let store = state.store.clone();
     let mut writes = futures_util::stream::iter(work.into_iter().map(|(name, mutations)| {
-        let (store, actor, remote) = (store.clone(), actor.clone(), remote.clone());
+        let (store, actor, remote) = (store.clone(), actor.to_owned(), remote.clone());
         async move {
             for mutation in mutations {
                 let request = WriteRequest {
@@ -192,10 +210,7 @@ pub async fn import(
                     // An import is idempotent as it is: a repeat finds the keys as wanted.
                     idempotency: None,
                 };
-                store.write(request).await.map_err(|err| {
-                    let err = ApiError::from(err);
-                    (name.clone(), err)
-                })?;
+                store.write(request).await.map_err(|err| (name.clone(), ApiError::from(err)))?;
             }
             Ok::<(), (KeyRef, ApiError)>(())
         }
@@ -210,8 +225,7 @@ pub async fn import(
             )));
         }
     }
-    report.revision = state.store.revision();
-    Ok(HttpResponse::Ok().json(report))
+    Ok(())
 }
 
 /// One key as the document wants it, checked.
@@ -222,8 +236,10 @@ struct Plan {
     gray: Option<Gray>,
 }
 
-/// Checks every entry of a document as the write routes would, before anything is written.
-fn plan(state: &AppState, document: ExportDocument) -> Result<Vec<Plan>, ApiError> {
+/// Checks every entry of a document as the write routes would, before anything is written;
+/// also answers the schemas the document sets, compiled, by namespace.
+fn plan(state: &AppState, document: ExportDocument) -> Result<(Vec<Plan>, Schemas), ApiError> {
+    let mut schemas = Schemas::new();
     let mut seen = BTreeSet::new();
     let mut plans = Vec::with_capacity(document.entries.len());
     for entry in document.entries {
@@ -240,6 +256,19 @@ fn plan(state: &AppState, document: ExportDocument) -> Result<Vec<Plan>, ApiErro
             )));
         }
         check_value(state, &value, &at("the value"))?;
+        if namespace == SCHEMAS_NAMESPACE {
+            check_names(&key, None).map_err(invalid)?;
+            let compiled = serde_json::from_value::<SchemaDocument>(value.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|document| Compiled::compile(&document))
+                .map_err(|e| ApiError::InvalidValue(format!("the schemas of {key}: {e}")))?;
+            if gray.is_some() {
+                return Err(ApiError::InvalidValue(format!(
+                    "{namespace}/{key} holds schemas, which have no gray release"
+                )));
+            }
+            schemas.insert(key.clone(), Arc::new(compiled));
+        }
         if namespace == META_NAMESPACE {
             check_names(&key, None).map_err(invalid)?;
             if !value.get("description").is_some_and(serde_json::Value::is_string) || gray.is_some()
@@ -265,7 +294,49 @@ fn plan(state: &AppState, document: ExportDocument) -> Result<Vec<Plan>, ApiErro
         }
         plans.push(Plan { namespace, key, value, gray });
     }
-    Ok(plans)
+    Ok((plans, schemas))
+}
+
+/// Compiled schemas by the namespace they type.
+type Schemas = BTreeMap<String, Arc<Compiled>>;
+
+/// Refuses an import that would write a value its schemas refuse (the document's schemas
+/// for the namespaces it types, else the current ones), listing the values (422).
+fn check_schemas(
+    state: &AppState,
+    documented: &Schemas,
+    work: &[(KeyRef, Vec<Mutation>)],
+) -> Result<(), ApiError> {
+    let mut violations = Vec::new();
+    for (name, mutations) in work {
+        let schemas = match documented.get(&name.namespace) {
+            Some(schemas) => Some(schemas.clone()),
+            None => state.store.schemas(&name.namespace),
+        };
+        let Some(schemas) = schemas else { continue };
+        for mutation in mutations {
+            match mutation {
+                Mutation::Put { value } => {
+                    violations.extend(schemas.check(&name.key, "stable", value));
+                }
+                Mutation::GrayStart { gray } => {
+                    violations.extend(schemas.check(&name.key, "gray", &gray.value));
+                }
+                _ => {}
+            }
+        }
+    }
+    if violations.is_empty() {
+        return Ok(());
+    }
+    violations.truncate(crate::schema::MAX_LISTED);
+    let listed = serde_json::json!(violations);
+    let first = crate::store::StoreError::SchemaViolation(violations);
+    Err(ApiError::Detailed(
+        graycast_protocol::error::ErrorCode::SchemaViolation,
+        format!("nothing was imported: {first}"),
+        listed,
+    ))
 }
 
 /// A document's release, validated as a start would be, at the document's step.

@@ -45,6 +45,8 @@ pub(super) struct Shared {
     /// etcd unreachable has not loaded it yet.
     pub(super) loaded: AtomicBool,
     pub(super) metrics: Arc<Metrics>,
+    /// Each typed namespace's schemas, compiled once per revision.
+    pub(super) schemas: crate::schema::Schemas,
 }
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
             loaded: AtomicBool::new(true),
             changed: DashMap::new(),
             metrics,
+            schemas: crate::schema::Schemas::default(),
         }
     }
 

@@ -43,4 +43,25 @@ pub enum StoreError {
     KeyReused(String),
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// Values the write brings that their namespace's JSON Schema refuses.
+    #[error("{}", schema_message(.0))]
+    SchemaViolation(Vec<crate::schema::Violation>),
+}
+
+fn schema_message(violations: &[crate::schema::Violation]) -> String {
+    match violations.first() {
+        Some(first) => format!(
+            "the {} value of {} breaks its JSON Schema at {:?} ({}: {}){}",
+            first.variant,
+            first.key,
+            first.path,
+            first.keyword,
+            first.message,
+            match violations.len() {
+                1 => String::new(),
+                n => format!(", and {} more (see details)", n - 1),
+            }
+        ),
+        None => "the value breaks its JSON Schema".into(),
+    }
 }

@@ -274,6 +274,12 @@ impl Store {
         self.shared.get(namespace, key)
     }
 
+    /// A namespace's JSON Schemas as they are now, compiled (once per revision).
+    pub fn schemas(&self, namespace: &str) -> Option<Arc<crate::schema::Compiled>> {
+        let entry = self.shared.get(crate::schema::SCHEMAS_NAMESPACE, namespace)?;
+        self.shared.schemas.compiled(&entry)
+    }
+
     /// Every namespace with its number of keys, and the revision they are current at.
     pub fn namespaces(&self) -> (Revision, Vec<(String, usize)>) {
         let _gate = self.shared.gate.read().unwrap_or_else(PoisonError::into_inner);

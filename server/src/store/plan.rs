@@ -13,6 +13,7 @@ use graycast_protocol::{Entry, Gray, Op, Revision};
 use serde_json::Value;
 
 use super::{Change, Mutation, Precondition, StoreError, WriteRequest};
+use crate::schema::{Compiled, SCHEMAS_NAMESPACE};
 
 /// A planned change, waiting for its revision.
 #[derive(Debug, Clone)]
@@ -44,10 +45,14 @@ impl Planned {
 }
 
 /// Decides what one write does to the current state of its key.
+///
+/// `schemas` are the namespace's JSON Schemas as of this write: the values the write brings
+/// (a stable value put, restored or promoted, a gray value started) must pass them.
 pub(crate) fn plan(
     request: &WriteRequest,
     current: Option<&Entry>,
     now: DateTime<Utc>,
+    schemas: Option<&Compiled>,
 ) -> Result<Planned, StoreError> {
     let what = || format!("key {}/{}", request.namespace, request.key);
     if let Precondition::Http { if_match, if_none_match } = &request.precondition {
@@ -119,7 +124,8 @@ pub(crate) fn plan(
             if current.is_none() {
                 return Err(no_key());
             }
-            return Ok(Planned { change: change(Op::Delete, None, None), creates: false });
+            let op = if request.namespace == SCHEMAS_NAMESPACE { Op::Schema } else { Op::Delete };
+            return Ok(Planned { change: change(op, None, None), creates: false });
         }
         Mutation::GrayStart { gray } => {
             let entry = current.ok_or_else(no_key)?;
@@ -173,6 +179,23 @@ pub(crate) fn plan(
             (Op::Abort, entry.value.clone(), None, note.clone())
         }
     };
+    if let Some(schemas) = schemas {
+        let brought = match &request.mutation {
+            Mutation::Put { .. } | Mutation::Restore { .. } => Some(("stable", &value)),
+            Mutation::GrayStart { .. } => gray.as_ref().map(|g| ("gray", &g.value)),
+            // A promotion makes the gray value the stable one, by hand or at a ramp's end.
+            _ if op == Op::Promote => Some(("stable", &value)),
+            _ => None,
+        };
+        if let Some((variant, value)) = brought {
+            let violations = schemas.check(&request.key, variant, value);
+            if !violations.is_empty() {
+                return Err(StoreError::SchemaViolation(violations));
+            }
+        }
+    }
+    // Changes of the schemas namespace are schema changes, whatever wrote them.
+    let op = if request.namespace == SCHEMAS_NAMESPACE { Op::Schema } else { op };
     let entry = Entry {
         namespace: request.namespace.clone(),
         key: request.key.clone(),

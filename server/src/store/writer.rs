@@ -24,6 +24,7 @@ use super::{
     Change, ChangePage, Fed, FeedReceiver, HistoryPage, Kept, Loaded, Shared, StoreError,
     StoreOptions, WriteRequest,
 };
+use crate::schema::SCHEMAS_NAMESPACE;
 
 /// Queued write requests beyond which callers wait for room (backpressure, not failure).
 const WRITE_QUEUE: usize = 64 * 1024;
@@ -293,8 +294,16 @@ impl Writer {
                 Some(state) => state.clone(),
                 None => shared.get(&request.namespace, &request.key),
             };
+            // The namespace's schemas as of this write: a schema change earlier in the batch
+            // counts.
+            let schema_slot = (SCHEMAS_NAMESPACE.to_owned(), request.namespace.clone());
+            let schema = match overlay.get(&schema_slot) {
+                Some(state) => state.clone(),
+                None => shared.get(SCHEMAS_NAMESPACE, &request.namespace),
+            };
+            let schemas = schema.and_then(|entry| shared.schemas.compiled(&entry));
             let revision = base + changes.len() as u64 + 1;
-            match plan(request, current.as_deref(), now) {
+            match plan(request, current.as_deref(), now, schemas.as_deref()) {
                 Ok(planned) => {
                     let change = planned.commit(revision);
                     overlay.insert(slot, change.entry.clone());

@@ -187,7 +187,11 @@ impl EtcdEngine {
                 }
             }
             let now = Utc::now().trunc_subsecs(3);
-            let planned = match plan(&request, state.entry.as_deref(), now) {
+            // The namespace's schemas as this node knows them.
+            let schemas = shared
+                .get(crate::schema::SCHEMAS_NAMESPACE, &request.namespace)
+                .and_then(|entry| shared.schemas.compiled(&entry));
+            let planned = match plan(&request, state.entry.as_deref(), now, schemas.as_deref()) {
                 Ok(planned) => planned,
                 // The cache may be behind etcd: only etcd's own state may refuse a write.
                 Err(_) if !fresh => {
