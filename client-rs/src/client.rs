@@ -1,10 +1,12 @@
 //! The client handle, its builder, and the reads served from the local cache.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
+use graycast_protocol::rollout::Variant;
+use graycast_protocol::ws::Nack;
 use graycast_protocol::{validate_name, Entry, Revision};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
@@ -170,6 +172,7 @@ impl ClientBuilder {
             cache: RwLock::new(state),
             status,
             events,
+            nacked: Default::default(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         if !inner.settings.namespaces.is_empty() {
@@ -236,7 +239,42 @@ impl Client {
     pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>, Error> {
         self.check_subscribed(namespace)?;
         let Some(entry) = self.entry(namespace, key) else { return Ok(None) };
-        decode(namespace, key, &entry.value).map(Some)
+        let decoded = decode(namespace, key, &entry.value);
+        if let Err(err) = &decoded {
+            self.nack(&entry, Variant::Stable, err);
+        }
+        decoded.map(Some)
+    }
+
+    /// Tells the server that a typed read failed on a pushed value (`POST /v1/nacks`), once
+    /// per key and revision, in the background: `GET /v1/clients` shows the rejection, and
+    /// a gray release's guard counts it as an error of the variant (tokens that may report).
+    pub(crate) fn nack(&self, entry: &Entry, variant: Variant, error: &Error) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let id = (entry.namespace.clone(), entry.key.clone(), entry.revision);
+        if !self.inner.nacked.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
+            return;
+        }
+        let nack = Nack {
+            namespace: entry.namespace.clone(),
+            key: entry.key.clone(),
+            revision: entry.revision,
+            error: error.to_string().chars().take(1000).collect(),
+            variant: Some(variant),
+            client: Some(self.inner.settings.client_id.clone()),
+        };
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            let Some(endpoint) = inner.settings.endpoints.first() else { return };
+            let mut request = inner.http.post(format!("{endpoint}/v1/nacks")).json(&nack);
+            if let Some(token) = &inner.settings.token {
+                request = request.bearer_auth(token);
+            }
+            // Feedback, not a write: a lost one costs a count, and retrying is not worth it.
+            if let Err(err) = request.send().await {
+                tracing::debug!(error = %err, "cannot send a nack");
+            }
+        });
     }
 
     /// The stable value of a key decoded as `T`, or `default` when it is missing, of

@@ -93,7 +93,11 @@ impl Client {
     ) -> Result<Option<T>, Error> {
         self.check_subscribed(namespace)?;
         let Some(evaluation) = self.evaluate(namespace, key, context) else { return Ok(None) };
-        crate::client::decode(namespace, key, evaluation.value()).map(Some)
+        let decoded = crate::client::decode(namespace, key, evaluation.value());
+        if let Err(err) = &decoded {
+            self.nack(&evaluation.entry, evaluation.variant, err);
+        }
+        decoded.map(Some)
     }
 
     /// The same as [`Client::get_for`] (its earlier name).

@@ -77,6 +77,10 @@ pub(crate) struct Inner {
     pub cache: RwLock<CacheState>,
     pub status: watch::Sender<Status>,
     pub events: broadcast::Sender<Arc<ChangeEvent>>,
+    /// The values this client told the server it rejected (namespace, key, revision):
+    /// each is said once.
+    pub nacked:
+        std::sync::Mutex<std::collections::HashSet<(String, String, graycast_protocol::Revision)>>,
 }
 
 impl Inner {

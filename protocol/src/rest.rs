@@ -178,6 +178,24 @@ pub struct ClientSummary {
 pub struct ClientList {
     /// The subscribers connected to the answering server, in the order they subscribed.
     pub clients: Vec<ClientSummary>,
+    /// Values clients rejected (`nack`), per key: the newest revision rejected.
+    #[serde(default)]
+    pub rejections: Vec<Rejection>,
+}
+
+/// How many clients rejected a key's value at a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Rejection {
+    /// The key's namespace.
+    pub namespace: String,
+    /// The key whose value was rejected.
+    pub key: String,
+    /// The revision rejected (the newest one any client rejected).
+    pub revision: Revision,
+    /// Distinct clients that rejected it (counted up to 10,000).
+    pub clients: u64,
+    /// The last rejection's reason.
+    pub error: String,
 }
 
 /// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.

@@ -55,6 +55,31 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         release: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// The client's application rejected a pushed value (it does not parse, or fails the
+    /// application's own checks). Listed per key and revision in `GET /v1/clients`; while
+    /// a gray release runs, an error of its variant for the guard.
+    Nack(Nack),
+}
+
+/// A value a client's application rejected (the `nack` message, or `POST /v1/nacks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Nack {
+    /// The key's namespace.
+    pub namespace: String,
+    /// The key whose value was rejected.
+    pub key: String,
+    /// The revision of the entry whose value was rejected.
+    pub revision: Revision,
+    /// Why, in the application's words (at most 1,024 bytes).
+    pub error: String,
+    /// Which of the key's values was rejected; the gray value while a release runs, when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<crate::rollout::Variant>,
+    /// The rejecting client's id (`POST /v1/nacks` only: a subscriber is known already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// Who a subscribing client is.

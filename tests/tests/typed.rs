@@ -360,3 +360,95 @@ async fn hostile_schemas_cost_milliseconds_and_reach_nothing() {
     );
     let _ = DEADLINE;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_reject_a_gray_value_abort_it_through_the_guard() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.put_ok("pay", "limits", json!({"max": 10})).await;
+    let gray = json!({"value": {"max": "ten"}, "percent": 50, "guard": {"max_error_rate": 0.5, "min_samples": 3}});
+    let (status, started) = call(&api, Method::PUT, "/v1/configs/pay/limits/gray", gray).await;
+    assert_eq!(status, 200, "{started}");
+    let revision = started["revision"].as_u64().unwrap();
+
+    // Two subscribers reject the pushed gray value over the WebSocket, a third over REST
+    // (as a client on server-sent events does); one client's repeat counts once.
+    let nack = json!({"type": "nack", "namespace": "pay", "key": "limits", "revision": revision,
+                      "error": "max: invalid type: string \"ten\", expected u32"});
+    let mut watchers = Vec::new();
+    for i in 0..2 {
+        let mut watcher = Watcher::connect(&server).await.unwrap();
+        watcher
+            .send(json!({"type": "subscribe", "namespaces": ["pay"], "client": {"id": format!("app-{i}")}}))
+            .await
+            .unwrap();
+        let _snapshot = watcher.next_data().await.unwrap();
+        watcher.send(nack.clone()).await.unwrap();
+        watcher.send(nack.clone()).await.unwrap();
+        watchers.push(watcher);
+    }
+    graycast_tests::eventually("two clients listed as rejecting", || async {
+        let (_, list) = api.get("/v1/clients").await.unwrap();
+        list["rejections"][0]["clients"] == 2 && list["rejections"][0]["revision"] == revision
+    })
+    .await;
+    let (status, _) = call(&api, Method::GET, "/v1/configs/pay/limits", Value::Null).await;
+    assert_eq!(status, 200);
+    let mut rest = nack.clone();
+    rest.as_object_mut().unwrap().remove("type");
+    rest["client"] = json!("sse-app");
+    let (status, answer) = call(&api, Method::POST, "/v1/nacks", rest).await;
+    assert_eq!(status, 204, "{answer}");
+
+    // Three errors of three samples: the guard aborts the release.
+    graycast_tests::eventually("the guard aborts the release", || async {
+        let (_, entry) = api.get("/v1/configs/pay/limits").await.unwrap();
+        entry["gray"].is_null()
+    })
+    .await;
+    let (_, history) = api.get("/v1/configs/pay/limits/history").await.unwrap();
+    assert_eq!(history["items"][0]["op"], "abort", "{history}");
+    let (_, list) = api.get("/v1/clients").await.unwrap();
+    assert_eq!(list["rejections"][0]["clients"], 3, "{list}");
+    assert!(list["rejections"][0]["error"].as_str().unwrap().contains("expected u32"));
+
+    // A nack without a subscription, or with an oversized reason, is refused.
+    let mut lone = Watcher::connect(&server).await.unwrap();
+    lone.send(nack.clone()).await.unwrap();
+    assert!(lone.expect_close().await.is_ok());
+    let mut long = nack.clone();
+    long.as_object_mut().unwrap().remove("type");
+    long["client"] = json!("x");
+    long["error"] = json!("e".repeat(2000));
+    assert_eq!(call(&api, Method::POST, "/v1/nacks", long).await.0, 400);
+    drop(watchers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_says_when_a_typed_read_fails_on_a_pushed_value() {
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Limits {
+        max: u32,
+    }
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let revision = api.put_ok("pay", "limits", json!({"max": "ten"})).await;
+    let client = graycast_client::Client::builder()
+        .endpoint(&server.url)
+        .namespace("pay")
+        .client_id("checkout-1")
+        .build()
+        .unwrap();
+    client.wait_synced(DEADLINE).await.unwrap();
+    assert!(client.get::<Limits>("pay", "limits").is_err());
+    assert!(client.get::<Limits>("pay", "limits").is_err(), "a second failed read nacks no more");
+    graycast_tests::eventually("the server lists the rejection", || async {
+        let (_, list) = api.get("/v1/clients").await.unwrap();
+        list["rejections"]
+            == json!([{"namespace": "pay", "key": "limits", "revision": revision,
+            "clients": 1, "error": list["rejections"][0]["error"]}])
+            && list["rejections"][0]["error"].as_str().is_some_and(|e| e.contains("invalid type"))
+    })
+    .await;
+}

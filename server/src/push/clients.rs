@@ -1,13 +1,13 @@
 //! Who is connected: the count of subscriber connections against their limit, and the
 //! clients `/v1/clients` lists with the revision each acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
-use graycast_protocol::rest::ClientSummary;
+use graycast_protocol::rest::{ClientSummary, Rejection};
 use graycast_protocol::Revision;
 
 use crate::metrics::Metrics;
@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 /// The registry of connections and subscribed clients.
 pub struct Clients {
     table: DashMap<u64, Arc<ClientState>>,
+    /// Values clients rejected, by key: the newest revision rejected and by whom.
+    rejections: DashMap<(String, String), Rejected>,
     next_id: AtomicU64,
     connections: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -25,6 +27,7 @@ impl Clients {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Clients> {
         Arc::new(Clients {
             table: DashMap::new(),
+            rejections: DashMap::new(),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             metrics,
@@ -63,6 +66,53 @@ impl Clients {
         ClientRegistration { clients: self.clone(), id, client }
     }
 
+    /// Records that `client` rejected the value of a key at `revision`; true when this is
+    /// the client's first rejection of it. A newer revision replaces an older one's count.
+    pub fn reject(
+        &self,
+        namespace: &str,
+        key: &str,
+        revision: Revision,
+        client: &str,
+        error: &str,
+    ) -> bool {
+        let slot = (namespace.to_owned(), key.to_owned());
+        if !self.rejections.contains_key(&slot) && self.rejections.len() >= MAX_REJECTED_KEYS {
+            return false;
+        }
+        let mut rejected = self.rejections.entry(slot).or_insert_with(|| Rejected {
+            revision,
+            clients: HashSet::new(),
+            error: String::new(),
+        });
+        if revision < rejected.revision {
+            return false;
+        }
+        if revision > rejected.revision {
+            rejected.revision = revision;
+            rejected.clients.clear();
+        }
+        rejected.error = error.to_owned();
+        rejected.clients.len() < MAX_REJECTING_CLIENTS && rejected.clients.insert(client.to_owned())
+    }
+
+    /// The rejections, by namespace and key.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        let mut list: Vec<Rejection> = self
+            .rejections
+            .iter()
+            .map(|r| Rejection {
+                namespace: r.key().0.clone(),
+                key: r.key().1.clone(),
+                revision: r.revision,
+                clients: r.clients.len() as u64,
+                error: r.error.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.namespace, &a.key).cmp(&(&b.namespace, &b.key)));
+        list
+    }
+
     /// The connected clients, oldest connection first.
     pub fn list(&self) -> Vec<ClientSummary> {
         let mut list: Vec<(u64, ClientSummary)> =
@@ -70,6 +120,18 @@ impl Clients {
         list.sort_by_key(|(id, _)| *id);
         list.into_iter().map(|(_, summary)| summary).collect()
     }
+}
+
+/// Keys whose rejections are kept; more are not counted.
+const MAX_REJECTED_KEYS: usize = 10_000;
+/// Clients counted per rejected revision.
+const MAX_REJECTING_CLIENTS: usize = 10_000;
+
+/// Who rejected a key's value at its newest rejected revision, and the last reason.
+struct Rejected {
+    revision: Revision,
+    clients: HashSet<String>,
+    error: String,
 }
 
 /// A counted WebSocket connection; dropping it frees its place.
@@ -115,6 +177,11 @@ pub struct ClientRegistration {
 }
 
 impl ClientRegistration {
+    /// The client's id.
+    pub fn id(&self) -> &str {
+        &self.client.id
+    }
+
     /// Records an acknowledgement; the applied revision never goes back.
     pub fn ack(&self, revision: Revision) {
         self.client.applied.fetch_max(revision, Ordering::Relaxed);

@@ -405,6 +405,23 @@ impl Session {
                 });
                 Ok(())
             }
+            ClientMessage::Nack(nack) => {
+                let Some(active) = &self.active else {
+                    let err = ApiError::BadRequest("nack before subscribe".into());
+                    return Err(self.refuse(err));
+                };
+                let client = active.client.id().to_owned();
+                if let Err(err) = self.caller.may(Access::Read, Some(&nack.namespace)) {
+                    return Err(self.refuse(err));
+                }
+                let reports = self.caller.may(Access::Report, Some(&nack.namespace)).is_ok();
+                if let Err(err) =
+                    crate::routes::clients::record_nack(&self.state, &nack, &client, reports)
+                {
+                    return Err(self.refuse(err));
+                }
+                Ok(())
+            }
             ClientMessage::Ack { revision } => {
                 if let Some(active) = &self.active {
                     // A client cannot have applied what it was not sent.
