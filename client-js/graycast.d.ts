@@ -83,6 +83,14 @@ export interface ClientOptions {
    * is still written with `JSON.stringify`.
    */
   parse?: (text: string) => unknown;
+  /**
+   * The application's check of every pushed value (stable and gray): when it throws, the
+   * client tells the server once per value (`POST /v1/nacks`). `GET /v1/clients` shows how
+   * many clients rejected each key's revision, and a gray release's guard counts the
+   * rejection as an error of its variant (with a token that may report), so a gray value
+   * clients cannot use aborts itself. The value is still held and served.
+   */
+  validate?: (value: Json, where: { namespace: string; key: string; variant: Variant }) => void;
 }
 
 /** Who asks: the subject and the attributes rules look at. */

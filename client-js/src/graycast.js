@@ -196,7 +196,7 @@ async function answerError(response) {
  * Creates a client and starts following `namespaces`. See graycast.d.ts for the options.
  */
 export function createClient(options) {
-  const { url, token, namespaces, bootstrap, storage, client = {} } = options;
+  const { url, token, namespaces, bootstrap, storage, validate, client = {} } = options;
   // `WebSocket: null` says "no WebSocket": a page can choose SSE over the browser's own.
   const Socket = options.WebSocket === undefined ? globalThis.WebSocket : options.WebSocket;
   const heartbeatMs = options.heartbeatMs || HEARTBEAT_MS;
@@ -206,6 +206,7 @@ export function createClient(options) {
   const id = client.id || crypto.randomUUID();
   const storageKey = `graycast:${base}:${namespaces.join(',')}`;
   const listeners = new Map();
+  const nacked = new Set(); // the values `validate` refused that the server was told of
 
   let revision = 0;
   let cache = new Map(); // namespace → (key → entry)
@@ -319,13 +320,13 @@ export function createClient(options) {
     if (current.ended) return;
     const before = revision;
     if (message.type === 'snapshot') {
-      replace(message.revision, message.entries).forEach((change) => emit('change', change));
+      replace(message.revision, message.entries).forEach(changed);
       emit('snapshot', { revision });
       synced(current, true);
     } else if (message.type === 'change') {
       const change = applyChange(message);
       if (change && !current.synced) current.replayed++;
-      if (change) emit('change', change);
+      if (change) changed(change);
     } else if (message.type === 'progress') {
       revision = Math.max(revision, message.revision);
       // The server says `progress` when a replay is complete, and when idle.
@@ -336,6 +337,36 @@ export function createClient(options) {
     if (revision !== before) {
       scheduleSave();
       emit('revision', revision);
+    }
+  }
+
+  /** Tells the application of a change, after its `validate` had a look at the values. */
+  function changed(change) {
+    const { entry } = change;
+    if (validate && entry) {
+      check(entry, 'stable', entry.value);
+      if (entry.gray) check(entry, 'gray', entry.gray.value);
+    }
+    emit('change', change);
+  }
+
+  /**
+   * Runs the application's `validate` on a pushed value; when it throws, tells the server
+   * (`POST /v1/nacks`, once per value), where the rejection is counted and a gray
+   * release's guard counts it as an error of its variant.
+   */
+  function check(entry, variant, value) {
+    const { namespace, key, revision: at } = entry;
+    try {
+      validate(value, { namespace, key, variant });
+    } catch (error) {
+      const said = `${namespace}/${key}/${at}/${variant}`;
+      if (nacked.has(said)) return;
+      nacked.add(said);
+      const body = { namespace, key, revision: at, variant, client: id, error: String(error?.message ?? error).slice(0, 1000) };
+      fetch(`${base}/v1/nacks`, { method: 'POST', headers: { 'content-type': 'application/json', ...authorization() }, body: JSON.stringify(body) })
+        // Feedback, not a write: a lost one costs a count.
+        .catch(() => {});
     }
   }
 
