@@ -19,10 +19,12 @@ export function setToken(next) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  /** `details`: what the error's `details` listed (a schema_violation's violations, say). */
+  constructor(status, code, message, details = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details;
   }
 }
 
@@ -62,6 +64,7 @@ export async function api(method, path, { body, headers = {}, comment } = {}) {
       response.status,
       detail?.code ?? `http_${response.status}`,
       detail?.message ?? (text || response.statusText),
+      detail?.details ?? null,
     );
   }
   return data;

@@ -6,7 +6,7 @@ import { $, el, timeEl } from './dom.js';
 import { describeNote, entryId } from './format.js';
 import { openHistory } from './history.js';
 import { onPanelClose, openPanel } from './panels.js';
-import { META_NAMESPACE, on, sortedNamespaces, state } from './state.js';
+import { META_NAMESPACE, on, SCHEMAS_NAMESPACE, sortedNamespaces, state } from './state.js';
 
 const CHANGES_LIMIT = 100;
 
@@ -57,10 +57,18 @@ function renderChanges() {
   list.replaceChildren(...changesView.items.map(buildChangeItem));
 }
 
+/** What a change of a reserved namespace did, in words, and its badge; null for a key's. */
+function reservedChange(item) {
+  if (item.namespace === META_NAMESPACE) return [`description of ${item.key} ${item.op === 'delete' ? 'removed' : 'set'}`, 'describe'];
+  // Setting, removing and rolling back schemas are all op `schema`.
+  if (item.namespace === SCHEMAS_NAMESPACE) return [`schemas of ${item.key} changed`, 'schema'];
+  return null;
+}
+
 function buildChangeItem(item) {
-  const meta = item.namespace === META_NAMESPACE;
-  const what = meta
-    ? el('span', { class: 'change-what' }, item.op === 'delete' ? `description of ${item.key} removed` : `description of ${item.key} set`)
+  const reserved = reservedChange(item);
+  const what = reserved
+    ? el('span', { class: 'change-what' }, reserved[0])
     : el('button', {
       type: 'button', class: 'link change-key', 'data-ns': item.namespace, 'data-key': item.key,
       'aria-label': `History of ${entryId(item.namespace, item.key)}`,
@@ -68,7 +76,7 @@ function buildChangeItem(item) {
   return el('li', { class: `change-item op-${item.op}`, 'data-rev': item.revision, 'data-testid': 'change-item' },
     el('p', { class: 'history-head' },
       el('strong', {}, `r${item.revision}`), ' ',
-      el('span', { class: `op-badge op-${meta ? 'describe' : item.op}` }, meta ? 'describe' : item.op), ' ',
+      el('span', { class: `op-badge op-${reserved?.[1] ?? item.op}` }, reserved?.[1] ?? item.op), ' ',
       what, ' by ',
       el('span', { class: 'who' }, item.updated_by ?? 'someone'), ' ',
       item.updated_at ? timeEl(item.updated_at) : null),

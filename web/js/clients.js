@@ -1,12 +1,14 @@
-// The clients panel (admin tokens only: the list is server-wide): who is subscribed, and
-// per namespace how many subscribers applied its latest revision.
+// The clients panel (admin tokens only: the list is server-wide): who is subscribed, per
+// namespace how many subscribers applied its latest revision, and which revisions clients
+// rejected.
 
 import { api, describeError } from './api.js';
 import { $, debounce, el, timeEl } from './dom.js';
-import { globRegExp, naturalCompare } from './format.js';
+import { entryId, globRegExp, naturalCompare, plural } from './format.js';
 import { isAdmin } from './identity.js';
 import { consoleId } from './live.js';
 import { closePanel, onPanelClose, openPanel } from './panels.js';
+import { setRejections } from './schemas.js';
 import { on, sortedNamespaces, state } from './state.js';
 
 const CLIENTS_POLL_MS = 5000;
@@ -39,6 +41,7 @@ async function refreshClients() {
     if (sequence !== clientsView.sequence) return;
     $('#clients-error').textContent = '';
     renderClients(data.clients);
+    setRejections(data.rejections ?? []);
   } catch (err) {
     if (sequence !== clientsView.sequence) return;
     $('#clients-error').textContent = `Clients unavailable: ${describeError(err)}`;
@@ -110,7 +113,17 @@ function renderConvergence(subscribers) {
   $('#convergence').replaceChildren(...(items.length ? items : [el('p', { class: 'muted' }, 'No namespaces yet.')]));
 }
 
+/** "N clients rejected revision R" per key and revision, with the last client's error. */
+function renderRejections() {
+  const items = [...state.rejections.values()].flat().map((r) => el('li', { 'data-testid': 'rejection' },
+    el('code', {}, entryId(r.namespace, r.key)), ' ',
+    el('strong', {}, `${plural(r.clients, 'client')} rejected revision ${r.revision}`),
+    el('span', { class: 'muted' }, `: ${r.error}`)));
+  $('#rejections').replaceChildren(...(items.length ? items : [el('li', { class: 'muted' }, 'No client rejected a value.')]));
+}
+
 export function initClients() {
+  on('rejections', renderRejections);
   // A change moves the convergence target: ask again once the burst is over.
   on('change', () => {
     if (!$('#clients-panel').hidden) refreshClientsSoon();

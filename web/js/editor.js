@@ -1,21 +1,26 @@
-// The entry editor (create and edit, guarded by If-None-Match and If-Match) and the
-// delete of a key, with its Undo.
+// The entry editor (create and edit, guarded by If-None-Match and If-Match; a typed key's
+// value through the form its schema allows, schema-form.js) and the delete of a key, with
+// its Undo.
 
 import { api, ApiError, describeError, keyPath } from './api.js';
 import { confirmAction } from './confirm.js';
 import { $, el, whileBusy } from './dom.js';
-import { entryId, relativeTime, truncate } from './format.js';
-import { commentOf, InputError, NAME_RE, parseJsonField } from './forms.js';
+import { entryId, plural, relativeTime, truncate } from './format.js';
+import { commentOf, InputError, NAME_RE } from './forms.js';
 import { canWrite, canWriteSomewhere, identity } from './identity.js';
 import { prettyJson } from './json.js';
 import { notify, showError } from './messages.js';
 import { closePanel, openPanel } from './panels.js';
-import { asOwn, entryOf, META_NAMESPACE, on, state } from './state.js';
+import { createValueEditor, violationsOfError } from './schema-form.js';
+import { schemaOf } from './schemas.js';
+import { asOwn, entryOf, META_NAMESPACE, on, SCHEMAS_NAMESPACE, state } from './state.js';
 
 const editor = {
   mode: 'create', // 'create' sends If-None-Match: *, 'edit' sends If-Match
   baseRevision: null, // the entry's revision when the editor opened
   conflict: null, // the server's entry after a 412, offered by "Reload current value"
+  schema: null, // the schema the value field was built for (null: untyped)
+  value: null, // the value field (createValueEditor), made by initEditor
 };
 
 export function openEditor(entry, opener) {
@@ -30,11 +35,11 @@ export function openEditor(entry, opener) {
     editor.baseRevision = null;
     $('#editor-ns').value = canWrite(state.selectedNs) ? state.selectedNs : '';
     $('#editor-key').value = '';
-    $('#editor-value').value = '';
+    loadValue(null, undefined);
     setEditorNamesLocked(false);
     $('#editor-title').textContent = 'New key';
   }
-  const focusTarget = entry ? $('#editor-value') : $('#editor-ns').value ? $('#editor-key') : $('#editor-ns');
+  const focusTarget = entry ? valueFocus() : $('#editor-ns').value ? $('#editor-key') : $('#editor-ns');
   openPanel(panel, opener, focusTarget);
 }
 
@@ -44,9 +49,50 @@ function loadIntoEditor(entry) {
   editor.conflict = null;
   $('#editor-ns').value = entry.namespace;
   $('#editor-key').value = entry.key;
-  $('#editor-value').value = prettyJson(entry.value);
+  loadValue(schemaOf(entry.namespace, entry.key), entry.value);
   setEditorNamesLocked(true);
   $('#editor-title').textContent = `Edit ${entryId(entry.namespace, entry.key)} (revision ${entry.revision})`;
+}
+
+/** The value field for a key taking `schema` (null: untyped), showing `value`. */
+function loadValue(schema, value) {
+  editor.schema = schema;
+  editor.value.load(schema, value);
+  $('#editor-typed').hidden = schema === null;
+  $('#editor-typed').textContent = schema === null ? '' : 'Typed: the value must match this key\'s JSON Schema.';
+}
+
+/** Where typing the value starts: the form's first field, or the textarea. */
+function valueFocus() {
+  return $('#editor-schema-form').hidden ? $('#editor-value') : $('#editor-schema-form').querySelector('input, select');
+}
+
+/**
+ * A new key's name was typed: its value field follows the schema the name takes. A value
+ * that cannot be read yet stays as typed, in the JSON editor.
+ */
+function onNameChange() {
+  if (editor.mode !== 'create') return;
+  const schema = schemaOf($('#editor-ns').value.trim(), $('#editor-key').value.trim());
+  if (schema === editor.schema) return;
+  let value;
+  try {
+    value = editor.value.read();
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    if ($('#editor-value').hidden || $('#editor-value').value.trim() !== '') return;
+  }
+  loadValue(schema, value);
+}
+
+function toggleValueMode() {
+  setEditorError('');
+  try {
+    editor.value.toggle()?.focus();
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    setEditorError(err.message);
+  }
 }
 
 function setEditorNamesLocked(locked) {
@@ -74,16 +120,19 @@ function readEditor() {
   if (ns === META_NAMESPACE) {
     throw new InputError(`Namespace "${META_NAMESPACE}" is reserved for namespace descriptions: use Describe on a namespace instead.`);
   }
+  if (ns === SCHEMAS_NAMESPACE) {
+    throw new InputError(`Namespace "${SCHEMAS_NAMESPACE}" is reserved for the schemas of namespaces.`);
+  }
   if (!canWrite(ns)) {
     throw new InputError(`Your token (${identity.name}, ${identity.role} on ${identity.patterns.join(', ') || 'nothing'}) may not write namespace "${ns}".`);
   }
-  const value = parseJsonField($('#editor-value').value, 'Value');
-  return { ns, key, value };
+  return { ns, key, value: editor.value.read() };
 }
 
 async function saveEditor(event) {
   event.preventDefault();
   setEditorError('');
+  editor.value.clearViolations();
   let input;
   try {
     input = readEditor();
@@ -104,7 +153,14 @@ async function saveEditor(event) {
       notify(`Saved ${entryId(ns, key)} at revision ${entry.revision}.`);
     } catch (err) {
       if (err.status === 412) await showConflict(ns, key);
-      else setEditorError(`Not saved: ${describeError(err)}`);
+      else {
+        const violations = violationsOfError(err);
+        // Listed beside the value (and the form's fields) they are about, not repeated here.
+        setEditorError(violations.length
+          ? `Not saved: the value breaks this key's JSON Schema (${plural(violations.length, 'violation')}, listed under the value).`
+          : `Not saved: ${describeError(err)}`);
+        editor.value.showViolations(violations);
+      }
     }
   });
 }
@@ -139,7 +195,7 @@ function reloadEditorFromConflict() {
   loadIntoEditor(current);
   setEditorError('');
   $('#editor-notice').textContent = '';
-  $('#editor-value').focus();
+  valueFocus().focus();
 }
 
 /** Warns, before Save, that the key being edited changed underneath. */
@@ -200,6 +256,17 @@ async function undoDelete(ns, key, revision) {
 }
 
 export function initEditor() {
+  editor.value = createValueEditor({
+    textarea: $('#editor-value'),
+    formSlot: $('#editor-schema-form'),
+    toggle: $('#editor-as-json'),
+    note: $('#editor-schema-note'),
+    violations: $('#editor-violations'),
+    labelEl: $('#editor-value-label'),
+    label: 'Value',
+    jsonOnly: [$('#editor-hint')],
+    idPrefix: 'editor-field',
+  });
   on('change', ({ change }) => editorKeyChanged(entryId(change.namespace, change.key)));
   on('replace', () => {
     if (state.synced) editorKeyChanged(entryId($('#editor-ns').value, $('#editor-key').value));
@@ -211,4 +278,7 @@ export function initEditor() {
   $('#editor-form').addEventListener('submit', saveEditor);
   $('#editor-cancel').addEventListener('click', () => closePanel($('#editor')));
   $('#editor-reload').addEventListener('click', reloadEditorFromConflict);
+  $('#editor-as-json').addEventListener('click', toggleValueMode);
+  $('#editor-ns').addEventListener('change', onNameChange);
+  $('#editor-key').addEventListener('change', onNameChange);
 }

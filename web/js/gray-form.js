@@ -5,6 +5,7 @@
 import { $, el, linkRange } from './dom.js';
 import { InputError, parseDuration, parseJsonField, readNumber, readPercent, splitList } from './forms.js';
 import { prettyJson, sameJson } from './json.js';
+import { showViolations } from './schema-form.js';
 
 const RULE_OPS = ['in', 'not_in', 'eq', 'prefix', 'semver_gte', 'semver_lt'];
 
@@ -23,6 +24,7 @@ export function resetGrayForm(entry) {
   $('#gray-ramp').value = '';
   $('#gray-ramp-error').textContent = '';
   $('#gray-error').textContent = '';
+  showViolations($('#gray-violations'), []);
 }
 
 function readRules() {

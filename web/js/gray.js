@@ -5,7 +5,7 @@
 import { api, describeError, keyPath } from './api.js';
 import { confirmAction } from './confirm.js';
 import { $, el, linkRange, whileBusy } from './dom.js';
-import { describeNote, entryId, formatPercent, GUARD_ACTOR, truncate } from './format.js';
+import { describeNote, entryId, formatPercent, GUARD_ACTOR, plural, truncate } from './format.js';
 import { commentOf, InputError, readPercent } from './forms.js';
 import { initGrayForm, readGrayForm, resetGrayForm } from './gray-form.js';
 import { countdownText, renderCounts, renderGrayStatus } from './gray-status.js';
@@ -13,6 +13,7 @@ import { canWrite } from './identity.js';
 import { compactJson } from './json.js';
 import { notify } from './messages.js';
 import { onPanelClose, openPanel } from './panels.js';
+import { showViolations, violationsOfError } from './schema-form.js';
 import { asOwn, entryOf, isOwn, on, state } from './state.js';
 import { simulate } from './simulator.js';
 
@@ -118,6 +119,7 @@ async function startGray(event) {
   event.preventDefault();
   const error = $('#gray-error');
   error.textContent = '';
+  showViolations($('#gray-violations'), []);
   let body;
   try {
     body = readGrayForm(grayEntry());
@@ -133,7 +135,12 @@ async function startGray(event) {
       const entry = await api('PUT', keyPath(ns, key, '/gray'), { body, comment: commentOf($('#gray-comment')) });
       notify(`Started the gray release of ${entryId(ns, key)} at ${formatPercent(entry.gray.percent)}% (revision ${entry.revision}).`);
     } catch (err) {
-      error.textContent = `Not started: ${describeError(err)}`;
+      const violations = violationsOfError(err);
+      // Listed beside the gray value they are about, not repeated here.
+      error.textContent = violations.length
+        ? `Not started: the gray value breaks this key's JSON Schema (${plural(violations.length, 'violation')}, listed under the gray value).`
+        : `Not started: ${describeError(err)}`;
+      showViolations($('#gray-violations'), violations);
     }
   });
 }

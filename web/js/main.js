@@ -1,5 +1,5 @@
 // graycast console: a live view of every namespace the token may read, and an admin UI
-// for keys, history, gray releases, namespace descriptions and the change feed.
+// for keys, history, gray releases, namespace descriptions, typed configs and the change feed.
 //
 // Modules by job: live.js keeps the one @graycast/client and fills state.js, the one
 // event source the views listen to (tables, editor, history, gray, changes, clients);
@@ -19,6 +19,7 @@ import { renderIdentity } from './identity.js';
 import { connect } from './live.js';
 import { clearMessages, watchMessageHeight } from './messages.js';
 import { initPanels } from './panels.js';
+import { initSchemas } from './schemas.js';
 import { state } from './state.js';
 import { initTables } from './tables.js';
 
@@ -44,6 +45,7 @@ initHistory();
 initGray();
 initChanges();
 initClients();
+initSchemas();
 $('#token').value = currentToken();
 $('#token').addEventListener('change', onTokenChange);
 watchMessageHeight();

@@ -10,6 +10,8 @@
 //   connection  'connecting' | 'live' | 'reconnecting' | 'stopped'
 //   blocked     {kind, detail}  the token keeps the console out ('missing', 'refused', 'forbidden')
 //   rights      the token's rights changed (identity.js)
+//   typed       ns  the namespace's schemas or its keys out of schema changed (schemas.js)
+//   rejections  the clients' rejections changed (schemas.js)
 
 import { entryId, naturalCompare } from './format.js';
 import { NAME_RE } from './forms.js';
@@ -17,11 +19,17 @@ import { compactJson, parseJson, stringifyJson, JsonNumber } from './json.js';
 
 // The reserved namespace holding namespace descriptions: data, never shown as a namespace.
 export const META_NAMESPACE = 'graycast.meta';
+// The reserved namespace holding each namespace's JSON Schemas (key: the namespace typed):
+// data too, never shown as a namespace.
+export const SCHEMAS_NAMESPACE = 'graycast.schemas';
 
 export const state = {
   entries: new Map(), // "ns/key" -> entry, as last pushed (never graycast.meta)
   byNs: new Map(), // ns -> Map key -> entry
   descriptions: new Map(), // ns -> description text
+  schemas: new Map(), // ns -> its schema document {schemas, mode, resources?}
+  outOfSchema: new Map(), // ns -> {count, byKey: Map key -> violations} (GET /v1/schemas/{ns})
+  rejections: new Map(), // "ns/key" -> [{revision, clients, error}] newest first (GET /v1/clients)
   namespaces: new Set(),
   latest: new Map(), // ns -> highest revision seen for it (convergence target)
   revision: 0,
@@ -68,6 +76,11 @@ export function applyChange({ namespace: ns, key, entry, revision }) {
     applyDescription(key, entry);
     return { before: null, newNamespace };
   }
+  if (ns === SCHEMAS_NAMESPACE) {
+    const newNamespace = NAME_RE.test(key) && !state.namespaces.has(key);
+    applySchemas(key, entry);
+    return { before: null, newNamespace };
+  }
   const id = entryId(ns, key);
   const before = state.entries.get(id) ?? null;
   if (entry) {
@@ -93,13 +106,24 @@ function applyDescription(ns, entry) {
   if (NAME_RE.test(ns)) state.namespaces.add(ns);
 }
 
+/** A schema entry of graycast.schemas (key: the namespace typed; no entry: untyped again). */
+function applySchemas(ns, entry) {
+  if (entry?.value?.schemas) state.schemas.set(ns, entry.value);
+  else {
+    state.schemas.delete(ns);
+    state.outOfSchema.delete(ns);
+  }
+  // A typed namespace exists, keys or not: its first key is written against the schema.
+  if (NAME_RE.test(ns) && entry) state.namespaces.add(ns);
+}
+
 /**
- * After a snapshot: a namespace left without keys and description is gone (between
- * snapshots an emptied one stays, showing "No keys.").
+ * After a snapshot: a namespace left without keys, description and schemas is gone
+ * (between snapshots an emptied one stays, showing "No keys.").
  */
 export function dropEmptyNamespaces() {
   for (const ns of state.namespaces) {
-    if (!state.byNs.get(ns)?.size && !state.descriptions.has(ns)) {
+    if (!state.byNs.get(ns)?.size && !state.descriptions.has(ns) && !state.schemas.has(ns)) {
       state.namespaces.delete(ns);
       state.latest.delete(ns);
     }
@@ -111,6 +135,9 @@ export function clearState() {
   state.entries.clear();
   state.byNs.clear();
   state.descriptions.clear();
+  state.schemas.clear();
+  state.outOfSchema.clear();
+  state.rejections.clear();
   state.namespaces.clear();
   state.latest.clear();
   state.synced = false;

@@ -9,10 +9,10 @@ import { entryId, plural } from './format.js';
 import { openGray } from './gray.js';
 import { openHistory } from './history.js';
 import { canWrite } from './identity.js';
-import { buildRow, flash } from './rows.js';
+import { buildRow, flash, rowSignature } from './rows.js';
 import { readQuery, search, updateSearchSummary } from './search.js';
 import { markSelected, nsVisibleByFilter, renderSidebar, updateSidebarCount } from './sidebar.js';
-import { entriesOf, entryMatches, META_NAMESPACE, on, sortedNamespaces, state } from './state.js';
+import { entriesOf, entryMatches, META_NAMESPACE, on, SCHEMAS_NAMESPACE, sortedNamespaces, state } from './state.js';
 
 const COLLAPSED_KEY = 'graycast.collapsed';
 // Keys per page of a namespace table; "Show more" adds as many again.
@@ -46,6 +46,7 @@ function buildSection(ns) {
     'aria-expanded': String(!collapsed), 'aria-controls': bodyId,
   }, el('span', { class: 'chevron', 'aria-hidden': 'true' }), el('span', { class: 'ns-name' }, ns));
   const count = el('span', { class: 'ns-count' });
+  const typed = el('span', { class: 'ns-typed' });
   const actions = el('div', { class: 'ns-actions' },
     el('button', { type: 'button', 'data-ns-action': 'changes', 'aria-label': `Recent changes in ${ns}` }, 'Changes'),
     canWrite(ns) && el('button', { type: 'button', 'data-ns-action': 'describe', 'aria-label': `Describe ${ns}` }, 'Describe'));
@@ -71,11 +72,12 @@ function buildSection(ns) {
   el('header', { class: 'ns-head' },
     el('h2', { id: titleId, class: 'ns-title' }, toggle),
     count,
+    typed,
     actions),
   description,
   describeSlot,
   body);
-  tables.sections.set(ns, { section, tbody, pager, count, description, describeSlot, body, toggle });
+  tables.sections.set(ns, { section, tbody, pager, count, typed, description, describeSlot, body, toggle });
   renderSectionHead(ns);
   if (isDescribing(ns)) openDescribe(ns, tables.sections.get(ns), false);
   return section;
@@ -90,6 +92,20 @@ function renderSectionHead(ns) {
   parts.description.hidden = text === '';
   const describe = parts.section.querySelector('[data-ns-action="describe"]');
   if (describe) describe.textContent = text ? 'Edit description' : 'Describe';
+  renderTyped(ns, parts.typed);
+}
+
+/** "typed (strict)", and how many live values are out of schema. */
+function renderTyped(ns, node) {
+  const schemas = state.schemas.get(ns);
+  const out = state.outOfSchema.get(ns)?.count ?? 0;
+  const badges = [];
+  if (schemas) {
+    badges.push(el('span', { class: 'badge typed', title: `Values of ${ns} are checked against its JSON Schemas (${schemas.mode} mode)` },
+      `typed (${schemas.mode})`));
+  }
+  if (schemas && out > 0) badges.push(el('span', { class: 'badge out-of-schema' }, `${plural(out, 'value')} out of schema`));
+  node.replaceChildren(...badges);
 }
 
 /**
@@ -109,7 +125,7 @@ function fillSection(ns) {
     const id = entryId(ns, entry.key);
     keep.add(id);
     const old = tables.rows.get(id);
-    if (old && old.dataset.rev === String(entry.revision)) return old;
+    if (old && old.dataset.sig === rowSignature(entry)) return old;
     const row = buildRow(entry);
     if (old) {
       // Keep keyboard focus on the same button when its row is rebuilt under it.
@@ -235,7 +251,7 @@ function onSectionAction(button) {
 /** A pushed change: its section (or, for a new namespace, all of them) and its row. */
 function onChange({ change, newNamespace }) {
   const { namespace: ns, key } = change;
-  if (ns === META_NAMESPACE) {
+  if (ns === META_NAMESPACE || ns === SCHEMAS_NAMESPACE) {
     if (newNamespace) renderNamespaces();
     else renderSectionHead(key);
     renderSidebar();
@@ -261,6 +277,13 @@ export function initTables() {
   on('change', onChange);
   on('replace', onReplace);
   on('rights', renderNamespaces);
+  on('typed', (ns) => {
+    renderSectionHead(ns);
+    fillSection(ns);
+  });
+  on('rejections', () => {
+    for (const ns of state.namespaces) fillSection(ns);
+  });
   $('#namespaces').addEventListener('click', onTableClick);
   // The sidebar filter narrows the namespace list and the tables.
   $('#ns-filter').addEventListener('input', () => {
