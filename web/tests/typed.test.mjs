@@ -212,3 +212,28 @@ test('Edit as JSON is one click away, and a schema beyond the form always gets t
     await page.waitForSelector('#editor-field-host', { state: 'visible' });
   });
 });
+
+test('a value a client rejected shows as "1 client rejected revision R" on its key and in the clients panel', { timeout: 60_000 }, async () => {
+  await withConsole(browser, async (server, page) => {
+    const entry = await server.put('app', 'port', '80a');
+    await server.put('app', 'host', 'a.example');
+    await openLive(server, page);
+    await page.waitForSelector(row('app', 'port'));
+
+    // An application that cannot use the value says so over its WebSocket.
+    const subscriber = subscribe(server, ['app']);
+    await subscriber.ready();
+    subscriber.send({ type: 'nack', namespace: 'app', key: 'port', revision: entry.revision, error: 'port: invalid digit found in string' });
+    const badge = `${row('app', 'port')} [data-testid="rejected"]`;
+    await page.waitForSelector(badge, { timeout: DEADLINE });
+    assert.equal(await textOf(page, badge), `1 client rejected revision ${entry.revision}`);
+    assert.match(await page.getAttribute(badge, 'title'), /invalid digit found in string/);
+    assert.equal(await page.locator(`${row('app', 'host')} [data-testid="rejected"]`).count(), 0);
+
+    await page.click('#show-clients');
+    await page.waitForSelector('[data-testid="rejection"]', { timeout: DEADLINE });
+    assert.match(await textOf(page, '[data-testid="rejection"]'), new RegExp(`app/port\\s+1 client rejected revision ${entry.revision}: port: invalid digit`));
+    await page.screenshot({ path: join(shots, 'typed-rejected.png'), fullPage: true });
+    subscriber.close();
+  });
+});
