@@ -73,9 +73,13 @@ function formFits(plan, value) {
 /** A JSON Pointer's token for a property name (RFC 6901). */
 const pointerToken = (name) => name.replaceAll('~', '~0').replaceAll('/', '~1');
 
-/** The list of a refusal's violations: path, keyword and message of the first few. */
-export function violationList(violations) {
+/**
+ * The list of a refusal's violations: path, keyword and message of the first few, and
+ * with `keys` the key and variant (a schema change refused for the values it breaks).
+ */
+export function violationList(violations, { keys = false } = {}) {
   const shown = violations.slice(0, MAX_SHOWN_VIOLATIONS).map((v) => el('li', {},
+    keys && el('strong', {}, `${v.key}${v.variant === 'gray' ? ' (gray)' : ''} `),
     el('code', { class: 'violation-path' }, v.path || '(the value)'), ' ',
     el('span', { class: 'violation-keyword' }, v.keyword), ': ', v.message));
   const rest = violations.length - shown.length;
@@ -83,8 +87,8 @@ export function violationList(violations) {
 }
 
 /** Shows a refusal's violations in `list` (a <ul>), or hides it when there are none. */
-export function showViolations(list, violations) {
-  list.replaceChildren(...violationList(violations ?? []));
+export function showViolations(list, violations, options) {
+  list.replaceChildren(...violationList(violations ?? [], options));
   list.hidden = !violations?.length;
 }
 

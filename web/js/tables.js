@@ -8,6 +8,7 @@ import { confirmDelete, openEditor } from './editor.js';
 import { entryId, plural } from './format.js';
 import { openGray } from './gray.js';
 import { openHistory } from './history.js';
+import { openSchemaEditor } from './schema-editor.js';
 import { canWrite } from './identity.js';
 import { buildRow, flash, rowSignature } from './rows.js';
 import { readQuery, search, updateSearchSummary } from './search.js';
@@ -49,7 +50,8 @@ function buildSection(ns) {
   const typed = el('span', { class: 'ns-typed' });
   const actions = el('div', { class: 'ns-actions' },
     el('button', { type: 'button', 'data-ns-action': 'changes', 'aria-label': `Recent changes in ${ns}` }, 'Changes'),
-    canWrite(ns) && el('button', { type: 'button', 'data-ns-action': 'describe', 'aria-label': `Describe ${ns}` }, 'Describe'));
+    canWrite(ns) && el('button', { type: 'button', 'data-ns-action': 'describe', 'aria-label': `Describe ${ns}` }, 'Describe'),
+    el('button', { type: 'button', 'data-ns-action': 'schemas', 'aria-label': `Schemas of ${ns}` }, 'Schemas'));
   const description = el('p', { class: 'ns-desc' });
   const describeSlot = el('div', { class: 'ns-describe-slot' });
   const tbody = el('tbody');
@@ -242,6 +244,9 @@ function onSectionAction(button) {
       break;
     case 'describe':
       openDescribe(ns, tables.sections.get(ns), true);
+      break;
+    case 'schemas':
+      openSchemaEditor(ns, button);
       break;
     default:
       break;

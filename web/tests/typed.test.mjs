@@ -237,3 +237,53 @@ test('a value a client rejected shows as "1 client rejected revision R" on its k
     subscriber.close();
   });
 });
+
+test('the schema editor: a strict schema live values break lists them (409), ratchet saves, If-Match guards', { timeout: 60_000 }, async () => {
+  await withConsole(browser, async (server, page) => {
+    await server.put('pay', 'timeout_ms', 'slow');
+    await server.put('pay', 'retries', 3);
+    await openLive(server, page);
+    await page.click('section[data-ns="pay"] [data-ns-action="schemas"]');
+    await page.waitForSelector('#schema-panel', { state: 'visible' });
+    await page.waitForFunction(() => /no schemas yet/.test(document.querySelector('#schema-notice').textContent));
+
+    // Strict, over a value that breaks it: refused, the value listed with its key.
+    await page.fill('#schema-doc', '{"timeout_ms": {"type": "integer", "minimum": 1}, "retr*": {"type": "integer"}}');
+    await page.click('#schema-save');
+    await page.waitForSelector('#schema-violations:not([hidden])', { timeout: DEADLINE });
+    assert.match(await textOf(page, '#schema-violations'), /timeout_ms\s+\(the value\)\s+type: /);
+    assert.match(await textOf(page, '#schema-error'), /1 live value of pay breaks these schemas/);
+    assert.equal((await server.api('GET', '/v1/schemas/pay')).status, 404);
+    await page.screenshot({ path: join(shots, 'typed-schema-editor.png'), fullPage: true });
+
+    // Ratchet: saved; the key is marked out of schema.
+    await page.selectOption('#schema-mode', 'ratchet');
+    await page.click('#schema-save');
+    await page.waitForSelector('#schema-panel', { state: 'hidden', timeout: DEADLINE });
+    const saved = await server.api('GET', '/v1/schemas/pay');
+    assert.equal(saved.body.mode, 'ratchet');
+    assert.deepEqual(saved.body.schemas['retr*'], { type: 'integer' });
+    await page.waitForSelector(`${row('pay', 'timeout_ms')} [data-testid="out-of-schema"]`, { timeout: DEADLINE });
+    assert.match(await textOf(page, 'section[data-ns="pay"] .ns-typed'), /typed \(ratchet\)/);
+
+    // Changed by someone else while open: the notice says so and the save is refused (412).
+    await page.click('section[data-ns="pay"] [data-ns-action="schemas"]');
+    await page.waitForFunction(() => /retr\*/.test(document.querySelector('#schema-doc').value));
+    await server.schemas('pay', { 'retr*': { type: 'integer' } }, 'ratchet');
+    await page.waitForFunction(() => /changed the schemas of pay/.test(document.querySelector('#schema-notice').textContent), null, { timeout: DEADLINE });
+    await page.click('#schema-save');
+    await page.waitForFunction(() => /changed since you opened them/.test(document.querySelector('#schema-error').textContent), null, { timeout: DEADLINE });
+    assert.equal((await server.api('GET', '/v1/schemas/pay')).body.schemas.timeout_ms, undefined);
+
+    // Removed after a confirmation: the namespace is untyped again.
+    await page.click('#schema-cancel');
+    await page.click('section[data-ns="pay"] [data-ns-action="schemas"]');
+    await page.waitForSelector('#schema-remove', { state: 'visible', timeout: DEADLINE });
+    await page.click('#schema-remove');
+    await page.waitForSelector('#confirm[open]');
+    await page.fill('#confirm-name', 'pay');
+    await page.click('#confirm-ok');
+    await page.waitForSelector('section[data-ns="pay"] .badge.typed', { state: 'detached', timeout: DEADLINE });
+    assert.equal((await server.api('GET', '/v1/schemas/pay')).status, 404);
+  });
+});
