@@ -3,6 +3,7 @@
 //
 // Modules by job: live.js keeps the one @graycast/client and fills state.js, the one
 // event source the views listen to (tables, editor, history, gray, changes, clients);
+// schemas.js asks what typed configs add (keys out of schema, clients' rejections);
 // api.js makes the REST calls; json.js keeps numbers and key order exactly. This module
 // wires them up and owns the Token field.
 

@@ -111,6 +111,15 @@ test('a ratchet schema over a bad value marks the key out of schema; graycast.sc
     await page.waitForSelector(badge, { state: 'visible' });
     await page.screenshot({ path: join(shots, 'typed-out-of-schema-phone.png'), fullPage: true });
 
+    // A burst of writes to the typed namespace costs a request or two, not one per write.
+    let asked = 0;
+    page.on('request', (r) => { if (r.url().endsWith('/v1/schemas/flags')) asked += 1; });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => server.put('flags', `burst_${i}`, 'x')));
+    await page.waitForSelector(row('flags', 'burst_19'), { timeout: DEADLINE });
+    // Counting requests that must not come needs their window (400 ms) to pass, twice over.
+    await page.waitForTimeout(1000);
+    assert.ok(asked >= 1 && asked <= 3, `asked ${asked} times`);
+
     // Fixed by a write: the marker goes.
     await server.put('flags', 'retries', 3);
     await page.waitForSelector(badge, { state: 'detached', timeout: DEADLINE });
