@@ -155,3 +155,43 @@ async fn a_node_started_while_etcd_is_down_serves_once_it_is_back() {
     .await;
     assert_eq!(api.get("/readyz").await.expect("readyz").0, 200);
 }
+
+/// A node whose watch stalls (its etcd member paused) does not check a write against the
+/// schemas it last saw: the transaction requires the namespace's schemas unchanged, so a
+/// value the schemas set meanwhile on another node refuse is refused here too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_on_the_schemas_still_holds_writes_to_them() {
+    use graycast_tests::etcd::node_on;
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let a = node(&cluster, &prefix);
+    let api_a = Api::new(&a);
+    for member in 0..3 {
+        let namespace = format!("typed{member}");
+        api_a.put_ok(&namespace, "port", json!(80)).await;
+        let others: Vec<usize> = (0..3).filter(|m| *m != member).collect();
+        let b = node_on(&cluster.endpoints_of(&others), &prefix);
+        let api_b = Api::new(&b);
+        cluster.pause(member, true);
+        let schemas = json!({"schemas": {"port": {"type": "integer", "maximum": 65535}}});
+        let (status, answer) = api_b
+            .request(reqwest::Method::PUT, &format!("/v1/schemas/{namespace}"), None, Some(schemas))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        // At once, through A, whose watch may be on the paused member.
+        let (status, answer) = api_a
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v1/configs/{namespace}/port"),
+                None,
+                Some(json!({"value": 70000})),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("schema_violation")),
+            "member {member} paused: {answer}"
+        );
+        cluster.pause(member, false);
+    }
+}

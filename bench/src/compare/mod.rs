@@ -37,6 +37,7 @@ mod ofrep;
 mod publisher;
 mod report;
 mod resp;
+mod schema;
 mod servers;
 mod settings;
 mod storm;
@@ -72,7 +73,8 @@ fn peers(settings: &Settings) -> Result<Vec<&'static str>> {
             "redis" => ("redis", "redis-server"),
             other => bail!("unknown peer {other:?}: the peers are etcd and redis"),
         };
-        let alone = matches!(settings.scenario, Scenario::Idempotency | Scenario::Ofrep);
+        let alone =
+            matches!(settings.scenario, Scenario::Idempotency | Scenario::Ofrep | Scenario::Schema);
         if peers.contains(&peer) || alone {
             continue;
         }
@@ -103,6 +105,7 @@ async fn compare(settings: &Settings, peers: &[&str]) -> Result<()> {
     match settings.scenario {
         Scenario::Idempotency => return idempotency::run(settings).await,
         Scenario::Ofrep => return ofrep::run(settings).await,
+        Scenario::Schema => return schema::run(settings).await,
         _ => {}
     }
     let mut rows = Vec::new();
@@ -129,6 +132,8 @@ async fn run_on(server: &mut Server, settings: &Settings) -> Result<Row> {
         Scenario::Conns => conns::run(server, settings).await,
         Scenario::Storm => storm::run(server, settings).await,
         Scenario::Ack => ack::run(server, settings).await,
-        Scenario::Idempotency | Scenario::Ofrep => bail!("this scenario runs graycast alone"),
+        Scenario::Idempotency | Scenario::Ofrep | Scenario::Schema => {
+            bail!("this scenario runs graycast alone")
+        }
     }
 }

@@ -14,6 +14,8 @@ pub enum Scenario {
     Idempotency,
     /// graycast alone: OFREP evaluations beside `/v1/release`, bulk, refetch after a change.
     Ofrep,
+    /// graycast alone: a 64 KiB value's PUT latency without and with a 5 KB JSON Schema.
+    Schema,
 }
 
 /// The settings of a comparison.

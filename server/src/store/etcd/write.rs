@@ -12,6 +12,7 @@ use graycast_protocol::{Entry, Revision};
 
 use super::keys::{self, entry_from_history, marker_of, prefix_end, slot, KeptAt, Marker, Pointer};
 use super::{etcd_err, retry, EtcdEngine, APPLY_WAIT, MAX_ATTEMPTS, RETRY_MIN};
+use crate::schema::SCHEMAS_NAMESPACE;
 use crate::store::plan::{plan, Planned};
 use crate::store::record::Record;
 use crate::store::request::{repeat, IDEMPOTENCY_WINDOW};
@@ -117,6 +118,31 @@ impl KeyState {
 
 impl EtcdEngine {
     /// The key's state in etcd (entry and counter), read together.
+    /// After a failed transaction: when the namespace's schemas changed since this node
+    /// planned with them, waits until it has applied the change, so the next plan checks
+    /// the write against the schemas etcd holds.
+    async fn catch_up_on_schemas(
+        &self,
+        shared: &Shared,
+        namespace: &str,
+        planned_with: Option<Revision>,
+    ) -> Result<(), StoreError> {
+        if namespace == SCHEMAS_NAMESPACE {
+            return Ok(());
+        }
+        // The counter moves with every change of the schemas, their removal included.
+        let counter = self.keys.counter(&slot(SCHEMAS_NAMESPACE, namespace));
+        let response = retry(|| async { within(self.kv().get(counter.clone(), None)).await })
+            .await
+            .map_err(|e| etcd_err("cannot read from etcd", e))?;
+        let changed_at = response.kvs().first().map(|kv| kv.mod_revision() as Revision);
+        let known = shared.get(SCHEMAS_NAMESPACE, namespace).map(|e| e.revision);
+        if let Some(at) = changed_at.filter(|at| Some(*at) != planned_with && Some(*at) != known) {
+            shared.wait_applied(at, APPLY_WAIT).await;
+        }
+        Ok(())
+    }
+
     pub(super) async fn read_key(
         &self,
         namespace: &str,
@@ -187,10 +213,11 @@ impl EtcdEngine {
                 }
             }
             let now = Utc::now().trunc_subsecs(3);
-            // The namespace's schemas as this node knows them.
-            let schemas = shared
-                .get(crate::schema::SCHEMAS_NAMESPACE, &request.namespace)
-                .and_then(|entry| shared.schemas.compiled(&entry));
+            // The namespace's schemas as this node knows them; the transaction requires
+            // them unchanged, so a write is never checked against schemas another node
+            // has replaced meanwhile.
+            let schema = shared.get(SCHEMAS_NAMESPACE, &request.namespace);
+            let schemas = schema.as_ref().and_then(|entry| shared.schemas.compiled(entry));
             let planned = match plan(&request, state.entry.as_deref(), now, schemas.as_deref()) {
                 Ok(planned) => planned,
                 // The cache may be behind etcd: only etcd's own state may refuse a write.
@@ -212,7 +239,8 @@ impl EtcdEngine {
                 // (it was checked above) and cannot any more (the key moved past it).
                 Err(err) => return Err(err),
             };
-            let txn = self.transaction(&slot, &state, &planned, &write_id).await?;
+            let schema_at = schema.map(|entry| entry.revision);
+            let txn = self.transaction(&slot, &state, &planned, &write_id, schema_at).await?;
             let attempt = state.seq + 1;
             let mut kv = self.kv();
             let answered = match (within(kv.txn(txn)).await, &self.options.lost_answers) {
@@ -232,7 +260,9 @@ impl EtcdEngine {
                     return Ok(change);
                 }
                 Ok(response) => {
-                    // The key changed meanwhile: plan again against what etcd holds now.
+                    // The key, or its namespace's schemas, changed meanwhile: plan again
+                    // against what etcd holds now, once this node has applied it.
+                    self.catch_up_on_schemas(shared, &request.namespace, schema_at).await?;
                     failure = None;
                     state = KeyState::from_gets(
                         response.op_responses(),
@@ -359,6 +389,7 @@ impl EtcdEngine {
         state: &KeyState,
         planned: &Planned,
         write_id: &str,
+        schema_at: Option<Revision>,
     ) -> Result<Txn, StoreError> {
         let change = planned.change();
         let mut record = Record::of(change);
@@ -381,6 +412,13 @@ impl EtcdEngine {
         }
         let mut compares =
             vec![Compare::version(counter.clone(), CompareOp::Equal, state.seq as i64)];
+        if change.namespace != SCHEMAS_NAMESPACE {
+            let schema = self.keys.entry(&keys::slot(SCHEMAS_NAMESPACE, &change.namespace));
+            compares.push(match schema_at {
+                Some(revision) => Compare::mod_revision(schema, CompareOp::Equal, revision as i64),
+                None => Compare::version(schema, CompareOp::Equal, 0),
+            });
+        }
         let mut idempotent = None;
         if let Some(idempotency) = &change.idempotency {
             // The key is kept with the change, and only if it was not kept before.
