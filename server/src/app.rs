@@ -155,6 +155,7 @@ pub async fn run(
     };
     actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx.clone()));
     actix_web::rt::spawn(crate::gray::guard::run(store.clone(), stop_rx.clone()));
+    actix_web::rt::spawn(crate::requests::run_schedule(store.clone(), stop_rx.clone()));
     let local = listener.local_addr()?;
     let stopping = stop_rx.clone();
     let builder =

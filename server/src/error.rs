@@ -154,6 +154,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Closed | StoreError::Backend(_) => ApiError::Unavailable(err.to_string()),
             StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),
+            StoreError::ApprovalRequired(msg) => ApiError::Coded(ErrorCode::ApprovalRequired, msg),
             StoreError::SchemaViolation(ref violations) => ApiError::Detailed(
                 ErrorCode::SchemaViolation,
                 err.to_string(),

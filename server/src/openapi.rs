@@ -23,8 +23,8 @@ use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type
 use utoipa::OpenApi;
 
 use crate::routes::{
-    changes, clients, configs, events, gray, health, namespaces, ofrep, release, schemas, transfer,
-    watch,
+    changes, clients, configs, events, gray, health, namespaces, ofrep, release, requests, schemas,
+    transfer, watch,
 };
 
 /// The API document served at `/openapi.json`.
@@ -50,6 +50,15 @@ use crate::routes::{
         schemas::delete,
         schemas::history,
         schemas::rollback,
+        requests::get_policies,
+        requests::put_policies,
+        requests::create,
+        requests::list,
+        requests::show,
+        requests::edit,
+        requests::act,
+        requests::reviews,
+        requests::acknowledge,
         gray::start,
         gray::patch,
         gray::promote,
@@ -109,6 +118,16 @@ use crate::routes::{
         graycast_protocol::rest::Rejection,
         graycast_protocol::ws::Nack,
         schemas::SchemaRequest,
+        requests::RequestBody,
+        requests::ActionBody,
+        crate::requests::ChangeRequest,
+        crate::requests::OpSpec,
+        crate::requests::OpKind,
+        crate::requests::State,
+        crate::requests::Approval,
+        crate::requests::Transition,
+        crate::policy::Policies,
+        crate::policy::Policy,
         schemas::SchemaAnswer,
         crate::schema::Mode,
         crate::schema::Violation,

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod namespaces;
 pub mod ofrep;
 pub mod release;
+pub mod requests;
 pub mod schemas;
 pub mod transfer;
 pub mod watch;
@@ -74,7 +75,37 @@ pub(crate) fn write_request(
         comment: comment.filter(|c| !c.is_empty()),
         remote: req.peer_addr().map(|a| a.to_string()),
         idempotency: idempotency::of_request(req)?,
+        authority: authority(req)?,
     })
+}
+
+/// The header by which an admin applies a write directly in a namespace under a policy.
+pub const BREAK_GLASS: &str = "x-graycast-break-glass";
+
+/// On whose authority a request writes: a break-glass (an admin's, with its reason of 1 to
+/// 1,024 bytes) or the caller's own.
+pub(crate) fn authority(req: &HttpRequest) -> Result<crate::policy::Authority, ApiError> {
+    let Some(header) = req.headers().get(BREAK_GLASS) else {
+        return Ok(crate::policy::Authority::Direct);
+    };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+    let admin =
+        crate::state::caller(state, req)?.is_none_or(|p| p.role == crate::auth::Role::Admin);
+    if !admin {
+        return Err(ApiError::Forbidden(format!(
+            "only an admin token can break glass ({BREAK_GLASS}); ask for approval with a \
+             change request (POST /v1/change-requests)"
+        )));
+    }
+    let reason = header.to_str().map(str::trim).unwrap_or_default();
+    if reason.is_empty() || reason.len() > MAX_COMMENT_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "{BREAK_GLASS} gives the reason, 1 to {MAX_COMMENT_BYTES} bytes of visible ASCII"
+        )));
+    }
+    Ok(crate::policy::Authority::BreakGlass { reason: reason.to_owned() })
 }
 
 /// Registers every route of the API.
@@ -92,6 +123,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     watch::configure(cfg);
     events::configure(cfg);
     schemas::configure(cfg);
+    requests::configure(cfg);
 }
 
 /// The `{ns}` and `{key}` of a route, both checked against the naming rule.

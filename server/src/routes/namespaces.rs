@@ -111,6 +111,7 @@ pub async fn describe(
         comment: body.comment.filter(|c| !c.is_empty()),
         remote: req.peer_addr().map(|a| a.to_string()),
         idempotency: super::idempotency::of_request(&req)?,
+        authority: crate::policy::Authority::Direct,
     };
     let revision = match state.store.write(request).await {
         Ok(change) => change.revision,

@@ -170,6 +170,7 @@ fn write(
         comment: comment.filter(|c| !c.is_empty()),
         remote: req.peer_addr().map(|a| a.to_string()),
         idempotency: idempotency::of_request(req)?,
+        authority: super::authority(req)?,
     })
 }
 

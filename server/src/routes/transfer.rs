@@ -180,8 +180,9 @@ pub async fn import(
     let (schemas_work, values_work): (Vec<_>, Vec<_>) =
         work.into_iter().partition(|(name, _)| name.namespace == SCHEMAS_NAMESPACE);
     let remote = req.peer_addr().map(|a| a.to_string());
+    let authority = super::authority(&req)?;
     for work in [schemas_work, values_work] {
-        apply(&state, work, &actor, &remote).await?;
+        apply(&state, work, &actor, &remote, &authority).await?;
     }
     report.revision = state.store.revision();
     Ok(HttpResponse::Ok().json(report))
@@ -193,10 +194,12 @@ async fn apply(
     work: Vec<(KeyRef, Vec<Mutation>)>,
     actor: &str,
     remote: &Option<String>,
+    authority: &crate::policy::Authority,
 ) -> Result<(), ApiError> {
     let store = state.store.clone();
     let mut writes = futures_util::stream::iter(work.into_iter().map(|(name, mutations)| {
         let (store, actor, remote) = (store.clone(), actor.to_owned(), remote.clone());
+        let authority = authority.clone();
         async move {
             for mutation in mutations {
                 let request = WriteRequest {
@@ -209,6 +212,7 @@ async fn apply(
                     remote: remote.clone(),
                     // An import is idempotent as it is: a repeat finds the keys as wanted.
                     idempotency: None,
+                    authority: authority.clone(),
                 };
                 store.write(request).await.map_err(|err| (name.clone(), ApiError::from(err)))?;
             }

@@ -47,6 +47,8 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<Metrics>,
     /// Each typed namespace's schemas, compiled once per revision.
     pub(super) schemas: crate::schema::Schemas,
+    /// The policies, read once per revision.
+    policies: RwLock<Option<(Revision, Arc<crate::policy::Policies>)>>,
 }
 
 impl Shared {
@@ -72,7 +74,27 @@ impl Shared {
             changed: DashMap::new(),
             metrics,
             schemas: crate::schema::Schemas::default(),
+            policies: RwLock::new(None),
         }
+    }
+
+    /// The policies as this node knows them (the overlay's entry first, when given: a write
+    /// earlier in the same batch).
+    pub(super) fn policies(
+        &self,
+        overlay: Option<Option<Arc<Entry>>>,
+    ) -> Option<Arc<crate::policy::Policies>> {
+        use crate::policy::{Policies, POLICIES_KEY, POLICIES_NAMESPACE};
+        let entry = overlay.unwrap_or_else(|| self.get(POLICIES_NAMESPACE, POLICIES_KEY))?;
+        let held = self.policies.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some((_, policies)) = held.filter(|(r, _)| *r == entry.revision) {
+            return Some(policies);
+        }
+        let (revision, policies) = Policies::of(Some(&entry))?;
+        let policies = Arc::new(policies);
+        *self.policies.write().unwrap_or_else(PoisonError::into_inner) =
+            Some((revision, policies.clone()));
+        Some(policies)
     }
 
     pub(super) fn get(&self, namespace: &str, key: &str) -> Option<Arc<Entry>> {

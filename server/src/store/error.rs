@@ -43,6 +43,9 @@ pub enum StoreError {
     KeyReused(String),
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// A write that raises exposure in a namespace under a policy, without an approval.
+    #[error("{0}")]
+    ApprovalRequired(String),
     /// Values the write brings that their namespace's JSON Schema refuses.
     #[error("{}", schema_message(.0))]
     SchemaViolation(Vec<crate::schema::Violation>),

@@ -136,23 +136,11 @@ impl Store {
                 return Err(StoreError::Unavailable(reason));
             }
         }
-        if let Mutation::Rollback { to_revision } = request.mutation {
-            // A history item never changes, so it can be read before the write is planned.
-            let what = || format!("key {}/{}", request.namespace, request.key);
-            let item = self
-                .history_at(&request.namespace, &request.key, to_revision)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: format!("revision {to_revision} in the history of {}", what()),
-                })?;
-            if item.op == Op::Delete {
-                return Err(StoreError::Invalid(format!(
-                    "revision {to_revision} deleted {}; there is no value to roll back to",
-                    what()
-                )));
-            }
-            request.mutation = Mutation::Restore { to_revision, value: item.value };
-        }
+        self.resolve(&mut request).await?;
+        let broke_glass = match &request.authority {
+            crate::policy::Authority::BreakGlass { reason } => Some(reason.clone()),
+            _ => None,
+        };
         let started = std::time::Instant::now();
         let written = match &self.engine {
             Engine::Local(writer) => writer.write(request).await,
@@ -174,7 +162,94 @@ impl Store {
             }
         };
         self.shared.metrics.record_write(started.elapsed());
+        if let (Ok(change), Some(reason)) = (&written, broke_glass) {
+            self.open_review(change, reason).await;
+        }
         written
+    }
+
+    /// Opens the review item of a break-glass write: shown until someone other than its
+    /// author acknowledges it (`/v1/reviews`).
+    async fn open_review(&self, change: &Change, reason: String) {
+        let id = format!("r{}", change.revision);
+        let item = serde_json::json!({
+            "id": id, "by": change.by, "reason": reason, "at": change.at,
+            "namespace": change.namespace, "key": change.key, "op": change.op,
+            "revision": change.revision, "acknowledged": null,
+        });
+        let mut write = WriteRequest::new(
+            crate::requests::REVIEWS_NAMESPACE,
+            id,
+            Mutation::Put { value: item },
+            change.by.clone(),
+        );
+        write.authority = crate::policy::Authority::System;
+        write.comment = Some("break glass".into());
+        if let Err(err) = Box::pin(self.write(write)).await {
+            tracing::error!(revision = change.revision, error = %err, "cannot open the review of a break-glass write");
+        }
+    }
+
+    /// Turns a rollback into the restore of the value it names: a history item never
+    /// changes, so it can be read before the write is planned.
+    async fn resolve(&self, request: &mut WriteRequest) -> Result<(), StoreError> {
+        let Mutation::Rollback { to_revision } = request.mutation else { return Ok(()) };
+        let what = || format!("key {}/{}", request.namespace, request.key);
+        let item = self
+            .history_at(&request.namespace, &request.key, to_revision)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("revision {to_revision} in the history of {}", what()),
+            })?;
+        if item.op == Op::Delete {
+            return Err(StoreError::Invalid(format!(
+                "revision {to_revision} deleted {}; there is no value to roll back to",
+                what()
+            )));
+        }
+        request.mutation = Mutation::Restore { to_revision, value: item.value };
+        Ok(())
+    }
+
+    /// Makes writes together: on one node, all in one commit or none (each its own
+    /// revision, in order). On etcd, whose transaction gives all its keys one revision,
+    /// they are made one after the other, each under its own precondition: a write refused
+    /// midway leaves the ones before it made, and the error says which.
+    pub async fn write_group(
+        &self,
+        mut requests: Vec<WriteRequest>,
+    ) -> Result<Vec<Arc<Change>>, StoreError> {
+        if self.shared.failed_for_good.load(Ordering::Acquire) {
+            if let Some(reason) = self.shared.failure() {
+                return Err(StoreError::Unavailable(reason));
+            }
+        }
+        for request in &mut requests {
+            self.resolve(request).await?;
+        }
+        match &self.engine {
+            Engine::Local(writer) => writer.write_group(requests).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(_) => {
+                let mut made = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let what = format!("{}/{}", request.namespace, request.key);
+                    match self.write(request).await {
+                        Ok(change) => made.push(change),
+                        Err(err) if made.is_empty() => return Err(err),
+                        Err(err) => {
+                            return Err(StoreError::Conflict(format!(
+                                "{} of the writes were made (up to revision {}); the write of \
+                                 {what} was refused: {err}",
+                                made.len(),
+                                made.last().map_or(0, |c| c.revision)
+                            )))
+                        }
+                    }
+                }
+                Ok(made)
+            }
+        }
     }
 
     /// The server's metrics, which the store records its writes in.

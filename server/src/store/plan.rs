@@ -13,7 +13,34 @@ use graycast_protocol::{Entry, Gray, Op, Revision};
 use serde_json::Value;
 
 use super::{Change, Mutation, Precondition, StoreError, WriteRequest};
+use crate::policy::{governed, reduces_exposure, Authority, Policies};
 use crate::schema::{Compiled, SCHEMAS_NAMESPACE};
+
+/// Refuses a write that raises exposure in a namespace under a policy, unless it is made on
+/// an approval, a break-glass or by the server (a ramp approved once advances on its own).
+fn approved(
+    request: &WriteRequest,
+    current: Option<&Entry>,
+    policies: Option<&Policies>,
+) -> Result<(), StoreError> {
+    if request.authority != Authority::Direct
+        || matches!(request.mutation, Mutation::GrayAdvance { .. })
+        || reduces_exposure(&request.mutation, current)
+    {
+        return Ok(());
+    }
+    let Some(namespace) = governed(&request.namespace, &request.key) else { return Ok(()) };
+    let Some(requirement) = policies.and_then(|p| p.requirement(&namespace)) else {
+        return Ok(());
+    };
+    Err(StoreError::ApprovalRequired(format!(
+        "namespace {namespace} is under a policy ({} approval(s) by {}): this write needs an \
+         approved change request (POST /v1/change-requests); a gray abort, a pause and a lower \
+         percent go through directly",
+        requirement.approvals,
+        if requirement.self_approval { "anyone with write access" } else { "someone else" }
+    )))
+}
 
 /// A planned change, waiting for its revision.
 #[derive(Debug, Clone)]
@@ -53,8 +80,10 @@ pub(crate) fn plan(
     current: Option<&Entry>,
     now: DateTime<Utc>,
     schemas: Option<&Compiled>,
+    policies: Option<&Policies>,
 ) -> Result<Planned, StoreError> {
     let what = || format!("key {}/{}", request.namespace, request.key);
+    approved(request, current, policies)?;
     if let Precondition::Http { if_match, if_none_match } = &request.precondition {
         let revision = current.map(|e| e.revision);
         if let Some(tags) = if_match {
@@ -95,7 +124,13 @@ pub(crate) fn plan(
     let no_key = || StoreError::NotFound { what: what() };
     let no_gray = || StoreError::NotFound { what: format!("a gray release of {}", what()) };
     let current_gray = current.and_then(|e| e.gray.as_ref());
-    let change = |op, entry, note| Change {
+    // What the history and audit feed say of a write made on someone's authority.
+    let on_authority = match &request.authority {
+        Authority::Approved { request } => Some(format!("change request {request}")),
+        Authority::BreakGlass { reason } => Some(format!("break glass: {reason}")),
+        Authority::Direct | Authority::System => None,
+    };
+    let change = |op, entry, note: Option<String>| Change {
         revision: 0,
         op,
         namespace: request.namespace.clone(),
@@ -103,7 +138,7 @@ pub(crate) fn plan(
         entry,
         at: now,
         by: request.actor.clone(),
-        note,
+        note: note.or_else(|| on_authority.clone()),
         comment: request.comment.clone(),
         remote: request.remote.clone(),
         idempotency: request.idempotency.clone(),

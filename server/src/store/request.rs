@@ -87,6 +87,9 @@ pub struct WriteRequest {
     /// The request's `Idempotency-Key`, if it has one: the write is applied at most once
     /// per key within the store's window, and a repeat answers the first outcome.
     pub idempotency: Option<Idempotency>,
+    /// On whose authority: a governed namespace (`crate::policy`) takes only
+    /// exposure-reducing writes directly.
+    pub authority: crate::policy::Authority,
 }
 
 /// How long a store remembers the `Idempotency-Key`s of its writes.
@@ -131,6 +134,7 @@ impl WriteRequest {
             comment: None,
             remote: None,
             idempotency: None,
+            authority: crate::policy::Authority::Direct,
         }
     }
 }

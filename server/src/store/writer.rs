@@ -24,6 +24,7 @@ use super::{
     Change, ChangePage, Fed, FeedReceiver, HistoryPage, Kept, Loaded, Shared, StoreError,
     StoreOptions, WriteRequest,
 };
+use crate::policy::{POLICIES_KEY, POLICIES_NAMESPACE};
 use crate::schema::SCHEMAS_NAMESPACE;
 
 /// Queued write requests beyond which callers wait for room (backpressure, not failure).
@@ -85,11 +86,25 @@ pub trait LocalBackend: Send + Sync + 'static {
 }
 
 enum WriterMessage {
-    Write(Box<WriteRequest>, oneshot::Sender<Result<Arc<Change>, StoreError>>),
+    Write(Pending),
     Shutdown,
 }
 
-type Pending = (Box<WriteRequest>, oneshot::Sender<Result<Arc<Change>, StoreError>>);
+/// What waits for a commit: one write, or a group of writes made all or none.
+enum Pending {
+    One(Box<WriteRequest>, oneshot::Sender<Result<Arc<Change>, StoreError>>),
+    Group(Vec<WriteRequest>, oneshot::Sender<Result<Vec<Arc<Change>>, StoreError>>),
+}
+
+impl Pending {
+    /// Answers with a failure.
+    fn fail(self, err: StoreError) {
+        match self {
+            Pending::One(_, reply) => drop(reply.send(Err(err))),
+            Pending::Group(_, reply) => drop(reply.send(Err(err))),
+        }
+    }
+}
 
 /// The handle of the local engine.
 pub(super) struct LocalWriter {
@@ -148,7 +163,20 @@ impl LocalWriter {
         }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(WriterMessage::Write(Box::new(request), reply))
+            .send(WriterMessage::Write(Pending::One(Box::new(request), reply)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues writes that are made together or not at all (one commit), and waits.
+    pub async fn write_group(
+        &self,
+        requests: Vec<WriteRequest>,
+    ) -> Result<Vec<Arc<Change>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(WriterMessage::Write(Pending::Group(requests, reply)))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -183,6 +211,8 @@ enum Outcome {
     Made(usize),
     /// It repeats a write made earlier with its `Idempotency-Key`, which made this change.
     Repeated(Arc<Change>),
+    /// A group made the batch's changes in this range.
+    Group(std::ops::Range<usize>),
 }
 
 /// The writer thread's state.
@@ -200,13 +230,13 @@ impl Writer {
         let mut stopping = false;
         while !stopping {
             match queue.blocking_recv() {
-                Some(WriterMessage::Write(request, reply)) => batch.push((request, reply)),
+                Some(WriterMessage::Write(pending)) => batch.push(pending),
                 Some(WriterMessage::Shutdown) | None => stopping = true,
             }
             // Everything that queued up while the last transaction committed joins this one.
             while batch.len() < self.max_batch {
                 match queue.try_recv() {
-                    Ok(WriterMessage::Write(request, reply)) => batch.push((request, reply)),
+                    Ok(WriterMessage::Write(pending)) => batch.push(pending),
                     Ok(WriterMessage::Shutdown) => stopping = true,
                     Err(_) => break,
                 }
@@ -218,8 +248,8 @@ impl Writer {
         // Refuse what arrives from now on, and answer what is still queued.
         queue.close();
         while let Ok(message) = queue.try_recv() {
-            if let WriterMessage::Write(request, reply) = message {
-                batch.push((request, reply));
+            if let WriterMessage::Write(pending) = message {
+                batch.push(pending);
                 if batch.len() == self.max_batch {
                     self.commit(&mut batch);
                 }
@@ -262,21 +292,26 @@ impl Writer {
     fn commit(&self, batch: &mut Vec<Pending>) {
         let shared = &*self.shared;
         if let Some(reason) = shared.failure() {
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(StoreError::Backend(reason.clone())));
+            for pending in batch.drain(..) {
+                pending.fail(StoreError::Backend(reason.clone()));
             }
             return;
         }
         let now = Utc::now().trunc_subsecs(3);
         let base = shared.revision();
         // The state of keys written earlier in this batch, which later requests must see.
-        let mut overlay: HashMap<(String, String), Option<Arc<Entry>>> = HashMap::new();
+        let mut overlay: Overlay = HashMap::new();
         let mut changes: Vec<Change> = Vec::new();
         let mut outcomes: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(batch.len());
         // The `Idempotency-Key`s of this batch's changes, with their index in `changes`.
         let mut keyed: HashMap<String, usize> = HashMap::new();
-        for (request, _) in batch.iter() {
-            if let Some(idempotency) = &request.idempotency {
+        for pending in batch.iter() {
+            let (requests, one) = match pending {
+                Pending::One(request, _) => (std::slice::from_ref(request.as_ref()), true),
+                Pending::Group(requests, _) => (requests.as_slice(), false),
+            };
+            let idempotency = requests.first().and_then(|r| r.idempotency.as_ref()).filter(|_| one);
+            if let Some(idempotency) = idempotency {
                 match self.repeated(idempotency, &keyed, &changes) {
                     Ok(None) => {}
                     Ok(Some(outcome)) => {
@@ -289,32 +324,40 @@ impl Writer {
                     }
                 }
             }
-            let slot = (request.namespace.clone(), request.key.clone());
-            let current = match overlay.get(&slot) {
-                Some(state) => state.clone(),
-                None => shared.get(&request.namespace, &request.key),
-            };
-            // The namespace's schemas as of this write: a schema change earlier in the batch
-            // counts.
-            let schema_slot = (SCHEMAS_NAMESPACE.to_owned(), request.namespace.clone());
-            let schema = match overlay.get(&schema_slot) {
-                Some(state) => state.clone(),
-                None => shared.get(SCHEMAS_NAMESPACE, &request.namespace),
-            };
-            let schemas = schema.and_then(|entry| shared.schemas.compiled(&entry));
-            let revision = base + changes.len() as u64 + 1;
-            match plan(request, current.as_deref(), now, schemas.as_deref()) {
-                Ok(planned) => {
-                    let change = planned.commit(revision);
-                    overlay.insert(slot, change.entry.clone());
-                    if let Some(idempotency) = &request.idempotency {
-                        keyed.insert(idempotency.key.clone(), changes.len());
+            // A group's writes see each other, and join the batch only if all are planned.
+            let mut staged: Overlay = HashMap::new();
+            let mut planned: Vec<Change> = Vec::new();
+            let mut refused = None;
+            for request in requests {
+                let revision = base + (changes.len() + planned.len()) as u64 + 1;
+                match self.plan_one(request, &overlay, &staged, now) {
+                    Ok(plan) => {
+                        let change = plan.commit(revision);
+                        let slot = (request.namespace.clone(), request.key.clone());
+                        staged.insert(slot, change.entry.clone());
+                        planned.push(change);
                     }
-                    outcomes.push(Ok(Outcome::Made(changes.len())));
-                    changes.push(change);
+                    Err(err) => {
+                        refused = Some(err);
+                        break;
+                    }
                 }
-                Err(err) => outcomes.push(Err(err)),
             }
+            if let Some(err) = refused {
+                outcomes.push(Err(err));
+                continue;
+            }
+            overlay.extend(staged);
+            let first = changes.len();
+            if let Some(idempotency) = idempotency {
+                keyed.insert(idempotency.key.clone(), first);
+            }
+            changes.extend(planned);
+            outcomes.push(Ok(if one {
+                Outcome::Made(first)
+            } else {
+                Outcome::Group(first..changes.len())
+            }));
         }
         let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
         shared.metrics.record_rejections(rejected);
@@ -326,12 +369,14 @@ impl Writer {
             // writes rather than risk reusing a revision. A restart reloads the truth.
             tracing::error!(error = %err, writes = changes.len(), "commit failed; refusing writes");
             shared.fail(format!("a commit failed ({err}); restart the server"), true);
-            for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
-                let _ = reply.send(match outcome {
-                    Ok(Outcome::Repeated(change)) => Ok(change),
-                    Ok(Outcome::Made(_)) => Err(err.clone()),
-                    Err(refused) => Err(refused),
-                });
+            for (outcome, pending) in outcomes.into_iter().zip(batch.drain(..)) {
+                match (outcome, pending) {
+                    (Ok(Outcome::Repeated(change)), Pending::One(_, reply)) => {
+                        let _ = reply.send(Ok(change));
+                    }
+                    (Ok(_), pending) => pending.fail(err.clone()),
+                    (Err(refused), pending) => pending.fail(refused),
+                }
             }
             return;
         } else {
@@ -342,262 +387,56 @@ impl Writer {
             committed
         };
         let committed_at = Instant::now();
-        for (outcome, (_, reply)) in outcomes.into_iter().zip(batch.drain(..)) {
-            let _ = reply.send(outcome.map(|outcome| match outcome {
-                Outcome::Made(index) => committed[index].clone(),
-                Outcome::Repeated(change) => change,
-            }));
+        for (outcome, pending) in outcomes.into_iter().zip(batch.drain(..)) {
+            match (outcome, pending) {
+                (Ok(Outcome::Made(index)), Pending::One(_, reply)) => {
+                    let _ = reply.send(Ok(committed[index].clone()));
+                }
+                (Ok(Outcome::Repeated(change)), Pending::One(_, reply)) => {
+                    let _ = reply.send(Ok(change));
+                }
+                (Ok(Outcome::Group(range)), Pending::Group(_, reply)) => {
+                    let _ = reply.send(Ok(committed[range].to_vec()));
+                }
+                (Ok(_), pending) => pending.fail(StoreError::Backend("mismatched outcome".into())),
+                (Err(refused), pending) => pending.fail(refused),
+            }
         }
         if !committed.is_empty() {
             // The hub may be gone during shutdown; the changes are durable regardless.
             let _ = self.feed.send(Fed::Changes(committed, committed_at));
         }
     }
-}
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
-    use std::sync::{Condvar, Mutex};
 
-    use serde_json::{json, Value};
-
-    use super::super::{MemoryBackend, Mutation, Precondition, Store};
-    use super::*;
-
-    /// The revisions the feed has carried so far.
-    fn fed_revisions(feed: &FeedReceiver) -> Vec<Revision> {
-        feed.try_iter()
-            .flat_map(|fed| match fed {
-                Fed::Changes(batch, _) => batch,
-                Fed::Reloaded(_) => Vec::new(),
-            })
-            .map(|c| c.revision)
-            .collect()
-    }
-    use crate::metrics::Metrics;
-
-    /// A memory backend that can be made to fail, or to hold commits until released,
-    /// and that counts its commits.
-    struct FaultyBackend {
-        inner: MemoryBackend,
-        fail: AtomicBool,
-        held: Mutex<bool>,
-        release: Condvar,
-        commits: AtomicUsize,
-        /// Calls of `persist` so far, held or not.
-        entered: AtomicUsize,
-    }
-
-    impl FaultyBackend {
-        fn new() -> Arc<FaultyBackend> {
-            Arc::new(FaultyBackend {
-                inner: MemoryBackend::new(&StoreOptions::memory()),
-                fail: AtomicBool::new(false),
-                held: Mutex::new(false),
-                release: Condvar::new(),
-                commits: AtomicUsize::new(0),
-                entered: AtomicUsize::new(0),
-            })
-        }
-
-        fn hold(&self, hold: bool) {
-            *self.held.lock().unwrap() = hold;
-            self.release.notify_all();
-        }
-    }
-
-    impl LocalBackend for FaultyBackend {
-        fn load(&self) -> Result<Loaded, StoreError> {
-            self.inner.load()
-        }
-        fn persist(&self, changes: &[Change]) -> Result<(), StoreError> {
-            self.entered.fetch_add(1, Ordering::SeqCst);
-            let mut held = self.held.lock().unwrap();
-            while *held {
-                held = self.release.wait(held).unwrap();
+    /// Plans one write against the state as the batch has it: the group's own writes
+    /// (`staged`), then the batch's, then the cache.
+    fn plan_one(
+        &self,
+        request: &WriteRequest,
+        overlay: &Overlay,
+        staged: &Overlay,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<super::plan::Planned, StoreError> {
+        let shared = &*self.shared;
+        let state = |namespace: &str, key: &str| {
+            let slot = (namespace.to_owned(), key.to_owned());
+            match staged.get(&slot).or_else(|| overlay.get(&slot)) {
+                Some(state) => state.clone(),
+                None => shared.get(namespace, key),
             }
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError::Backend("injected disk failure".into()));
-            }
-            self.commits.fetch_add(1, Ordering::SeqCst);
-            self.inner.persist(changes)
-        }
-        fn changes_after(&self, after: Revision, limit: usize) -> Result<ChangePage, StoreError> {
-            self.inner.changes_after(after, limit)
-        }
-        fn history(
-            &self,
-            ns: &str,
-            key: &str,
-            before: Option<Revision>,
-            limit: usize,
-            max_bytes: usize,
-        ) -> Result<HistoryPage, StoreError> {
-            self.inner.history(ns, key, before, limit, max_bytes)
-        }
-        fn history_at(
-            &self,
-            ns: &str,
-            key: &str,
-            revision: Revision,
-        ) -> Result<Option<HistoryItem>, StoreError> {
-            self.inner.history_at(ns, key, revision)
-        }
-        fn change_at(
-            &self,
-            ns: &str,
-            key: &str,
-            revision: Revision,
-        ) -> Result<Option<Change>, StoreError> {
-            self.inner.change_at(ns, key, revision)
-        }
-        fn idempotent(&self, key: &str) -> Result<Option<Kept>, StoreError> {
-            self.inner.idempotent(key)
-        }
-        fn stored_bytes(&self) -> u64 {
-            self.inner.stored_bytes()
-        }
-        fn check(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    fn put(key: &str, value: Value, precondition: Precondition) -> WriteRequest {
-        let mut request = WriteRequest::new("ns", key, Mutation::Put { value }, "test");
-        request.precondition = precondition;
-        request
-    }
-
-    fn open(backend: Arc<FaultyBackend>) -> (Arc<Store>, FeedReceiver) {
-        let (store, feed) = Store::with_local_backend(
-            backend,
-            &StoreOptions::memory(),
-            Arc::new(Metrics::default()),
-        )
-        .expect("opens");
-        (Arc::new(store), feed)
-    }
-
-    /// Waits until `n` requests wait in the writer's queue.
-    async fn queued(store: &Store, n: usize) {
-        let super::super::Engine::Local(writer) = &store.engine else {
-            unreachable!("a local store")
         };
-        wait_for(|| writer.queued() >= n).await;
-    }
-
-    /// Waits until the writer is inside its `n`th commit.
-    async fn committing(backend: &FaultyBackend, n: usize) {
-        wait_for(|| backend.entered.load(Ordering::SeqCst) >= n).await;
-    }
-
-    async fn wait_for(condition: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !condition() {
-            assert!(std::time::Instant::now() < deadline, "condition never met");
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_commit_changes_nothing_and_stops_writes() {
-        let backend = FaultyBackend::new();
-        let (store, feed) = open(backend.clone());
-        let first = store.write(put("k", json!(1), Precondition::None)).await.expect("writes");
-        assert_eq!(first.revision, 1);
-
-        backend.fail.store(true, Ordering::SeqCst);
-        let err = store.write(put("k", json!(2), Precondition::None)).await;
-        assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
-        assert!(store.check().await.is_err(), "readiness reports the failure");
-        assert_eq!(store.revision(), 1);
-        assert_eq!(store.get("ns", "k").map(|e| e.value.clone()), Some(json!(1)));
-
-        // Even once the disk recovers, the writer refuses: whether the failed commit
-        // reached the disk is unknown, and a revision must never be reused.
-        backend.fail.store(false, Ordering::SeqCst);
-        assert!(store.write(put("k", json!(3), Precondition::None)).await.is_err());
-        assert_eq!(backend.commits.load(Ordering::SeqCst), 1);
-        // Only the committed change was fed to subscribers.
-        let fed = fed_revisions(&feed);
-        assert_eq!(fed, [1]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writes_queued_during_a_commit_share_the_next_one_and_see_each_other() {
-        let backend = FaultyBackend::new();
-        let (store, feed) = open(backend.clone());
-        backend.hold(true);
-        let first = tokio::spawn({
-            let store = store.clone();
-            async move { store.write(put("a", json!(0), Precondition::None)).await }
-        });
-        committing(&backend, 1).await;
-        // While the first commit is held, queue writes that depend on each other.
-        let mut later = Vec::new();
-        for request in [
-            put("x", json!(1), Precondition::Absent),
-            put("x", json!(2), Precondition::Revision(2)),
-            put("x", json!(3), Precondition::Absent),
-            put("x", json!(4), Precondition::Revision(2)),
-        ] {
-            let writer = store.clone();
-            later.push(tokio::spawn(async move { writer.write(request).await }));
-            // One at a time, so that the queue order is the order above.
-
-            queued(&store, later.len()).await;
-        }
-
-        backend.hold(false);
-
-        assert_eq!(first.await.unwrap().expect("first").revision, 1);
-        let outcomes: Vec<_> = futures_util::future::join_all(later).await;
-        let outcomes: Vec<Result<Arc<Change>, StoreError>> =
-            outcomes.into_iter().map(|o| o.unwrap()).collect();
-        // Requests are planned in queue order; each sees the ones before it.
-        let revisions: Vec<Option<Revision>> =
-            outcomes.iter().map(|o| o.as_ref().ok().map(|c| c.revision)).collect();
-        assert_eq!(revisions, [Some(2), Some(3), None, None]);
-        assert!(matches!(outcomes[2], Err(StoreError::AlreadyExists { revision: 3, .. })));
-        assert!(matches!(
-            outcomes[3],
-            Err(StoreError::RevisionMismatch { expected: 2, actual: 3, .. })
-        ));
-        let x = store.get("ns", "x").expect("x exists");
-        assert_eq!((x.value.clone(), x.version, x.created_revision), (json!(2), 2, 2));
-        assert_eq!(backend.commits.load(Ordering::SeqCst), 2, "one commit for the whole queue");
-        let fed = fed_revisions(&feed);
-        assert_eq!(fed, [1, 2, 3]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn shutdown_commits_what_was_queued() {
-        let backend = FaultyBackend::new();
-        let (store, _feed) = open(backend.clone());
-        backend.hold(true);
-        let mut writes = Vec::new();
-        for i in 0..10 {
-            let store = store.clone();
-            writes.push(tokio::spawn(async move {
-                store.write(put(&format!("k{i}"), json!(i), Precondition::None)).await
-            }));
-            if i == 0 {
-                committing(&backend, 1).await;
-            }
-        }
-        queued(&store, 9).await;
-
-        let stopper = tokio::task::spawn_blocking({
-            let store = store.clone();
-            move || store.shutdown()
-        });
-        backend.hold(false);
-        stopper.await.unwrap();
-        for write in writes {
-            assert!(write.await.unwrap().is_ok(), "a queued write was dropped by shutdown");
-        }
-        assert_eq!(store.revision(), 10);
-        let late = store.write(put("late", json!(1), Precondition::None)).await;
-        assert!(matches!(late, Err(StoreError::Closed)));
+        let current = state(&request.namespace, &request.key);
+        // The namespace's schemas and the policies as of this write: a change of them
+        // earlier in the batch counts.
+        let schemas = state(SCHEMAS_NAMESPACE, &request.namespace)
+            .and_then(|entry| shared.schemas.compiled(&entry));
+        let policies = shared.policies(Some(state(POLICIES_NAMESPACE, POLICIES_KEY)));
+        plan(request, current.as_deref(), now, schemas.as_deref(), policies.as_deref())
     }
 }
+
+/// Entries as a batch (or a group) has written them: `None` for a delete.
+type Overlay = HashMap<(String, String), Option<Arc<Entry>>>;
+
+#[cfg(test)]
+mod tests;

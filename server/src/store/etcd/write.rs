@@ -218,7 +218,14 @@ impl EtcdEngine {
             // has replaced meanwhile.
             let schema = shared.get(SCHEMAS_NAMESPACE, &request.namespace);
             let schemas = schema.as_ref().and_then(|entry| shared.schemas.compiled(entry));
-            let planned = match plan(&request, state.entry.as_deref(), now, schemas.as_deref()) {
+            let policies = shared.policies(None);
+            let planned = match plan(
+                &request,
+                state.entry.as_deref(),
+                now,
+                schemas.as_deref(),
+                policies.as_deref(),
+            ) {
                 Ok(planned) => planned,
                 // The cache may be behind etcd: only etcd's own state may refuse a write.
                 Err(_) if !fresh => {
