@@ -75,6 +75,7 @@ mod gray;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
 mod push;
+mod requests;
 mod rest;
 mod shared;
 #[cfg(feature = "tls")]

@@ -679,3 +679,70 @@ fn every_argument_has_a_description() {
     assert!(arguments >= 30, "only {arguments} arguments found: is the help parsed?");
     assert!(missing.is_empty(), "no description in --help:\n{}", missing.join("\n"));
 }
+
+#[test]
+fn change_requests_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = graycast_tests::token_file(
+        dir.path(),
+        &[
+            ("root", "root-secret", "admin", &["*"]),
+            ("alice", "alice-secret", "write", &["prod-*"]),
+            ("bob", "bob-secret", "write", &["prod-*"]),
+        ],
+    );
+    let server = TestServer::start_with(&["--tokens", tokens.to_str().unwrap()]);
+    let as_user = |token: &str, args: &[&str]| {
+        let mut all = vec!["--token", token];
+        all.extend_from_slice(args);
+        ctl(&server, &all)
+    };
+    ok(&as_user("root-secret", &["put", "prod-pay", "limit", "5"]));
+    let policy = r#"{"policies": [{"namespaces": ["prod-*"], "approvals": 1}]}"#;
+    let output = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            &format!("{}/v1/policies", server.url),
+            "-H",
+            "authorization: Bearer root-secret",
+            "--json",
+            policy,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+
+    // A direct put says how to ask instead.
+    let refused = as_user("alice-secret", &["put", "prod-pay", "limit", "6"]);
+    fails(&refused, 1, "hint: this namespace is under a policy: propose the change with `graycastctl request create");
+    let created = json_of(&as_user(
+        "alice-secret",
+        &["--json", "--comment", "sale", "request", "create", "put", "prod-pay", "limit", "6"],
+    ));
+    let (id, digest) = (created["id"].as_str().unwrap(), created["digest"].as_str().unwrap());
+    let shown = ok(&as_user("bob-secret", &["request", "show", id]));
+    assert!(
+        shown.contains("does: put prod-pay/limit = 6")
+            && shown.contains(&format!("--digest {digest}")),
+        "{shown}"
+    );
+    fails(
+        &as_user("alice-secret", &["request", "approve", id, "--digest", digest]),
+        1,
+        "approvals must come from someone else",
+    );
+    let approved = ok(&as_user("bob-secret", &["request", "approve", id, "--digest", digest]));
+    assert!(approved.contains(": approved"), "{approved}");
+    let listed = ok(&as_user("alice-secret", &["request", "list", "--state", "approved"]));
+    assert!(listed.contains(id), "{listed}");
+    ok(&as_user("alice-secret", &["request", "apply", id]));
+    let entry = json_of(&as_user("alice-secret", &["--json", "get", "prod-pay", "limit"]));
+    assert_eq!(entry["value"], 6);
+    fails(
+        &as_user("alice-secret", &["request", "create", "put", "prod-pay"]),
+        2,
+        "put takes NAMESPACE KEY VALUE",
+    );
+}

@@ -204,6 +204,75 @@ pub enum Verb {
     /// Gray releases: start, set, promote, abort, status.
     #[command(subcommand)]
     Gray(GrayVerb),
+    /// Change requests, for namespaces under a policy: create, list, show, approve, reject,
+    /// apply, cancel.
+    #[command(subcommand)]
+    Request(RequestVerb),
+}
+
+#[derive(Subcommand)]
+pub enum RequestVerb {
+    /// Propose a change: put NAMESPACE KEY VALUE, or delete NAMESPACE KEY, or --ops @FILE
+    /// for any ops (`[{"op", "namespace", "key", "body"}]`, as the REST API takes them).
+    ///
+    /// Examples: graycastctl request create put prod-pay limit 500 --comment "sale";
+    /// graycastctl request create --ops @ops.json --apply-at 2026-12-24T06:00:00Z
+    Create {
+        /// put or delete (or nothing, with --ops).
+        op: Option<String>,
+        /// The namespace, such as prod-pay.
+        namespace: Option<String>,
+        /// The key in the namespace.
+        key: Option<String>,
+        /// The new value, as JSON (put), or @FILE.
+        value: Option<String>,
+        /// The ops as JSON, or @FILE (@- for stdin).
+        #[arg(long, value_name = "JSON|@FILE", conflicts_with = "op")]
+        ops: Option<String>,
+        /// When the server applies it once approved (RFC 3339, such as 2026-12-24T06:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        apply_at: Option<String>,
+    },
+    /// List change requests, newest first.
+    ///
+    /// Example: graycastctl request list --state open
+    List {
+        /// Only requests in this state: open, approved, applied, rejected, cancelled, stale.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show a request: its ops, base revisions, digest, approvals and history.
+    Show {
+        /// The request's id.
+        id: String,
+    },
+    /// Approve a request's content, named by the digest `show` printed (an edit since is
+    /// new content, which this approval does not cover).
+    Approve {
+        /// The request's id.
+        id: String,
+        /// The digest you read with `graycastctl request show`.
+        #[arg(long)]
+        digest: String,
+    },
+    /// Reject a request.
+    Reject {
+        /// The request's id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Apply an approved request: all its ops or none.
+    Apply {
+        /// The request's id.
+        id: String,
+    },
+    /// Cancel a request (its author, or an admin).
+    Cancel {
+        /// The request's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +398,7 @@ impl Verb {
             | Verb::Describe { .. } => true,
             Verb::Gray(GrayVerb::Status { .. }) => false,
             Verb::Gray(_) => true,
+            Verb::Request(RequestVerb::Create { .. }) => true,
             _ => false,
         }
     }

@@ -7,6 +7,7 @@
 mod args;
 mod output;
 mod parse;
+mod request;
 mod watch;
 
 use std::process::ExitCode;
@@ -128,6 +129,11 @@ impl Reporting {
             ),
             Error::Server { status: 401, .. } => Some(
                 "the server does not know this token: check --token (or GRAYCAST_TOKEN)".into(),
+            ),
+            Error::Server { code, .. } if code == "approval_required" => Some(
+                "this namespace is under a policy: propose the change with `graycastctl request \
+                 create put NAMESPACE KEY VALUE` (or `--ops @FILE`) and have someone else approve it"
+                    .into(),
             ),
             Error::Server { status: 403, .. } => Some(
                 "the token lacks the role or namespace for this; `graycastctl whoami` shows what it may do"
@@ -409,6 +415,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Verb::Gray(verb) => gray(rest(builder)?, verb, json).await?,
+        Verb::Request(verb) => request::request(rest(builder)?, verb, json).await?,
     }
     Ok(())
 }
