@@ -19,7 +19,7 @@ use graycast_server::store::{
 use graycast_tests::etcd::{node, unique_prefix, EtcdCluster};
 use graycast_tests::{eventually, Api, TestServer, Watcher, DEADLINE};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// One test at a time (an async lock: each test holds it across its awaits).
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
@@ -719,4 +719,54 @@ async fn etcd_is_compacted_beyond_the_replay_window_and_resume_still_works() {
         ServerMessage::Snapshot { entries, .. } => assert_eq!(entries.len(), 4),
         other => panic!("expected a snapshot for a revision compacted away, got {other:?}"),
     }
+}
+
+/// A scheduled change request in a cluster: the nodes' schedulers see it at once, and
+/// exactly one applies it (its claim is conditional), with each op made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_node_applies_a_scheduled_change_request() {
+    let _serial = serial().await;
+    let cluster = EtcdCluster::start(3);
+    let prefix = unique_prefix();
+    let nodes = [node(&cluster, &prefix), node(&cluster, &prefix), node(&cluster, &prefix)];
+    let api = Api::new(&nodes[0]);
+    api.put_ok("prod-x", "limit", json!(1)).await;
+    let policy =
+        json!({"policies": [{"namespaces": ["prod-*"], "approvals": 1, "self_approval": true}]});
+    let (status, _) = api.request(Method::PUT, "/v1/policies", None, Some(policy)).await;
+    assert_eq!(status, 200);
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(2000);
+    let body = json!({"ops": [{"op": "put", "namespace": "prod-x", "key": "limit", "body": {"value": 2}}],
+                      "apply_at": at});
+    let (status, request) =
+        api.request(Method::POST, "/v1/change-requests", None, Some(body)).await;
+    assert_eq!(status, 201, "{request}");
+    let id = request["id"].as_str().unwrap().to_owned();
+    let approve = json!({"digest": request["digest"]});
+    let on_b = Api::new(&nodes[1]);
+    let (status, _) = on_b
+        .request(Method::POST, &format!("/v1/change-requests/{id}/approve"), None, Some(approve))
+        .await;
+    assert_eq!(status, 200);
+    eventually("the request is applied", || async {
+        let (_, shown) = api.get(&format!("/v1/change-requests/{id}")).await.unwrap();
+        shown["state"] == "applied"
+    })
+    .await;
+    let (_, history) = api.get("/v1/configs/prod-x/limit/history").await.unwrap();
+    let made: Vec<&Value> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["note"] == format!("change request {id}").as_str())
+        .collect();
+    assert_eq!(made.len(), 1, "{history}");
+    let (_, shown) = api.get(&format!("/v1/change-requests/{id}")).await.unwrap();
+    let applied = shown["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["action"] == "applied")
+        .count();
+    assert_eq!(applied, 1, "{shown}");
 }
