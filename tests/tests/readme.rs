@@ -9,7 +9,8 @@ use graycast_tests::etcd::{node_on, unique_prefix, EtcdCluster};
 use graycast_tests::{cli_binary, eventually, server_binary, Api, TestServer};
 
 /// Headings whose `sh` blocks form the walkthrough, in README order.
-const WALKTHROUGH: [&str; 5] = ["Try it", "Gray releases", "Typed configs", "CLI", "Operations"];
+const WALKTHROUGH: [&str; 6] =
+    ["Try it", "Gray releases", "Typed configs", "Change requests", "CLI", "Operations"];
 
 /// The heading of the etcd backup, run by its own test.
 const BACKUP: &str = "Backing up etcd";
@@ -155,6 +156,8 @@ fn the_walkthrough_runs_in_order_on_a_fresh_server() {
         "started a gray release of payments/timeout_ms: 350 to 5% (stable 250)",
         "promoted payments/timeout_ms: the gray value 350 is now the stable value",
         "\"code\":\"schema_violation\"",
+        "\"code\":\"approval_required\"",
+        "\"state\":\"open\"",
         "anonymous (admin) on *",
         "event: snapshot\nid: ",
         "0 added, 0 changed, 0 removed,",
