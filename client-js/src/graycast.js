@@ -25,6 +25,10 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 20000;
 // A connection in sync this long counts as healthy: the next failure starts from the base.
 const HEALTHY_MS = 60000;
+// The ceiling is also never above how long the outage has lasted (this much at least): a
+// client is back about as soon after the server as the server was away, even when a short
+// restart cost it a few attempts.
+const BACKOFF_FLOOR_MS = 1000;
 
 // Writes to `storage` are coalesced: a burst of changes is one write of the cache.
 const SAVE_DELAY_MS = 250;
@@ -212,6 +216,7 @@ export function createClient(options) {
   let cache = new Map(); // namespace → (key → entry)
   let session = null; // the connection under way
   let attempt = 0; // failures since the last healthy connection
+  let brokenAt = 0; // when the first of them happened
   let stopped = false; // closed, or refused for good
   let stale = false;
   let status = null;
@@ -376,7 +381,7 @@ export function createClient(options) {
     current.synced = true;
     stale = false;
     setStatus('live');
-    healthyTimer = setTimeout(() => (attempt = 0), HEALTHY_MS);
+    healthyTimer = setTimeout(() => (attempt = brokenAt = 0), HEALTHY_MS);
     if (current.since) emit('recovered', { replayed: current.replayed, snapshot: bySnapshot });
     if (settleReady) {
       settleReady.resolve();
@@ -429,8 +434,10 @@ export function createClient(options) {
     const failure = current.error || error;
     if (!failure.retryable) return refuse(failure);
     attempt++;
+    brokenAt ||= Date.now();
     setStatus('reconnecting');
-    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+    const outage = Math.max(BACKOFF_FLOOR_MS, Date.now() - brokenAt);
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt, outage);
     retryTimer = setTimeout(connect, Math.random() * ceiling);
   }
 

@@ -19,6 +19,11 @@ function memoryStorage() {
   return { getItem: (k) => items.get(k) ?? null, setItem: (k, v) => items.set(k, v) };
 }
 
+/** Resolves when `client` is at `revision` or later (it may be already). */
+function reach(client, revision) {
+  return client.revision >= revision ? Promise.resolve() : next(client, 'revision', (r) => r >= revision);
+}
+
 /** Runs test/fixtures/exit.js with `env`; resolves to its exit code and output lines. */
 async function runChild(env) {
   const child = spawn(process.execPath, [new URL('./fixtures/exit.js', import.meta.url).pathname], {
@@ -127,15 +132,19 @@ for (const [transport, WebSocket] of Object.entries(TRANSPORTS)) {
 
   test(`${transport}: a stored cache and a bootstrap are read at once and resumed, not refetched`, async () => {
     const server = await TestServer.start();
+    // Closed whatever happens: a client left retrying would keep the test process alive.
+    const clients = [];
     try {
       await server.call('PUT', '/v1/configs/app/color', { value: 'blue' });
       const storage = memoryStorage();
       const first = createClient({ url: server.url, namespaces: ['app'], storage, WebSocket });
+      clients.push(first);
       await first.ready();
       first.close();
       for (const value of ['green', 'red', 'black']) await server.call('PUT', '/v1/configs/app/color', { value });
 
       const second = createClient({ url: server.url, namespaces: ['app'], storage, WebSocket });
+      clients.push(second);
       assert.equal(second.get('app', 'color'), 'blue', 'the cache is read before the network answers');
       const recovered = await next(second, 'recovered');
       assert.deepEqual(recovered, { replayed: 3, snapshot: false });
@@ -144,11 +153,75 @@ for (const [transport, WebSocket] of Object.entries(TRANSPORTS)) {
 
       const bootstrap = await server.call('GET', '/v1/configs/app');
       const third = createClient({ url: server.url, namespaces: ['app'], bootstrap, WebSocket });
+      clients.push(third);
       assert.equal(third.get('app', 'color'), 'black');
       assert.equal(third.revision, bootstrap.revision);
       assert.deepEqual(await next(third, 'recovered'), { replayed: 0, snapshot: false });
       third.close();
     } finally {
+      clients.forEach((client) => client.close());
+      await server.close();
+    }
+  });
+
+  test(`${transport}: status goes connecting, live, reconnecting, live, stopped across a restart; revision follows`, async () => {
+    const server = await TestServer.start();
+    let client;
+    try {
+      client = createClient({ url: server.url, namespaces: ['ns'], WebSocket, heartbeatMs: HEARTBEAT_MS });
+      const statuses = [client.status];
+      client.on('status', (status) => statuses.push(status));
+      const revisions = [];
+      client.on('revision', (revision) => revisions.push(revision));
+      await client.ready();
+      const first = await server.call('PUT', '/v1/configs/ns/a', { value: 1 });
+      await reach(client, first.revision);
+
+      const reconnecting = next(client, 'status', (s) => s === 'reconnecting');
+      await server.kill();
+      await reconnecting;
+      const live = next(client, 'status', (s) => s === 'live');
+      await server.restart();
+      await live;
+      const second = await server.call('PUT', '/v1/configs/ns/a', { value: 2 });
+      await reach(client, second.revision);
+      client.close();
+
+      assert.deepEqual(statuses, ['connecting', 'live', 'reconnecting', 'live', 'stopped']);
+      assert.equal(client.status, 'stopped');
+      assert.ok(revisions.every((r, i) => i === 0 || r > revisions[i - 1]), `revisions only grow: ${revisions}`);
+      assert.ok(revisions.includes(first.revision) && revisions.at(-1) === second.revision, `revisions ${revisions}`);
+      assert.equal(client.revision, second.revision);
+    } finally {
+      // A failure must not leave a client retrying and the test process alive.
+      client?.close();
+      await server.close();
+    }
+  });
+
+  test(`${transport}: a parse option receives the server's raw text`, async () => {
+    const server = await TestServer.start();
+    let client;
+    try {
+      // A value a double cannot hold: the server keeps its digits.
+      const big = '12345678901234567890';
+      await fetch(`${server.url}/v1/configs/ns/big`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: `{"value": ${big}}` });
+      const texts = [];
+      // A small lossless parser: integers too long for a double become BigInts.
+      const parse = (text) => {
+        texts.push(text);
+        const quoted = text.replace(/([:,[]\s*)(-?\d{16,})(?=\s*[,\]}])/g, '$1"#big:$2"');
+        return JSON.parse(quoted, (_, v) => (typeof v === 'string' && v.startsWith('#big:') ? BigInt(v.slice(5)) : v));
+      };
+      client = createClient({ url: server.url, namespaces: ['ns'], WebSocket, parse });
+      await client.ready();
+      assert.ok(texts.some((text) => text.includes(`"value":${big}`)), 'the parser saw the digits as written');
+      assert.equal(client.get('ns', 'big'), BigInt(big));
+      const changed = next(client, 'change');
+      await fetch(`${server.url}/v1/configs/ns/big`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: `{"value": ${big}1}` });
+      assert.equal((await changed).entry.value, BigInt(`${big}1`));
+    } finally {
+      client?.close();
       await server.close();
     }
   });
