@@ -1,9 +1,8 @@
-// SERVER BUG, marked `todo` until the server is fixed: a subscriber resuming
-// with `since` may get `progress` at a revision below a write the server had already
-// acknowledged, and that change only afterwards, as a live one. Nothing is lost or
-// reordered, but the client believes it is in sync while it is behind an acknowledged write,
-// and `recovered.replayed` under-counts (the flake of client.test.js's "stored cache" test
-// over SSE). Seen on /v1/events (a few rounds in 40) and, more rarely, on /v1/watch.
+// A subscriber resuming with `since` gets every write the server acknowledged before it
+// subscribed ahead of its first `progress`. The server once sent `progress` at a revision
+// below such a write and the change only afterwards, as a live one: nothing was lost, but
+// the client believed it was in sync while behind an acknowledged write, and
+// `recovered.replayed` under-counted (a few rounds in 40 on /v1/events, fewer on /v1/watch).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocket } from 'ws';
@@ -49,11 +48,11 @@ function watchUntilProgress(server, since) {
   });
 }
 
-for (const [transport, subscribe, todo] of [
-  ['sse', sseUntilProgress, 'SERVER BUG: /v1/events may send progress before an acknowledged change'],
-  ['ws', watchUntilProgress, 'SERVER BUG: /v1/watch may send progress before an acknowledged change'],
+for (const [transport, subscribe] of [
+  ['sse', sseUntilProgress],
+  ['ws', watchUntilProgress],
 ]) {
-  test(`${transport}: a resume replays every acknowledged write before its first progress`, { todo }, async () => {
+  test(`${transport}: a resume replays every acknowledged write before its first progress`, async () => {
     const server = await TestServer.start();
     try {
       const late = [];

@@ -133,7 +133,15 @@ impl Session {
         self.state.metrics.record_replay();
         self.catch_up = CatchUp::Live;
         self.out.go_live(upto);
-        self.out.push(wire::progress(self.transport, self.out.sent()), false);
+        let target = self.state.store.revision();
+        if self.state.hub.published() >= target {
+            self.out.push(wire::progress(self.transport, self.out.sent()), false);
+        } else {
+            // Writes acknowledged already are still on their way through the hub: say
+            // `progress` once they are queued (`on_progress_due`).
+            self.replay_target = Some(target);
+            self.progress_due = tokio::time::Instant::now() + super::REPLAY_SETTLE_POLL;
+        }
     }
 
     pub(super) fn on_catch_up(&mut self, done: CatchUpDone) -> Result<(), End> {

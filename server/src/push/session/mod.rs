@@ -55,6 +55,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const IDLE_READ_BUFFER: usize = 4096;
 
 /// An active subscription of a session.
+/// How often a replay's end looks whether the hub has published what it covers.
+const REPLAY_SETTLE_POLL: Duration = Duration::from_millis(1);
+
 struct Active {
     _sub: Subscription,
     selection: Selection,
@@ -92,6 +95,9 @@ pub(super) struct Session {
     snapshot_cause: SnapshotCause,
     /// Why the session is ending, once it is (the first reason wins).
     ended_by: Option<Disconnect>,
+    /// After a replay: the store's revision when it ended. Its `progress` waits until the
+    /// hub has published that far, so that every write acknowledged before is sent first.
+    replay_target: Option<Revision>,
 }
 
 /// How a session starts.
@@ -129,6 +135,7 @@ pub async fn run<S: Socket>(
         heartbeat_every: state.config.heartbeat(),
         snapshot_cause: SnapshotCause::New,
         ended_by: None,
+        replay_target: None,
         state,
     };
     let mut shutdown = session.state.shutdown.clone();
@@ -493,13 +500,35 @@ impl Session {
         let (sent, sent_at) = self.out.sent_with_time();
         if sent != self.last_sent {
             self.last_sent = sent;
-            self.progress_due = tokio::time::Instant::from_std(sent_at) + self.heartbeat_every;
+            // A replay's progress stays due soon.
+            if self.replay_target.is_none() {
+                self.progress_due = tokio::time::Instant::from_std(sent_at) + self.heartbeat_every;
+            }
         }
     }
 
     /// Nothing was sent for a heartbeat: say how far the client is current. Every change up
     /// to `published` is queued already, so nothing at or below it is still to come.
     fn on_progress_due(&mut self) {
+        if let Some(target) = self.replay_target {
+            // The hub publishes a commit a moment after its writer was answered: until it
+            // has published everything the replay's end covers, the client is not current.
+            let published = self.state.hub.published();
+            let since = self.out.sent();
+            let transport = self.transport;
+            let pushed = published >= target
+                && self
+                    .out
+                    .push_progress_if_idle(since, published, |r| wire::progress(transport, r));
+            if pushed {
+                self.replay_target = None;
+                self.last_sent = self.out.sent();
+                self.progress_due = tokio::time::Instant::now() + self.heartbeat_every;
+            } else {
+                self.progress_due = tokio::time::Instant::now() + REPLAY_SETTLE_POLL;
+            }
+            return;
+        }
         // The hub may have written a change straight to the socket since the last look.
         let before = self.last_sent;
         self.note_sent();
