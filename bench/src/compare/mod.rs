@@ -36,6 +36,7 @@ mod idempotency;
 mod ofrep;
 mod publisher;
 mod report;
+mod requests;
 mod resp;
 mod schema;
 mod servers;
@@ -73,8 +74,10 @@ fn peers(settings: &Settings) -> Result<Vec<&'static str>> {
             "redis" => ("redis", "redis-server"),
             other => bail!("unknown peer {other:?}: the peers are etcd and redis"),
         };
-        let alone =
-            matches!(settings.scenario, Scenario::Idempotency | Scenario::Ofrep | Scenario::Schema);
+        let alone = matches!(
+            settings.scenario,
+            Scenario::Idempotency | Scenario::Ofrep | Scenario::Schema | Scenario::Requests
+        );
         if peers.contains(&peer) || alone {
             continue;
         }
@@ -106,6 +109,7 @@ async fn compare(settings: &Settings, peers: &[&str]) -> Result<()> {
         Scenario::Idempotency => return idempotency::run(settings).await,
         Scenario::Ofrep => return ofrep::run(settings).await,
         Scenario::Schema => return schema::run(settings).await,
+        Scenario::Requests => return requests::run(settings).await,
         _ => {}
     }
     let mut rows = Vec::new();
@@ -132,7 +136,7 @@ async fn run_on(server: &mut Server, settings: &Settings) -> Result<Row> {
         Scenario::Conns => conns::run(server, settings).await,
         Scenario::Storm => storm::run(server, settings).await,
         Scenario::Ack => ack::run(server, settings).await,
-        Scenario::Idempotency | Scenario::Ofrep | Scenario::Schema => {
+        Scenario::Idempotency | Scenario::Ofrep | Scenario::Schema | Scenario::Requests => {
             bail!("this scenario runs graycast alone")
         }
     }

@@ -46,6 +46,7 @@ pub(super) fn print_table(settings: &Settings, rows: &[Row]) {
         Scenario::Idempotency => "idempotency".to_owned(),
         Scenario::Ofrep => "ofrep".to_owned(),
         Scenario::Schema => "schema".to_owned(),
+        Scenario::Requests => "requests".to_owned(),
         Scenario::Ack => format!(
             "ack: acknowledgements of {} updates {} ms apart, first with nobody subscribed, \
              then while each update fans out to {} subscribers",

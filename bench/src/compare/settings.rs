@@ -16,6 +16,8 @@ pub enum Scenario {
     Ofrep,
     /// graycast alone: a 64 KiB value's PUT latency without and with a 5 KB JSON Schema.
     Schema,
+    /// graycast alone: a change's way to N subscribers, plain and as an approved request.
+    Requests,
 }
 
 /// The settings of a comparison.
