@@ -37,3 +37,39 @@ test('the Node example runs as written', async () => {
     await server.close();
   }
 });
+
+test('the page example runs as written in Chromium, from another origin', async () => {
+  const { chromium } = await import('playwright-core');
+  const { createServer } = await import('node:http');
+  const { once } = await import('node:events');
+  const [html] = examples('html');
+  // The page's own origin, which the server lists in --allowed-origins.
+  let page = '';
+  const origin = createServer((req, res) => res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(page));
+  origin.listen(0, '127.0.0.1');
+  await once(origin, 'listening');
+  const pageUrl = `http://127.0.0.1:${origin.address().port}`;
+  const server = await TestServer.start({ args: ['--allowed-origins', pageUrl] });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+  });
+  try {
+    await server.call('PUT', '/v1/configs/web/banner', { value: 'Hello from graycast' });
+    page = `<!doctype html><title>example</title>${html.replaceAll('http://127.0.0.1:8080', server.url)}`;
+    const tab = await browser.newPage();
+    const errors = [];
+    tab.on('pageerror', (error) => errors.push(error));
+    await tab.goto(pageUrl);
+    const banner = tab.locator('#banner');
+    await banner.filter({ hasText: 'Hello from graycast' }).waitFor({ timeout: 15000 });
+    // Pushed the moment it changes.
+    await server.call('PUT', '/v1/configs/web/banner', { value: 'Changed live' });
+    await banner.filter({ hasText: 'Changed live' }).waitFor({ timeout: 15000 });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.close();
+    origin.close();
+  }
+});
