@@ -3,10 +3,12 @@
 
 import { api, describeError } from './api.js';
 import { $, el, timeEl } from './dom.js';
-import { describeNote, entryId } from './format.js';
+import { describeNote, entryId, shortId } from './format.js';
 import { openHistory } from './history.js';
 import { onPanelClose, openPanel } from './panels.js';
-import { META_NAMESPACE, on, SCHEMAS_NAMESPACE, sortedNamespaces, state } from './state.js';
+import {
+  META_NAMESPACE, on, POLICIES_NAMESPACE, REQUESTS_NAMESPACE, REVIEWS_NAMESPACE, SCHEMAS_NAMESPACE, sortedNamespaces, state,
+} from './state.js';
 
 const CHANGES_LIMIT = 100;
 
@@ -62,6 +64,10 @@ function reservedChange(item) {
   if (item.namespace === META_NAMESPACE) return [`description of ${item.key} ${item.op === 'delete' ? 'removed' : 'set'}`, 'describe'];
   // Setting, removing and rolling back schemas are all op `schema`.
   if (item.namespace === SCHEMAS_NAMESPACE) return [`schemas of ${item.key} changed`, 'schema'];
+  // Its comment says how it moved ("change request approved").
+  if (item.namespace === REQUESTS_NAMESPACE) return [`change request ${shortId(item.key)}`, 'request'];
+  if (item.namespace === REVIEWS_NAMESPACE) return [`review ${item.key} of a break-glass change`, 'review'];
+  if (item.namespace === POLICIES_NAMESPACE) return ['policies changed', 'policy'];
   return null;
 }
 

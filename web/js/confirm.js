@@ -9,18 +9,21 @@ import { $, whileBusy } from './dom.js';
 import { commentOf } from './forms.js';
 import { notify } from './messages.js';
 
-const confirmView = { run: null, want: '', opener: null, okLabel: '' };
+const confirmView = { run: null, want: '', opener: null, okLabel: '', offer: null };
 
 /**
  * Opens the dialog. `run(comment)` performs the action and resolves to the message
- * to show; it throws to keep the dialog open with the error.
+ * to show; it throws to keep the dialog open with the error, under which `offer(err,
+ * comment)` may put what to do instead (an element, or null).
  */
-export function confirmAction({ title, text, extra = null, typeName = '', okLabel, danger = false, run, opener }) {
+export function confirmAction({ title, text, extra = null, typeName = '', okLabel, danger = false, run, opener, offer = () => null }) {
   const dialog = $('#confirm');
   confirmView.run = run;
   confirmView.want = typeName;
   confirmView.opener = opener ?? document.activeElement;
   confirmView.okLabel = okLabel;
+  confirmView.offer = offer;
+  $('#confirm-offer').replaceChildren();
   $('#confirm-title').textContent = title;
   $('#confirm-text').textContent = text;
   $('#confirm-extra').replaceChildren(...(extra ? [extra] : []));
@@ -49,18 +52,22 @@ async function submitConfirm(event) {
   }
   const run = confirmView.run;
   if (!run) return;
+  const comment = commentOf($('#confirm-comment'));
+  $('#confirm-offer').replaceChildren();
   await whileBusy($('#confirm-ok'), async () => {
     try {
-      const message = await run(commentOf($('#confirm-comment')));
+      const message = await run(comment);
       closeConfirm();
       if (message) notify(message.text ?? message, message.options ?? {});
     } catch (err) {
       error.textContent = `${confirmView.okLabel} failed: ${describeError(err)}`;
+      const offer = confirmView.offer(err, comment);
+      if (offer) $('#confirm-offer').append(offer);
     }
   });
 }
 
-function closeConfirm() {
+export function closeConfirm() {
   const dialog = $('#confirm');
   confirmView.run = null;
   if (dialog.open) dialog.close();

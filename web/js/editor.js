@@ -3,7 +3,7 @@
 // its Undo.
 
 import { api, ApiError, describeError, keyPath } from './api.js';
-import { confirmAction } from './confirm.js';
+import { closeConfirm, confirmAction } from './confirm.js';
 import { $, el, whileBusy } from './dom.js';
 import { entryId, plural, relativeTime, truncate } from './format.js';
 import { commentOf, InputError, NAME_RE } from './forms.js';
@@ -11,9 +11,10 @@ import { canWrite, canWriteSomewhere, identity } from './identity.js';
 import { prettyJson } from './json.js';
 import { notify, showError } from './messages.js';
 import { closePanel, openPanel } from './panels.js';
+import { requestOffer } from './request-offer.js';
 import { createValueEditor, violationsOfError } from './schema-form.js';
 import { schemaOf } from './schemas.js';
-import { asOwn, entryOf, META_NAMESPACE, on, SCHEMAS_NAMESPACE, state } from './state.js';
+import { asOwn, entryOf, isReserved, META_NAMESPACE, on, SCHEMAS_NAMESPACE, state } from './state.js';
 
 const editor = {
   mode: 'create', // 'create' sends If-None-Match: *, 'edit' sends If-Match
@@ -103,6 +104,7 @@ function setEditorNamesLocked(locked) {
 function setEditorError(text) {
   $('#editor-error').textContent = text;
   if (!text) {
+    $('#editor-offer').replaceChildren();
     editor.conflict = null;
     $('#editor-reload').hidden = true;
   }
@@ -123,6 +125,7 @@ function readEditor() {
   if (ns === SCHEMAS_NAMESPACE) {
     throw new InputError(`Namespace "${SCHEMAS_NAMESPACE}" is reserved for the schemas of namespaces.`);
   }
+  if (isReserved(ns)) throw new InputError(`Namespace "${ns}" is reserved for the server's own records.`);
   if (!canWrite(ns)) {
     throw new InputError(`Your token (${identity.name}, ${identity.role} on ${identity.patterns.join(', ') || 'nothing'}) may not write namespace "${ns}".`);
   }
@@ -160,6 +163,13 @@ async function saveEditor(event) {
           ? `Not saved: the value breaks this key's JSON Schema (${plural(violations.length, 'violation')}, listed under the value).`
           : `Not saved: ${describeError(err)}`);
         editor.value.showViolations(violations);
+        const offer = requestOffer(err, {
+          ops: [{ op: 'put', namespace: ns, key, body: { value } }],
+          comment: commentOf($('#editor-comment')),
+          base: { namespace: ns, key, revision: editor.mode === 'edit' ? editor.baseRevision : 0 },
+          opened: () => closePanel($('#editor')),
+        });
+        if (offer) $('#editor-offer').append(offer);
       }
     }
   });
@@ -222,6 +232,12 @@ export function confirmDelete(entry, opener) {
     okLabel: 'Delete',
     danger: true,
     opener,
+    offer: (err, comment) => requestOffer(err, {
+      ops: [{ op: 'delete', namespace: ns, key }],
+      comment,
+      base: { namespace: ns, key, revision },
+      opened: closeConfirm,
+    }),
     run: async (comment) => {
       try {
         const result = await asOwn(ns, key, 'delete', () => api('DELETE', keyPath(ns, key), {

@@ -8,6 +8,11 @@ export function entryId(ns, key) {
   return `${ns}/${key}`;
 }
 
+/** The head of a long id (a change request's uuid, a digest): enough to tell them apart. */
+export function shortId(id) {
+  return String(id).slice(0, 8);
+}
+
 export function truncate(text, max) {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }

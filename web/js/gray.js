@@ -3,7 +3,7 @@
 // else (or the guard) ended it. The simulator below the form follows all of it.
 
 import { api, describeError, keyPath } from './api.js';
-import { confirmAction } from './confirm.js';
+import { closeConfirm, confirmAction } from './confirm.js';
 import { $, el, linkRange, whileBusy } from './dom.js';
 import { describeNote, entryId, formatPercent, GUARD_ACTOR, plural, truncate } from './format.js';
 import { commentOf, InputError, readPercent } from './forms.js';
@@ -13,6 +13,7 @@ import { canWrite } from './identity.js';
 import { compactJson } from './json.js';
 import { notify } from './messages.js';
 import { onPanelClose, openPanel } from './panels.js';
+import { requestOffer } from './request-offer.js';
 import { showViolations, violationsOfError } from './schema-form.js';
 import { asOwn, entryOf, isOwn, on, state } from './state.js';
 import { simulate } from './simulator.js';
@@ -129,10 +130,12 @@ async function startGray(event) {
     return;
   }
   const { ns, key } = grayView;
+  const comment = commentOf($('#gray-comment'));
   hideGrayEnded();
+  $('#gray-offer').replaceChildren();
   await whileBusy($('#gray-start'), async () => {
     try {
-      const entry = await api('PUT', keyPath(ns, key, '/gray'), { body, comment: commentOf($('#gray-comment')) });
+      const entry = await api('PUT', keyPath(ns, key, '/gray'), { body, comment });
       notify(`Started the gray release of ${entryId(ns, key)} at ${formatPercent(entry.gray.percent)}% (revision ${entry.revision}).`);
     } catch (err) {
       const violations = violationsOfError(err);
@@ -141,6 +144,12 @@ async function startGray(event) {
         ? `Not started: the gray value breaks this key's JSON Schema (${plural(violations.length, 'violation')}, listed under the gray value).`
         : `Not started: ${describeError(err)}`;
       showViolations($('#gray-violations'), violations);
+      const offer = requestOffer(err, {
+        ops: [{ op: 'gray.start', namespace: ns, key, body }],
+        comment,
+        base: { namespace: ns, key, revision: grayEntry()?.revision ?? 0 },
+      });
+      if (offer) $('#gray-offer').append(offer);
     }
   });
 }
@@ -153,6 +162,7 @@ async function grayAction(button, what, method, suffix, { body, comment, done } 
   const { ns, key } = grayView;
   const error = $('#gray-action-error');
   error.textContent = '';
+  $('#gray-action-offer').replaceChildren();
   await whileBusy(button, async () => {
     try {
       const entry = await api(method, keyPath(ns, key, suffix), { body, comment });
@@ -160,6 +170,14 @@ async function grayAction(button, what, method, suffix, { body, comment, done } 
       notify(done(entry));
     } catch (err) {
       error.textContent = `${what} failed: ${describeError(err)}`;
+      // Every action here is a PATCH of the release. Raising the percent or resuming may
+      // need approval; lowering and pausing never do.
+      const offer = requestOffer(err, {
+        ops: [{ op: 'gray.patch', namespace: ns, key, body }],
+        comment,
+        base: { namespace: ns, key, revision: grayEntry()?.revision ?? 0 },
+      });
+      if (offer) $('#gray-action-offer').append(offer);
     }
   });
 }
@@ -209,6 +227,13 @@ function confirmGrayEnd(kind, opener) {
     okLabel: promote ? 'Promote' : 'Abort',
     danger: !promote,
     opener,
+    // An abort lowers exposure and is never refused; a promote may need approval.
+    offer: (err, comment) => requestOffer(err, {
+      ops: [{ op: 'gray.promote', namespace: ns, key }],
+      comment,
+      base: { namespace: ns, key, revision: entry.revision },
+      opened: closeConfirm,
+    }),
     run: async (comment) => {
       const answer = await asOwn(ns, key, kind, () => (promote
         ? api('POST', keyPath(ns, key, '/gray/promote'), { comment })

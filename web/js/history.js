@@ -2,13 +2,14 @@
 // value, and rollback to one of them.
 
 import { api, describeError, keyPath } from './api.js';
-import { confirmAction } from './confirm.js';
+import { closeConfirm, confirmAction } from './confirm.js';
 import { renderDiff } from './diff.js';
 import { $, debounce, el, timeEl } from './dom.js';
 import { describeNote, entryId, formatPercent, truncate } from './format.js';
 import { canWrite } from './identity.js';
 import { compactJson, prettyJson, sameJson } from './json.js';
 import { onPanelClose, openPanel } from './panels.js';
+import { requestOffer } from './request-offer.js';
 import { entryOf, on, state } from './state.js';
 
 const HISTORY_DEBOUNCE_MS = 250;
@@ -118,6 +119,12 @@ function confirmRollback(ns, key, item, opener) {
     extra: diff,
     okLabel: 'Roll back',
     opener,
+    offer: (err, comment) => requestOffer(err, {
+      ops: [{ op: 'rollback', namespace: ns, key, body: { to_revision: item.revision } }],
+      comment,
+      base: { namespace: ns, key, revision: current?.revision ?? 0 },
+      opened: closeConfirm,
+    }),
     run: async (comment) => {
       const entry = await api('POST', keyPath(ns, key, '/rollback'), { body: { to_revision: item.revision }, comment });
       return `Rolled ${label} back to the value of revision ${item.revision} (now revision ${entry.revision}).`;

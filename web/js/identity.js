@@ -47,6 +47,11 @@ export function canWriteSomewhere() {
   return identity.known && (identity.role === 'admin' || identity.role === 'write');
 }
 
+export function canRead(ns) {
+  if (!identity.known) return false;
+  return identity.role === 'admin' || identity.regexps.some((re) => re.test(ns));
+}
+
 export function canWrite(ns) {
   if (!identity.known) return false;
   if (identity.role === 'admin') return true;
@@ -74,6 +79,8 @@ export function renderIdentity() {
   }
   $('#new-key').hidden = !canWriteSomewhere();
   $('#show-clients').hidden = !isAdmin();
+  // Anyone may list the requests of the namespaces they read.
+  $('#show-requests').hidden = !identity.known;
   document.body.dataset.access = !identity.known ? 'unknown' : canWriteSomewhere() ? identity.role : 'read';
 }
 

@@ -1,8 +1,10 @@
 // graycast console: a live view of every namespace the token may read, and an admin UI
-// for keys, history, gray releases, namespace descriptions, typed configs and the change feed.
+// for keys, history, gray releases, namespace descriptions, typed configs, the change feed,
+// change requests and the review of break-glass writes.
 //
 // Modules by job: live.js keeps the one @graycast/client and fills state.js, the one
-// event source the views listen to (tables, editor, history, gray, changes, clients);
+// event source the views listen to (tables, editor, history, gray, changes, clients,
+// requests, reviews);
 // schemas.js asks what typed configs add (keys out of schema, clients' rejections);
 // api.js makes the REST calls; json.js keeps numbers and key order exactly. This module
 // wires them up and owns the Token field.
@@ -20,6 +22,8 @@ import { renderIdentity } from './identity.js';
 import { connect } from './live.js';
 import { clearMessages, watchMessageHeight } from './messages.js';
 import { initPanels } from './panels.js';
+import { initRequests } from './requests.js';
+import { initReviews } from './reviews.js';
 import { initSchemaEditor } from './schema-editor.js';
 import { initSchemas } from './schemas.js';
 import { state } from './state.js';
@@ -49,6 +53,8 @@ initChanges();
 initClients();
 initSchemas();
 initSchemaEditor();
+initRequests();
+initReviews();
 $('#token').value = currentToken();
 $('#token').addEventListener('change', onTokenChange);
 watchMessageHeight();

@@ -55,6 +55,7 @@ function syncPanelLayout() {
   $('#layout').classList.toggle('with-panels', openPanels.length > 0);
   $('#show-clients').setAttribute('aria-expanded', String(!$('#clients-panel').hidden));
   $('#show-changes').setAttribute('aria-expanded', String(!$('#changes-panel').hidden));
+  $('#show-requests').setAttribute('aria-expanded', String(!$('#requests-panel').hidden));
 }
 
 /** Escape closes the panel holding the focus, else the one opened last. */

@@ -22,6 +22,18 @@ export const META_NAMESPACE = 'graycast.meta';
 // The reserved namespace holding each namespace's JSON Schemas (key: the namespace typed):
 // data too, never shown as a namespace.
 export const SCHEMAS_NAMESPACE = 'graycast.schemas';
+// The reserved namespaces of change requests (key: the request's id), of the review items
+// break-glass writes open (key: their id) and of the policies: data the Requests view and
+// the review banner show, never namespaces. The server pushes them only to tokens that may
+// read them (an admin's; requests also to a token whose patterns match their namespace).
+export const REQUESTS_NAMESPACE = 'graycast.requests';
+export const REVIEWS_NAMESPACE = 'graycast.reviews';
+export const POLICIES_NAMESPACE = 'graycast.policies';
+
+/** Whether `ns` holds the console's data rather than configuration (never shown as a namespace). */
+export function isReserved(ns) {
+  return [META_NAMESPACE, SCHEMAS_NAMESPACE, REQUESTS_NAMESPACE, REVIEWS_NAMESPACE, POLICIES_NAMESPACE].includes(ns);
+}
 
 export const state = {
   entries: new Map(), // "ns/key" -> entry, as last pushed (never graycast.meta)
@@ -30,6 +42,8 @@ export const state = {
   schemas: new Map(), // ns -> its schema document {schemas, mode, resources?}
   outOfSchema: new Map(), // ns -> {count, byKey: Map key -> violations} (GET /v1/schemas/{ns})
   rejections: new Map(), // "ns/key" -> [{revision, clients, error}] newest first (GET /v1/clients)
+  requests: new Map(), // id -> change request, as pushed (or listed, requests.js)
+  reviews: new Map(), // id -> review item of a break-glass write, as pushed
   namespaces: new Set(),
   latest: new Map(), // ns -> highest revision seen for it (convergence target)
   revision: 0,
@@ -81,6 +95,14 @@ export function applyChange({ namespace: ns, key, entry, revision }) {
     applySchemas(key, entry);
     return { before: null, newNamespace };
   }
+  if (ns === REQUESTS_NAMESPACE || ns === REVIEWS_NAMESPACE) {
+    const map = ns === REQUESTS_NAMESPACE ? state.requests : state.reviews;
+    if (entry?.value) map.set(key, entry.value);
+    else map.delete(key);
+    return { before: null, newNamespace: false };
+  }
+  // The policies are the server's to enforce: its refusal says what a write needs.
+  if (ns === POLICIES_NAMESPACE) return { before: null, newNamespace: false };
   const id = entryId(ns, key);
   const before = state.entries.get(id) ?? null;
   if (entry) {
@@ -138,6 +160,8 @@ export function clearState() {
   state.schemas.clear();
   state.outOfSchema.clear();
   state.rejections.clear();
+  state.requests.clear();
+  state.reviews.clear();
   state.namespaces.clear();
   state.latest.clear();
   state.synced = false;

@@ -13,7 +13,7 @@ import { canWrite } from './identity.js';
 import { buildRow, flash, rowSignature } from './rows.js';
 import { readQuery, search, updateSearchSummary } from './search.js';
 import { markSelected, nsVisibleByFilter, renderSidebar, updateSidebarCount } from './sidebar.js';
-import { entriesOf, entryMatches, META_NAMESPACE, on, SCHEMAS_NAMESPACE, sortedNamespaces, state } from './state.js';
+import { entriesOf, entryMatches, isReserved, META_NAMESPACE, on, SCHEMAS_NAMESPACE, sortedNamespaces, state } from './state.js';
 
 const COLLAPSED_KEY = 'graycast.collapsed';
 // Keys per page of a namespace table; "Show more" adds as many again.
@@ -262,6 +262,8 @@ function onChange({ change, newNamespace }) {
     renderSidebar();
     return;
   }
+  // Change requests, reviews and policies have views of their own.
+  if (isReserved(ns)) return;
   if (newNamespace) renderNamespaces();
   else fillSection(ns);
   const row = tables.rows.get(entryId(ns, key));

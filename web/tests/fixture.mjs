@@ -1,9 +1,10 @@
 // The browser tests' fixture: a real graycast process on a temporary data dir, a
-// WebSocket subscriber, and a headless Chromium page on the console. typed.test.mjs uses
-// it; console.test.mjs still carries its own copy of the same.
+// WebSocket subscriber, and a headless Chromium page on the console. typed.test.mjs and
+// requests.test.mjs use it; console.test.mjs still carries its own copy of the same.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,16 +21,34 @@ const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 export const shots = join(here, 'screenshots');
 export const DEADLINE = 15_000;
 
-/** A graycast process on a temporary data dir, open (no tokens). */
+/**
+ * A graycast process on a temporary data dir: open, or with `tokens` ([{name, secret, role,
+ * namespaces}], written as the TOML token file of SPEC §7), the first admin's then used by
+ * `api` and `put`.
+ */
 export class Server {
-  constructor() {
+  constructor({ tokens = null } = {}) {
     this.dir = mkdtempSync(join(tmpdir(), 'graycast-web-'));
     this.url = null;
     this.child = null;
+    this.tokens = tokens;
+    this.adminSecret = tokens?.find((t) => t.role === 'admin')?.secret ?? null;
   }
 
   async start() {
     const args = ['--listen', '127.0.0.1:0', '--data-dir', join(this.dir, 'data'), '--heartbeat-ms', '1000'];
+    if (this.tokens) {
+      const file = join(this.dir, 'tokens.toml');
+      writeFileSync(file, this.tokens.map((t) => [
+        '[[token]]',
+        `name = ${JSON.stringify(t.name)}`,
+        `secret_sha256 = "${createHash('sha256').update(t.secret).digest('hex')}"`,
+        `role = ${JSON.stringify(t.role)}`,
+        `namespaces = ${JSON.stringify(t.namespaces ?? ['*'])}`,
+        '',
+      ].join('\n')).join('\n'));
+      args.push('--tokens', file);
+    }
     this.child = spawn(serverBin, args, {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, GRAYCAST_LOG: 'warn' },
@@ -42,6 +61,11 @@ export class Server {
     });
     this.url = line.replace('graycast listening on ', '').trim();
     return this;
+  }
+
+  /** Headers of the test's own requests: the admin token on a server with tokens. */
+  authHeaders() {
+    return this.adminSecret ? { authorization: `Bearer ${this.adminSecret}` } : {};
   }
 
   async dispose() {
@@ -58,7 +82,7 @@ export class Server {
   async raw(method, path, bodyText, headers = {}) {
     const response = await fetch(`${this.url}${path}`, {
       method,
-      headers: { 'content-type': 'application/json', ...headers },
+      headers: { 'content-type': 'application/json', ...this.authHeaders(), ...headers },
       body: bodyText,
     });
     return { status: response.status, text: await response.text() };
@@ -122,13 +146,8 @@ export function launchBrowser() {
   });
 }
 
-/**
- * Runs a test body with a fresh server and a page of `browser`; closes both. Page errors,
- * CSP violations and requests leaving the server fail the test.
- */
-export async function withConsole(browser, body, viewport = { width: 1280, height: 900 }) {
-  const server = await new Server().start();
-  const page = await browser.newPage({ viewport });
+/** Collects what must fail a test: page errors, CSP violations, requests leaving `server`. */
+export function watchProblems(page, server) {
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
@@ -140,6 +159,17 @@ export async function withConsole(browser, body, viewport = { width: 1280, heigh
       problems.push(`external request: ${url}`);
     }
   });
+  return problems;
+}
+
+/**
+ * Runs a test body with a fresh server and a page of `browser`; closes both. Page errors,
+ * CSP violations and requests leaving the server fail the test.
+ */
+export async function withConsole(browser, body, viewport = { width: 1280, height: 900 }) {
+  const server = await new Server().start();
+  const page = await browser.newPage({ viewport });
+  const problems = watchProblems(page, server);
   try {
     await body(server, page);
     assert.deepEqual(problems, []);
