@@ -176,6 +176,30 @@ test('a request whose key someone else changed shows stale with the reason, and 
   }
 });
 
+test('a refused delete offers a change request to delete, shown as the value removed', { timeout: 60_000 }, async () => {
+  const server = await governedServer();
+  const alice = await consoleAs(server, 'alice', { width: 1280, height: 900 });
+  try {
+    const a = alice.page;
+    await a.click(`${row('prod-pay', 'limit')} button[data-action="delete"]`);
+    await a.fill('#confirm-name', 'limit');
+    await a.fill('#confirm-comment', 'limit retired');
+    await a.click('#confirm-ok');
+    await a.waitForSelector('#confirm-offer [data-testid="request-offer"]', { timeout: DEADLINE });
+    assert.match(await textOf(a, '#confirm-error'), /approval_required/);
+    await a.click('#confirm-offer [data-testid="open-request"]');
+    await a.waitForSelector(detail('open'), { timeout: DEADLINE });
+    assert.ok(!(await a.isVisible('#confirm')), 'the dialog closes once the request is open');
+    assert.match(await textOf(a, '#request-detail [data-testid="request-op"]'), /delete\s+prod-pay\/limit/);
+    assert.equal(await textOf(a, '#request-detail .diff .line.del'), '- 5');
+    assert.match(await textOf(a, '#request-detail .comment'), /limit retired/);
+    assert.equal(await cellText(a, 'prod-pay', 'limit'), '5', 'nothing was deleted');
+  } finally {
+    await alice.close();
+    await server.dispose();
+  }
+});
+
 for (const width of [1280, 375]) {
   test(`(${width}) a break-glass write shows a review item that only another admin acknowledges`, { timeout: 60_000 }, async () => {
     const server = await governedServer();
