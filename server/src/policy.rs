@@ -2,23 +2,24 @@
 //! approvals. The policies are one entry of the reserved namespace [`POLICIES_NAMESPACE`]
 //! (revisioned, audited, pushed like any value); the store refuses, in the planning every
 //! engine shares, any write to a governed namespace that raises exposure unless it comes
-//! from an approved change request, a break-glass or the server itself (`store::plan`). So
-//! no route, import or scheduler path goes around it.
+//! from an approved change request, a break-glass or the server itself (`store::plan`,
+//! which also says which writes reduce exposure). So no route, import or scheduler path
+//! goes around it.
 
 use std::sync::Arc;
 
-use graycast_protocol::gray::GrayPatch;
 use graycast_protocol::{Entry, Revision};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::glob_match;
-use crate::store::Mutation;
 
 /// The reserved namespace holding the policies, under [`POLICIES_KEY`].
 pub const POLICIES_NAMESPACE: &str = "graycast.policies";
 /// The one key of [`POLICIES_NAMESPACE`].
 pub const POLICIES_KEY: &str = "policies";
+/// The reserved namespace holding the review items of break-glass writes, by id.
+pub const REVIEWS_NAMESPACE: &str = "graycast.reviews";
 /// Most policies.
 pub const MAX_POLICIES: usize = 100;
 
@@ -118,28 +119,6 @@ pub fn governed(namespace: &str, key: &str) -> Option<String> {
         return Some(key.to_owned());
     }
     (!namespace.starts_with("graycast.")).then(|| namespace.to_owned())
-}
-
-/// Whether a write can only lower what its key exposes: a gray abort, a pause, a lower
-/// percent (nothing else changed). These never wait for an approver.
-pub fn reduces_exposure(mutation: &Mutation, current: Option<&Entry>) -> bool {
-    match mutation {
-        Mutation::Abort { .. } => true,
-        Mutation::GrayPatch(patch) => {
-            let running = current.and_then(|e| e.gray.as_ref());
-            let GrayPatch { percent, allow, deny, rules, paused, comment: _ } = patch;
-            allow.is_none()
-                && deny.is_none()
-                && rules.is_none()
-                && *paused != Some(false)
-                && match (percent, running) {
-                    (None, _) => true,
-                    (Some(p), Some(running)) => *p <= running.percent,
-                    (Some(_), None) => false,
-                }
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]

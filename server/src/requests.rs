@@ -31,8 +31,6 @@ use crate::store::{Mutation, Precondition, Store, StoreError, WriteRequest};
 
 /// The reserved namespace holding change requests, by id.
 pub const REQUESTS_NAMESPACE: &str = "graycast.requests";
-/// The reserved namespace holding review items of break-glass writes, by id.
-pub const REVIEWS_NAMESPACE: &str = "graycast.reviews";
 /// Most ops of one request.
 pub const MAX_OPS: usize = 100;
 

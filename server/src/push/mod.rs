@@ -23,6 +23,7 @@
 pub mod clients;
 pub mod frame;
 pub mod hub;
+pub mod nack;
 pub mod outbound;
 pub mod selection;
 pub mod session;

@@ -1,14 +1,9 @@
 //! Connected subscribers.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use graycast_protocol::gray::ReportRequest;
 use graycast_protocol::rest::ClientList;
-use graycast_protocol::rollout::Variant;
 use graycast_protocol::ws::Nack;
 use graycast_protocol::ErrorBody;
-
-use crate::error::check_names;
-use crate::gray::guard;
 
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -49,45 +44,6 @@ pub async fn nack(
         )
     })?;
     let reports = authorize(&state, &req, Access::Report, Some(&nack.namespace)).is_ok();
-    record_nack(&state, &nack, &client, reports)?;
+    crate::push::nack::record(&state, &nack, &client, reports)?;
     Ok(HttpResponse::NoContent().finish())
 }
-
-/// Checks and records a nack; with `reports` (the caller may report), a gray release's
-/// guard counts it as an error of the rejected variant.
-pub fn record_nack(
-    state: &AppState,
-    nack: &Nack,
-    client: &str,
-    reports: bool,
-) -> Result<(), ApiError> {
-    check_names(&nack.namespace, Some(&nack.key))?;
-    if nack.error.len() > MAX_NACK_ERROR_BYTES || client.is_empty() || client.len() > 256 {
-        return Err(ApiError::BadRequest(format!(
-            "a nack's error is at most {MAX_NACK_ERROR_BYTES} bytes and its client 1 to 256"
-        )));
-    }
-    let first =
-        state.hub.clients.reject(&nack.namespace, &nack.key, nack.revision, client, &nack.error);
-    let Some(entry) = state.store.get(&nack.namespace, &nack.key) else { return Ok(()) };
-    let Some(gray) =
-        entry.gray.as_ref().filter(|_| first && reports && entry.revision == nack.revision)
-    else {
-        return Ok(());
-    };
-    let variant = nack.variant.unwrap_or(Variant::Gray);
-    let report = ReportRequest { variant, ok: 0, errors: 1, release: Some(gray.started_at) };
-    let (store, guards) = (state.store.clone(), state.guards.clone());
-    let (namespace, key, reporter) =
-        (nack.namespace.clone(), nack.key.clone(), format!("nack from {client}"));
-    actix_web::rt::spawn(async move {
-        if let Err(err) = guard::report(&store, &guards, &namespace, &key, &report, &reporter).await
-        {
-            tracing::warn!(namespace, key, error = %err, "cannot count a nack for the guard");
-        }
-    });
-    Ok(())
-}
-
-/// Most bytes of a nack's reason.
-pub const MAX_NACK_ERROR_BYTES: usize = 1024;

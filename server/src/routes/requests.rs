@@ -16,10 +16,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::{check_names, etag, precondition, read_json, MAX_COMMENT_BYTES};
 use crate::auth::{Access, Role};
 use crate::error::ApiError;
-use crate::policy::{governed, Authority, Policies, POLICIES_KEY, POLICIES_NAMESPACE};
+use crate::policy::{
+    governed, Authority, Policies, POLICIES_KEY, POLICIES_NAMESPACE, REVIEWS_NAMESPACE,
+};
 use crate::requests::{
     self, mutation_of, read, saving, target, Approval, ChangeRequest, OpSpec, State, MAX_OPS,
-    REQUESTS_NAMESPACE, REVIEWS_NAMESPACE,
+    REQUESTS_NAMESPACE,
 };
 use crate::state::{authorize, caller, AppState};
 use crate::store::{Mutation, WriteRequest};

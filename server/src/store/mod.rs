@@ -178,7 +178,7 @@ impl Store {
             "revision": change.revision, "acknowledged": null,
         });
         let mut write = WriteRequest::new(
-            crate::requests::REVIEWS_NAMESPACE,
+            crate::policy::REVIEWS_NAMESPACE,
             id,
             Mutation::Put { value: item },
             change.by.clone(),

@@ -13,8 +13,9 @@ use graycast_protocol::{Entry, Gray, Op, Revision};
 use serde_json::Value;
 
 use super::{Change, Mutation, Precondition, StoreError, WriteRequest};
-use crate::policy::{governed, reduces_exposure, Authority, Policies};
+use crate::policy::{governed, Authority, Policies};
 use crate::schema::{Compiled, SCHEMAS_NAMESPACE};
+use graycast_protocol::gray::GrayPatch;
 
 /// Refuses a write that raises exposure in a namespace under a policy, unless it is made on
 /// an approval, a break-glass or by the server (a ramp approved once advances on its own).
@@ -278,4 +279,26 @@ fn advance(
     // Numbered from 1, as people count steps (`steps[0]` is step 1).
     let note = format!("ramp step {} of {}: {}%", next_index + 1, next.steps.len(), next.percent);
     (Op::Gray, entry.value.clone(), Some(next), Some(note))
+}
+
+/// Whether a write can only lower what its key exposes: a gray abort, a pause, a lower
+/// percent (nothing else changed). These never wait for an approver.
+pub fn reduces_exposure(mutation: &Mutation, current: Option<&Entry>) -> bool {
+    match mutation {
+        Mutation::Abort { .. } => true,
+        Mutation::GrayPatch(patch) => {
+            let running = current.and_then(|e| e.gray.as_ref());
+            let GrayPatch { percent, allow, deny, rules, paused, comment: _ } = patch;
+            allow.is_none()
+                && deny.is_none()
+                && rules.is_none()
+                && *paused != Some(false)
+                && match (percent, running) {
+                    (None, _) => true,
+                    (Some(p), Some(running)) => *p <= running.percent,
+                    (Some(_), None) => false,
+                }
+        }
+        _ => false,
+    }
 }

@@ -422,9 +422,7 @@ impl Session {
                     return Err(self.refuse(err));
                 }
                 let reports = self.caller.may(Access::Report, Some(&nack.namespace)).is_ok();
-                if let Err(err) =
-                    crate::routes::clients::record_nack(&self.state, &nack, &client, reports)
-                {
+                if let Err(err) = super::nack::record(&self.state, &nack, &client, reports) {
                     return Err(self.refuse(err));
                 }
                 Ok(())
