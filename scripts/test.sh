@@ -84,5 +84,5 @@ echo "== web console and OFREP web provider tests (node --test, headless chromiu
 (cd web/tests && GRAYCAST_BIN="$target_dir/debug/graycast" CHROMIUM="$(command -v chromium)" \
   node --test --test-concurrency=1 console.test.mjs typed.test.mjs requests.test.mjs ofrep-web.test.mjs)
 
-echo "== @graycast/client (client-js: size budget, evaluation vectors, differential, Node over SSE and ws)"
-(cd client-js && GRAYCAST_BIN="$target_dir/debug/graycast-under-test" npm test)
+echo "== @graycast/client (client-js: size budget, types, vectors, differential, Node over SSE and ws, Chromium)"
+(cd client-js && GRAYCAST_BIN="$target_dir/debug/graycast-under-test" CHROMIUM="$(command -v chromium)" npm test)
