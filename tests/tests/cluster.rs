@@ -744,6 +744,11 @@ async fn exactly_one_node_applies_a_scheduled_change_request() {
     let id = request["id"].as_str().unwrap().to_owned();
     let approve = json!({"digest": request["digest"]});
     let on_b = Api::new(&nodes[1]);
+    // Another node shows the request once its watch has applied it.
+    eventually("node B knows the request", || async {
+        on_b.get(&format!("/v1/change-requests/{id}")).await.is_ok_and(|(s, _)| s == 200)
+    })
+    .await;
     let (status, _) = on_b
         .request(Method::POST, &format!("/v1/change-requests/{id}/approve"), None, Some(approve))
         .await;
