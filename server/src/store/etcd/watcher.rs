@@ -149,6 +149,7 @@ impl Watcher {
                 continue;
             }
             let mut batch = Vec::new();
+            let mut seqs = Vec::new();
             for event in response.events() {
                 let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else {
                     continue;
@@ -161,12 +162,19 @@ impl Watcher {
                     continue;
                 }
                 *next = change.revision + 1;
-                self.seqs.insert(slot, seq);
+                seqs.push((slot, seq));
                 self.last_change.fetch_max(change.revision, Ordering::AcqRel);
                 batch.push(Arc::new(change));
             }
             if !batch.is_empty() {
+                // The cache first, then the keys' sequence numbers: a write that reads a
+                // key's sequence number and then its entry (`write.rs`) never pairs a new
+                // number with an old entry, which would let a condition on the old entry
+                // pass etcd's comparison of the number.
                 self.shared.apply(&batch);
+                for (slot, seq) in seqs {
+                    self.seqs.insert(slot, seq);
+                }
                 let _ = self.feed.send(Fed::Changes(batch, std::time::Instant::now()));
             }
         }

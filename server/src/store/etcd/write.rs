@@ -185,11 +185,12 @@ impl EtcdEngine {
         let write_id = uuid::Uuid::new_v4().to_string();
         let idempotent = request.idempotency.as_ref().map(|i| self.keys.idempotent(&i.key));
         let idempotent = idempotent.as_deref();
-        let mut state = KeyState {
-            entry: shared.get(&request.namespace, &request.key),
-            seq: self.seqs.get(&slot).map_or(0, |s| *s),
-            kept: None,
-        };
+        // The sequence number before the entry: the watcher updates them the other way
+        // round, so the entry is at least as new as the number, and a stale pair can only
+        // fail etcd's comparison (then the key is read from etcd), never pass it.
+        let seq = self.seqs.get(&slot).map_or(0, |s| *s);
+        let mut state =
+            KeyState { entry: shared.get(&request.namespace, &request.key), seq, kept: None };
         let mut fresh = false;
         // The `seq` of each attempt whose outcome is unknown (its answer was lost): the
         // history record it would have made carries this write's id.
