@@ -132,9 +132,17 @@ impl EtcdEngine {
         }
         // The counter moves with every change of the schemas, their removal included.
         let counter = self.keys.counter(&slot(SCHEMAS_NAMESPACE, namespace));
-        let response = retry(|| async { within(self.kv().get(counter.clone(), None)).await })
-            .await
-            .map_err(|e| etcd_err("cannot read from etcd", e))?;
+        let response =
+            match retry(|| async { within(self.kv().get(counter.clone(), None)).await }).await {
+                Ok(response) => response,
+                Err(err) => {
+                    // Not knowing how far to catch up, wait for the watch's next change: the
+                    // write is planned again after it, and etcd's comparison still guards it.
+                    tracing::debug!(error = %err, "cannot read when the schemas changed");
+                    shared.wait_applied(shared.revision() + 1, APPLY_WAIT).await;
+                    return Ok(());
+                }
+            };
         let changed_at = response.kvs().first().map(|kv| kv.mod_revision() as Revision);
         let known = shared.get(SCHEMAS_NAMESPACE, namespace).map(|e| e.revision);
         if let Some(at) = changed_at.filter(|at| Some(*at) != planned_with && Some(*at) != known) {
