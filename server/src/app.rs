@@ -118,9 +118,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + 'static,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
-    let tokens = config.load_tokens().map_err(io::Error::other)?.map(Arc::new);
-    let tls = config.tls().map_err(io::Error::other)?;
+    let tokens = config
+        .load_tokens()
+        .map_err(io::Error::other)?
+        .map(|tokens| Arc::new(crate::reload::Reloadable::new(tokens)));
+    let (tls, certificate) = config.tls().map_err(io::Error::other)?.unzip();
     let metrics = Arc::new(Metrics::default());
+    let reloads = crate::reload::Reloads {
+        tokens: config.tokens.clone().zip(tokens.clone()),
+        certificate,
+        metrics: metrics.clone(),
+    };
     let options = config.store_options(listener.local_addr()?).map_err(io::Error::other)?;
     let (store, feed) = Store::open(options, metrics.clone()).await.map_err(io::Error::other)?;
     let store = Arc::new(store);
@@ -156,6 +164,7 @@ pub async fn run(
     actix_web::rt::spawn(scheduler::run(store.clone(), stop_rx.clone()));
     actix_web::rt::spawn(crate::gray::guard::run(store.clone(), stop_rx.clone()));
     actix_web::rt::spawn(crate::requests::run_schedule(store.clone(), stop_rx.clone()));
+    actix_web::rt::spawn(Arc::new(reloads).on_hangup(stop_rx.clone()));
     let local = listener.local_addr()?;
     let stopping = stop_rx.clone();
     let builder =

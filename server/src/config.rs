@@ -218,6 +218,9 @@ pub struct Config {
     pub workers: usize,
 }
 
+/// The TLS configuration, and the certificate it serves (SIGHUP replaces it).
+pub type Tls = (Arc<rustls::ServerConfig>, Arc<crate::reload::Certificate>);
+
 impl Config {
     /// A configuration with every default, serving on `listen` with the given store.
     pub fn for_tests(store: StoreKind, data_dir: PathBuf) -> Config {
@@ -308,27 +311,18 @@ impl Config {
 
     /// The TLS configuration of `--tls-cert` and `--tls-key`, if given; the error names
     /// the file and the problem.
-    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    pub fn tls(&self) -> Result<Option<Tls>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .and_then(|certs| certs.collect())
-            .map_err(|e| format!("cannot read the certificates of {}: {e}", cert.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{} holds no PEM certificate", cert.display()));
-        }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| format!("cannot read the private key of {}: {e}", key.display()))?;
+        // The handshake asks the certificate each time, so SIGHUP can replace it.
+        let certificate = Arc::new(crate::reload::Certificate::load(cert, key)?);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup failed: {e}"))?
             .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("the TLS certificate and key do not fit together: {e}"))?;
+            .with_cert_resolver(certificate.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Some(Arc::new(config)))
+        Ok(Some((Arc::new(config), certificate)))
     }
 
     /// Reads the token file, if one is configured.

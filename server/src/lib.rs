@@ -34,6 +34,7 @@ pub mod openapi;
 pub mod policy;
 pub mod protect;
 pub mod push;
+pub mod reload;
 pub mod request_id;
 pub mod requests;
 pub mod routes;

@@ -180,6 +180,8 @@ pub struct Metrics {
     ofrep: Family<OfrepLabels, Counter>,
     etcd_lease_grants: Counter,
     etcd_session_restarts: Counter,
+    reloads: Counter,
+    reload_failures: Counter,
     revision: Gauge,
     connections: Gauge,
     subscribers: Gauge,
@@ -282,6 +284,18 @@ impl Metrics {
             "Times this node's etcd session (lease and campaign) ended and started again",
             etcd_session_restarts.clone(),
         );
+        let reloads = Counter::default();
+        registry.register(
+            "graycast_reloads",
+            "SIGHUP reloads that loaded the token file and TLS certificate",
+            reloads.clone(),
+        );
+        let reload_failures = Counter::default();
+        registry.register(
+            "graycast_reload_failures",
+            "SIGHUP reloads that kept a previous file in service (the log says why)",
+            reload_failures.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
             registry.register(name, help, gauge.clone());
@@ -321,6 +335,8 @@ impl Metrics {
             ofrep,
             etcd_lease_grants,
             etcd_session_restarts,
+            reloads,
+            reload_failures,
             revision,
             connections,
             subscribers,
@@ -398,6 +414,11 @@ impl Metrics {
 
     pub fn record_etcd_session_restart(&self) {
         self.etcd_session_restarts.inc();
+    }
+
+    /// A SIGHUP reload, whole (`ok`) or keeping some previous file.
+    pub fn record_reload(&self, ok: bool) {
+        if ok { &self.reloads } else { &self.reload_failures }.inc();
     }
 
     /// The OpenMetrics text of every metric, with `live` as the gauges.

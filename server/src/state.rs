@@ -30,7 +30,7 @@ pub struct AppState {
     /// Outcome counts of running gray releases.
     pub guards: Arc<Guards>,
     /// The access tokens; `None` when the server is open (loopback only).
-    pub tokens: Option<Arc<Tokens>>,
+    pub tokens: Option<Arc<crate::reload::Reloadable<Tokens>>>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Which hosts and origins browsers may reach the server from.
@@ -55,7 +55,12 @@ impl AppState {
     /// Who presents `secret` (`None`: nothing was presented); 401 for a secret that is no
     /// token's. The one token check of REST, the WebSocket and server-sent events.
     pub fn identify(&self, secret: Option<&str>) -> Result<Caller, ApiError> {
-        Caller::presenting(self.tokens.as_deref(), secret)
+        Caller::presenting(self.tokens().as_deref(), secret)
+    }
+
+    /// The access tokens as last loaded (SIGHUP reloads them); `None` on an open server.
+    pub fn tokens(&self) -> Option<Arc<Tokens>> {
+        self.tokens.as_ref().map(|tokens| tokens.get())
     }
 }
 

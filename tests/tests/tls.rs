@@ -127,3 +127,98 @@ async fn https_and_wss_with_a_ca_file() {
     let refused = ctl(&[]);
     assert_eq!(refused.status.code(), Some(1));
 }
+
+/// A client trusting only the CA `ca`.
+fn trusting(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The status of `GET /v1/whoami` with `secret`, over a connection trusting `ca`; `None`
+/// when the TLS handshake fails.
+async fn whoami(ca: &Path, secret: &str, url: &str) -> Option<u16> {
+    let response = trusting(ca).get(format!("{url}/v1/whoami")).bearer_auth(secret).send().await;
+    response.map(|r| r.status().as_u16()).ok()
+}
+
+/// The reload failures the server counted.
+async fn reload_failures(ca: &Path, secret: &str, url: &str) -> Option<String> {
+    let response = trusting(ca).get(format!("{url}/metrics")).bearer_auth(secret).send().await;
+    let text = response.ok()?.text().await.ok()?;
+    text.lines().find(|l| l.starts_with("graycast_reload_failures_total ")).map(str::to_owned)
+}
+
+fn hangup(server: &TestServer) {
+    let pid = server.pid().expect("running").to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+}
+
+/// SIGHUP (issue 24, item 1): the token file and the TLS certificate are read again; new
+/// requests and handshakes use them at once, open connections stay, and a file that does
+/// not load keeps the previous one in service and counts a failed reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_tokens_and_the_certificate_and_keeps_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    let (ca1, cert1, key1) = certificates(&first);
+    let (ca2, cert2, key2) = certificates(&second);
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::copy(&cert1, &cert).unwrap();
+    std::fs::copy(&key1, &key).unwrap();
+    let tokens = graycast_tests::token_file(dir.path(), &[("old", "old-secret", "admin", &["*"])]);
+    let mut server = TestServer::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tokens",
+        tokens.to_str().unwrap(),
+    ]);
+    let url = server.url.clone();
+    // A subscriber connected before the reload, over the first certificate.
+    let client = Client::builder()
+        .endpoint(&url)
+        .ca_file(&ca1)
+        .token("old-secret")
+        .namespace("app")
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    client.wait_synced(DEADLINE).await.unwrap();
+    assert_eq!(whoami(&ca1, "new-secret", &url).await, Some(401));
+
+    // New tokens and a new certificate, then SIGHUP.
+    graycast_tests::token_file(
+        dir.path(),
+        &[("old", "old-secret", "admin", &["*"]), ("new", "new-secret", "read", &["*"])],
+    );
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    hangup(&server);
+    graycast_tests::eventually("the new token and certificate serve", || async {
+        whoami(&ca2, "new-secret", &url).await == Some(200)
+    })
+    .await;
+    assert_eq!(whoami(&ca1, "old-secret", &url).await, None, "the old certificate is gone");
+    assert!(server.is_running(), "SIGHUP does not stop the server");
+    // The subscriber of before the reload is still connected and still pushed to.
+    let change = client.put("app", "k", &1, Expect::Any).await.unwrap();
+    client.wait_for_revision(change.revision, DEADLINE).await.unwrap();
+    assert!(client.status().connected);
+
+    // A token file that does not load keeps the tokens in service, and says so.
+    std::fs::write(&tokens, "not a token file").unwrap();
+    hangup(&server);
+    graycast_tests::eventually("a failed reload is counted", || async {
+        reload_failures(&ca2, "old-secret", &url).await.as_deref()
+            == Some("graycast_reload_failures_total 1")
+    })
+    .await;
+    assert_eq!(whoami(&ca2, "new-secret", &url).await, Some(200));
+    server.terminate();
+}

@@ -34,7 +34,7 @@ pub fn url(state: &AppState, base: Option<&str>, secret: Option<&str>, since: Re
         Some(namespace) => format!("/ns/{namespace}/ofrep/v1/events?since={since}"),
         None => format!("/ofrep/v1/events?since={since}"),
     };
-    match (state.tokens.as_deref(), secret) {
+    match (state.tokens().as_deref(), secret) {
         (Some(_), Some(secret)) => {
             let expires = chrono::Utc::now().timestamp() + TICKET_LIFETIME_SECS;
             format!("{path}&ticket={}", ticket::issue(&Tokens::hash(secret), expires))
@@ -138,7 +138,8 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let base = base_namespace(&req);
     let ticket = query(&req, "ticket");
-    let caller = match (ticket.as_deref(), state.tokens.as_deref()) {
+    let tokens = state.tokens();
+    let caller = match (ticket.as_deref(), tokens.as_deref()) {
         (Some(ticket), Some(tokens)) => {
             let principal = ticket::check(tokens, ticket, chrono::Utc::now().timestamp())
                 .ok_or_else(|| {
