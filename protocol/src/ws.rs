@@ -70,6 +70,7 @@ pub struct Nack {
     /// The key whose value was rejected.
     pub key: String,
     /// The revision of the entry whose value was rejected.
+    #[serde(deserialize_with = "crate::value::integer")]
     pub revision: Revision,
     /// Why, in the application's words (at most 1,024 bytes).
     pub error: String,

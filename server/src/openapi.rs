@@ -120,6 +120,7 @@ use crate::routes::{
         schemas::SchemaRequest,
         requests::RequestBody,
         requests::ActionBody,
+        requests::RequestList,
         crate::requests::ChangeRequest,
         crate::requests::OpSpec,
         crate::requests::OpKind,
@@ -181,7 +182,12 @@ fn describe_api_operation(path: &str, operation: &mut Operation, writes: bool) {
     ]);
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
     // The `{ns}` and `{key}` of a path, declared here once for every route.
-    for (name, description) in [("key", "the key"), ("ns", "the namespace")] {
+    for (name, description) in [
+        ("key", "the key"),
+        ("ns", "the namespace"),
+        ("id", "the change request's or review item's id"),
+        ("action", "approve, reject, cancel, rebase or apply"),
+    ] {
         let declared = parameters.iter().any(|p| p.name == name);
         if path.contains(&format!("{{{name}}}")) && !declared {
             let parameter = ParameterBuilder::new()
@@ -194,6 +200,17 @@ fn describe_api_operation(path: &str, operation: &mut Operation, writes: bool) {
         }
     }
     for parameter in parameters.iter_mut() {
+        if parameter.parameter_in == ParameterIn::Path
+            && matches!(parameter.name.as_str(), "id" | "action")
+        {
+            parameter.schema = Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(128))
+                    .into(),
+            );
+        }
         if parameter.parameter_in == ParameterIn::Path
             && matches!(parameter.name.as_str(), "ns" | "key")
         {

@@ -30,7 +30,9 @@ pub struct Policy {
     /// Namespace names or globs (`*` any run of characters), such as `prod-*`.
     pub namespaces: Vec<String>,
     /// Approvals by someone other than the author a change request needs (1 to 5).
-    pub approvals: u8,
+    #[serde(deserialize_with = "graycast_protocol::value::integer")]
+    #[schema(minimum = 1, maximum = 5)]
+    pub approvals: u64,
     /// Whether the author's own approval counts (default: no).
     #[serde(default)]
     pub self_approval: bool,
@@ -46,7 +48,7 @@ pub struct Policies {
 /// What a governed namespace needs: the strictest of the policies that match it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requirement {
-    pub approvals: u8,
+    pub approvals: u64,
     pub self_approval: bool,
 }
 

@@ -121,7 +121,7 @@ pub struct ChangeRequest {
     /// Approvals of the current digest.
     pub approvals: Vec<Approval>,
     /// Approvals it needs (the strictest policy of its namespaces; 0 when none governs).
-    pub required: u8,
+    pub required: u64,
     /// Whether the author's approval counts.
     pub self_approval: bool,
     pub author: String,

@@ -420,7 +420,7 @@ async fn clients_that_reject_a_gray_value_abort_it_through_the_guard() {
     long.as_object_mut().unwrap().remove("type");
     long["client"] = json!("x");
     long["error"] = json!("e".repeat(2000));
-    assert_eq!(call(&api, Method::POST, "/v1/nacks", long).await.0, 400);
+    assert_eq!(call(&api, Method::POST, "/v1/nacks", long).await.0, 422);
     drop(watchers);
 }
 

@@ -12,9 +12,11 @@ use crate::state::AppState;
 /// Checks and records a nack; with `reports` (the caller may report), a gray release's
 /// guard counts it as an error of the rejected variant.
 pub fn record(state: &AppState, nack: &Nack, client: &str, reports: bool) -> Result<(), ApiError> {
-    check_names(&nack.namespace, Some(&nack.key))?;
+    // Names inside the message are part of it: an invalid one makes it invalid (422).
+    check_names(&nack.namespace, Some(&nack.key))
+        .map_err(|e| ApiError::InvalidValue(format!("a nack of {e}")))?;
     if nack.error.len() > MAX_NACK_ERROR_BYTES || client.is_empty() || client.len() > 256 {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::InvalidValue(format!(
             "a nack's error is at most {MAX_NACK_ERROR_BYTES} bytes and its client 1 to 256"
         )));
     }

@@ -30,7 +30,7 @@ pub async fn clients(
 /// clients on server-sent events): listed in `/v1/clients`, and an error of its variant
 /// for a running release's guard when the token may report.
 #[utoipa::path(post, path = "/v1/nacks", tag = "clients", request_body = Nack,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn nack(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -39,7 +39,7 @@ pub async fn nack(
     let nack: Nack = super::read_json(&req, payload, &state).await?;
     authorize(&state, &req, Access::Read, Some(&nack.namespace))?;
     let client = nack.client.clone().ok_or_else(|| {
-        ApiError::BadRequest(
+        ApiError::InvalidValue(
             "a nack over REST names its client (\"client\": the client's id)".into(),
         )
     })?;

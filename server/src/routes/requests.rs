@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{check_names, etag, precondition, read_json, MAX_COMMENT_BYTES};
+use super::{check_names, etag, idempotency, precondition, read_json, MAX_COMMENT_BYTES};
 use crate::auth::{Access, Role};
 use crate::error::ApiError;
 use crate::policy::{
@@ -86,6 +86,7 @@ pub async fn put_policies(
     let mut write =
         WriteRequest::new(POLICIES_NAMESPACE, POLICIES_KEY, Mutation::Put { value }, actor);
     write.precondition = precondition(req.headers())?;
+    write.idempotency = idempotency::of_request(&req)?;
     write.comment = Some("policies".into());
     write.remote = req.peer_addr().map(|a| a.to_string());
     let change = state.store.write(write).await?;
@@ -108,7 +109,7 @@ fn checked(
     state: &AppState,
     req: &HttpRequest,
     body: &RequestBody,
-) -> Result<(String, BTreeMap<String, u64>, u8, bool), ApiError> {
+) -> Result<(String, BTreeMap<String, u64>, u64, bool), ApiError> {
     if body.ops.is_empty() || body.ops.len() > MAX_OPS {
         return Err(ApiError::InvalidValue(format!("a change request has 1 to {MAX_OPS} ops")));
     }
@@ -123,10 +124,12 @@ fn checked(
     let mut actor = String::new();
     let mut base = BTreeMap::new();
     let policies = Policies::of(state.store.get(POLICIES_NAMESPACE, POLICIES_KEY).as_ref());
-    let (mut required, mut self_approval) = (0u8, true);
+    let (mut required, mut self_approval) = (0u64, true);
     for (i, op) in body.ops.iter().enumerate() {
         let key = (op.op != requests::OpKind::SchemaPut).then_some(op.key.as_str());
-        check_names(&op.namespace, key)?;
+        // A name inside the body makes the body invalid (422), as a bad value does.
+        check_names(&op.namespace, key)
+            .map_err(|e| ApiError::InvalidValue(format!("op {i}: {e}")))?;
         actor = authorize(state, req, Access::Write, Some(&op.namespace))?;
         mutation_of(op, Utc::now()).map_err(|e| ApiError::InvalidValue(format!("op {i}: {e}")))?;
         let (namespace, key) = target(op);
@@ -172,7 +175,9 @@ pub async fn create(
         reason: None,
     };
     request.moved("created", &author, None);
-    state.store.write(saving(&request, None, &author)).await?;
+    let mut write = saving(&request, None, &author);
+    write.idempotency = idempotency::of_request(&req)?;
+    state.store.write(write).await?;
     Ok(HttpResponse::Created().json(request))
 }
 
@@ -187,7 +192,7 @@ pub struct ListQuery {
 
 /// The change requests the caller may read (every namespace of their ops), newest first.
 #[utoipa::path(get, path = "/v1/change-requests", tag = "change requests", params(ListQuery),
-    responses((status = 200, body = Vec<ChangeRequest>)))]
+    responses((status = 200, body = RequestList)))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -206,7 +211,14 @@ pub async fn list(
         })
         .collect();
     found.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-    Ok(HttpResponse::Ok().json(json!({ "requests": found })))
+    Ok(HttpResponse::Ok().json(RequestList { requests: found }))
+}
+
+/// Answer of `GET /v1/change-requests`.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct RequestList {
+    /// Newest first.
+    pub requests: Vec<ChangeRequest>,
 }
 
 fn id_of(req: &HttpRequest) -> String {
@@ -237,7 +249,7 @@ pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 /// The author replaces a request's content: new content, new digest, and no approval of
 /// the old content counts for it.
 #[utoipa::path(put, path = "/v1/change-requests/{id}", tag = "change requests", request_body = RequestBody,
-    responses((status = 200, body = ChangeRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ChangeRequest), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn edit(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -264,7 +276,9 @@ pub async fn edit(
     request.reason = None;
     request.state = if required == 0 { State::Approved } else { State::Open };
     request.moved("edited", &by, None);
-    state.store.write(saving(&request, Some(at), &by)).await?;
+    let mut write = saving(&request, Some(at), &by);
+    write.idempotency = idempotency::of_request(&req)?;
+    state.store.write(write).await?;
     Ok(HttpResponse::Ok().json(request))
 }
 
@@ -289,7 +303,7 @@ pub struct ActionBody {
 /// `approve` `{"digest"}`, `reject`, `cancel`, `apply` or `rebase` a change request.
 #[utoipa::path(post, path = "/v1/change-requests/{id}/{action}", tag = "change requests",
     request_body = ActionBody,
-    responses((status = 200, body = ChangeRequest), (status = 403, body = ErrorBody),
+    responses((status = 200, body = ChangeRequest), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "`stale_change_request` with the keys' current state, or a request that moved")))]
 pub async fn act(
     req: HttpRequest,
@@ -349,7 +363,9 @@ pub async fn act(
                     digest: request.digest.clone(),
                 });
             }
-            if request.counted_approvals() >= usize::from(request.required) {
+            if request.counted_approvals()
+                >= usize::try_from(request.required).unwrap_or(usize::MAX)
+            {
                 request.state = State::Approved;
             }
             request.moved("approved", &by, body.reason);
@@ -382,6 +398,9 @@ pub async fn act(
             request.moved("rebased", &by, body.reason);
         }
         "apply" => {
+            // An apply is made once by its nature (its request moves to `applied`); the
+            // header is still checked.
+            idempotency::of_request(&req)?;
             let applied = requests::apply(&state.store, &id, &by).await?;
             return Ok(HttpResponse::Ok().json(applied));
         }
@@ -391,7 +410,9 @@ pub async fn act(
             )))
         }
     }
-    state.store.write(saving(&request, Some(at), &by)).await?;
+    let mut write = saving(&request, Some(at), &by);
+    write.idempotency = idempotency::of_request(&req)?;
+    state.store.write(write).await?;
     Ok(HttpResponse::Ok().json(request))
 }
 
