@@ -141,8 +141,11 @@ async fn watch_prints_every_change_across_a_server_restart() {
             other => panic!("expected a change, got {other:?}"),
         }
     };
-    // The current state comes first, then changes as they happen.
-    assert_eq!(next_revision(), before);
+    // The current state comes first, marked as such, then where it ends, then changes.
+    let state: Value = serde_json::from_str(&lines.recv_timeout(DEADLINE).unwrap()).unwrap();
+    assert_eq!((&state["type"], &state["entry"]["revision"]), (&json!("state"), &json!(before)));
+    let synced: Value = serde_json::from_str(&lines.recv_timeout(DEADLINE).unwrap()).unwrap();
+    assert_eq!((&synced["type"], &synced["revision"]), (&json!("synced"), &json!(before)));
     let mut expected = Vec::new();
     for i in 0..5 {
         expected.push(api.put_ok("app", "k", json!(i)).await);
@@ -482,7 +485,7 @@ async fn watch_shows_gray_events() {
         }
     });
     let first = lines.recv_timeout(DEADLINE).expect("the current entry");
-    assert!(first.ends_with("put app/k = 1"), "{first}");
+    assert!(first.ends_with("state app/k = 1"), "{first}");
     let (status, body) = api
         .request(
             reqwest::Method::PUT,
@@ -569,7 +572,7 @@ fn a_server_url_ending_in_v1_works() {
     let _ = child.kill();
     let _ = child.wait();
     let first = first.expect("watch printed the current entries");
-    assert!(first.contains("put app/k"), "{first}");
+    assert!(first.contains("state app/k"), "{first}");
 }
 
 /// A value the shell stripped of its quotes (`put ns k blue`) is not JSON; the error
@@ -745,4 +748,24 @@ fn change_requests_from_the_command_line() {
         2,
         "put takes NAMESPACE KEY VALUE",
     );
+}
+
+/// Several servers (`--server a,b`, or GRAYCAST_SERVER): a request goes on to the next when
+/// one cannot be reached; counts are said in plain English ("2 entries").
+#[test]
+fn several_servers_fail_over_and_counts_read_right() {
+    let server = TestServer::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let both = format!("http://{dead},{}", server.url);
+    let run = |args: &[&str]| {
+        Command::new(cli_binary()).args(["--server", &both]).args(args).output().expect("runs")
+    };
+    ok(&run(&["put", "app", "a", "1"]));
+    ok(&run(&["put", "app", "b", "2"]));
+    let got = json_of(&run(&["--json", "get", "app", "b"]));
+    assert_eq!(got["value"], 2);
+    let exported =
+        Command::new(cli_binary()).env("GRAYCAST_SERVER", &both).args(["export"]).output().unwrap();
+    let said = String::from_utf8_lossy(&exported.stderr);
+    assert!(said.contains("2 entries"), "{said}");
 }

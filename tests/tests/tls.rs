@@ -222,3 +222,32 @@ async fn sighup_reloads_the_tokens_and_the_certificate_and_keeps_connections() {
     assert_eq!(whoami(&ca2, "new-secret", &url).await, Some(200));
     server.terminate();
 }
+
+/// The CLI says what is wrong with TLS, and the fix: a CA certificate served as the
+/// server's own (the one-line `openssl req -x509` certificate), and plain HTTP to the TLS
+/// port (issue 24, item 4).
+#[test]
+fn the_cli_explains_tls_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, _) = certificates(dir.path());
+    let ca_key = dir.path().join("ca.key");
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        ca.to_str().unwrap(),
+        "--tls-key",
+        ca_key.to_str().unwrap(),
+    ]);
+    let ctl = |url: &str| {
+        Command::new(cli_binary())
+            .args(["--server", url, "--ca-file", ca.to_str().unwrap(), "whoami"])
+            .output()
+            .unwrap()
+    };
+    let as_ca = ctl(&server.url);
+    let said = String::from_utf8_lossy(&as_ca.stderr);
+    assert_eq!(as_ca.status.code(), Some(1), "{said}");
+    assert!(said.contains("hint: the server presents a CA certificate as its own"), "{said}");
+    let plain = ctl(&server.url.replacen("https://", "http://", 1));
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("hint: the server speaks HTTPS: use --server https://"), "{said}");
+}

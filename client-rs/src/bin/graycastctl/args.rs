@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "graycastctl", bin_name = "graycastctl", version, long_about = None, about = "graycastctl: read, change, watch and gray-release the configuration of a graycast server")]
 pub struct Cli {
-    /// The server's URL (http://, https://, or host:port; a trailing /v1 is dropped).
+    /// The server's URL (http://, https://, or host:port; a trailing /v1 is dropped), or
+    /// several, comma-separated: a request goes to the next when one is unreachable or
+    /// unavailable, as the SDK does.
     #[arg(
         long,
         env = "GRAYCAST_SERVER",
@@ -130,9 +132,11 @@ pub enum Verb {
     },
     /// Print every change of some namespaces as it arrives, until interrupted.
     ///
-    /// Starts with the current entries, then keeps going across server restarts, resuming
-    /// where it left off. Ends with status 1 when the server cannot be reached at first or
-    /// refuses (a missing or wrong token).
+    /// Starts with the current entries, marked as the state (`state` lines; with --json,
+    /// `{"type": "state", "entry"}` lines, then `{"type": "synced", "revision"}`), then
+    /// prints each change (`{"type": "change", ...}`) and keeps going across server
+    /// restarts, resuming where it left off. Ends with status 1 when the server cannot be
+    /// reached at first or refuses (a missing or wrong token).
     ///
     /// Example: graycastctl watch payments search --json
     Watch {
@@ -375,6 +379,11 @@ pub enum GrayVerb {
 /// `--server`: the URL without trailing slashes or a trailing `/v1` (the API's prefix,
 /// which the client adds itself), so that `http://host:8080/v1` works too.
 fn server_url(text: &str) -> Result<String, String> {
+    let urls: Result<Vec<String>, String> = text.split(',').map(one_server_url).collect();
+    Ok(urls?.join(","))
+}
+
+fn one_server_url(text: &str) -> Result<String, String> {
     let text = text.trim();
     let (scheme, rest) = match text.find("://") {
         Some(at) => text.split_at(at + 3),
@@ -423,6 +432,11 @@ mod tests {
         assert_eq!(server_url("https://h/graycast/v1").as_deref(), Ok("https://h/graycast"));
         assert_eq!(server_url("http://h/v10").as_deref(), Ok("http://h/v10"));
         assert!(server_url("http://").is_err());
+        assert_eq!(
+            server_url("http://a:1/v1, b:2,https://c").as_deref(),
+            Ok("http://a:1,b:2,https://c")
+        );
+        assert!(server_url("http://a:1,").is_err());
         assert!(server_url("/v1").is_err());
     }
 }

@@ -108,7 +108,8 @@ impl Reporting {
 
     /// What to do about an error, when there is something to say.
     fn hint(&self, err: &Error) -> Option<String> {
-        let server = &self.server;
+        // Hints name the first server; the others are tried the same way.
+        let server = self.server.split(',').next().unwrap_or_default();
         match err {
             // A plain-HTTP server answering the TLS handshake.
             Error::Tls(text) if plain_http_answer(text) && server.starts_with("https://") => {
@@ -117,8 +118,23 @@ impl Reporting {
                     server.replacen("https://", "http://", 1)
                 ))
             }
+            Error::Transport(text) if text.contains("invalid HTTP version") => Some(format!(
+                "the server speaks HTTPS: use --server {}",
+                server.replacen("http://", "https://", 1)
+            )),
             Error::Transport(_) | Error::Timeout(_) => Some(format!(
                 "is graycast running at {server}? Point --server (or GRAYCAST_SERVER) at it"
+            )),
+            Error::Tls(text) if text.contains("CaUsedAsEndEntity") => Some(
+                "the server presents a CA certificate as its own (basicConstraints CA:TRUE, as \
+                 `openssl req -x509` makes): give --tls-cert a leaf certificate signed by that CA \
+                 (basicConstraints=CA:FALSE, the server's name in subjectAltName), and keep the \
+                 CA for --ca-file"
+                    .into(),
+            ),
+            Error::Tls(text) if text.contains("NotValidForName") => Some(format!(
+                "the server's certificate is not for the host name in {server}: connect with a \
+                 name or address its subjectAltName lists"
             )),
             Error::Tls(_) => Some(
                 "trust the server's certificate authority with --ca-file (or GRAYCAST_CA_FILE)"
@@ -175,7 +191,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         ));
     }
     let timeout = std::time::Duration::from_secs(cli.timeout);
-    let mut builder = Client::builder().endpoint(&cli.server).timeout(timeout);
+    let mut builder = Client::builder().timeout(timeout);
+    for endpoint in cli.server.split(',') {
+        builder = builder.endpoint(endpoint);
+    }
     if let Some(token) = &cli.token {
         builder = builder.token(token);
     }

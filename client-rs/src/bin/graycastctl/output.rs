@@ -22,11 +22,33 @@ pub fn print_json<T: serde::Serialize>(value: &T) {
 
 /// `1 key`, `2 keys`.
 pub fn plural(count: u64, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
+    match (count, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        // entry → entries, key → keys.
+        (_, Some(stem)) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => {
+            format!("{count} {stem}ies")
+        }
+        _ => format!("{count} {noun}s"),
     }
+}
+
+/// One entry of the state a watch starts from: JSON `{"type": "state", "entry"}`, or a
+/// line marked `state` for people (not a change: its last change may have been anything).
+pub fn print_state(change: &ChangeEvent, json: bool) {
+    let Some(entry) = &change.entry else { return };
+    if json {
+        print_json(&serde_json::json!({ "type": "state", "entry": entry.as_ref() }));
+        return;
+    }
+    let gray =
+        entry.gray.as_ref().map(|g| format!(" (gray {})", gray_summary(g))).unwrap_or_default();
+    out!(
+        "{} state {}/{} = {}{gray}",
+        entry.revision,
+        entry.namespace,
+        entry.key,
+        compact(&entry.value)
+    );
 }
 
 /// A value on one line, cut at 120 characters.

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use graycast_client::{Client, ClientBuilder, Error, Filter};
 
-use crate::output::print_change;
+use crate::output::{print_change, print_json, print_state};
 use crate::Failure;
 
 /// Prints the entries of `namespaces`, then their changes; gives up when the first sync
@@ -22,19 +22,30 @@ pub async fn watch(
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let first = wait_first_sync(&client, first_sync);
     tokio::pin!(first);
-    // Print what arrives while waiting for the first sync: the snapshot's entries.
+    // Print what arrives while waiting for the first sync: the snapshot's entries, marked
+    // as the state, not as changes (an entry's last change may have been a rollback or an
+    // abort).
     loop {
         tokio::select! {
             change = changes.next() => match change {
-                Some(change) => print_change(&change, json),
+                Some(change) => print_state(&change, json),
                 None => return Ok(()),
             },
             synced = &mut first => {
                 synced?;
+                // The snapshot's entries were sent before the sync was told: print the
+                // rest of them before saying where the state ends.
+                while let Some(Some(change)) = changes.next().now_or_never() {
+                    print_state(&change, json);
+                }
                 break;
             }
             _ = &mut interrupted => return Ok(()),
         }
+    }
+    if json {
+        // Where the state ends and the changes begin.
+        print_json(&serde_json::json!({ "type": "synced", "revision": client.revision() }));
     }
     eprintln!("graycastctl: watching {} at revision {}", namespaces.join(", "), client.revision());
     let mut status = client.status_changes();
