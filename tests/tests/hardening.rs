@@ -105,7 +105,7 @@ async fn values_at_the_depth_limit_survive_every_path_and_deeper_ones_are_refuse
         (limit.clone(), gray_limit.clone())
     );
 
-    // `graycastctl watch --json` prints the current state of the key as a change.
+    // `graycastctl watch --json` prints the current state of the key, marked as the state.
     let mut child = Command::new(cli_binary())
         .args(["--server", &server.url, "--json", "watch", "deep"])
         .stdout(Stdio::piped())
@@ -122,8 +122,11 @@ async fn values_at_the_depth_limit_survive_every_path_and_deeper_ones_are_refuse
     let line = lines.recv_timeout(DEADLINE).expect("watch printed the key");
     let _ = child.kill();
     let _ = child.wait();
-    let printed: ServerMessage = serde_json::from_str(&line).expect("a change message");
-    assert_eq!(gray_value(&printed), gray_limit);
+    let printed: Value = serde_json::from_str(&line).expect("a state line");
+    assert_eq!(printed["type"], "state", "{line}");
+    let entry: graycast_protocol::Entry =
+        serde_json::from_value(printed["entry"].clone()).expect("the entry");
+    assert_eq!(entry.gray.expect("a gray section").value, gray_limit);
 }
 
 /// Finding 1, the other half: a data dir written by a server that still accepted values
