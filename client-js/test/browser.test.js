@@ -308,3 +308,26 @@ test('bootstrap: the first paint shows the value, nothing flips, and the subscri
   assert.equal(subscribe?.since, bootstrap.revision, 'the first subscribe sends since = the bootstrap revision');
   await page.evaluate(() => window.client.close());
 });
+
+test('ws: the browser going offline ends the connection at once, and coming online reconnects at once', async (t) => {
+  await admin('PUT', '/v1/configs/online/k', { value: 1 });
+  const page = await open(t, allowed.origin);
+  // Listeners around the client's own: the first runs before it, the others after it.
+  await page.evaluate(() => window.addEventListener('online', () => (window.attemptsBefore = window.attempts)));
+  await startClient(page, { url: server.url, token: REPORTER, namespaces: ['online'], transport: 'ws' });
+  await page.evaluate(() => {
+    window.addEventListener('online', () => (window.attemptsAfter = window.attempts));
+    window.addEventListener('offline', () => (window.statusAtOffline = window.client.status));
+  });
+  await logged(page, () => window.readyState === 'resolved');
+  await page.context().setOffline(true);
+  await logged(page, () => window.statusAtOffline !== undefined);
+  assert.equal(await page.evaluate(() => window.statusAtOffline), 'reconnecting', 'the offline event ends the connection itself');
+  await page.context().setOffline(false);
+  await logged(page, () => window.attemptsAfter !== undefined);
+  const [before, after] = await page.evaluate(() => [window.attemptsBefore, window.attemptsAfter]);
+  assert.equal(after, before + 1, 'the online event connects at once, not after the backoff');
+  await logged(page, () => window.client.status === 'live');
+  await admin('PUT', '/v1/configs/online/k', { value: 2 });
+  await logged(page, () => window.client.get('online', 'k') === 2);
+});
