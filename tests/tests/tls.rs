@@ -12,6 +12,11 @@ use serde_json::json;
 /// A test CA and a certificate it signed for `localhost` and 127.0.0.1, made by the
 /// `openssl` CLI: (CA certificate, server certificate, server key).
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    certificates_for(dir, "DNS:localhost,IP:127.0.0.1")
+}
+
+/// As [`certificates`], the leaf for the names `san` (a subjectAltName value).
+fn certificates_for(dir: &Path, san: &str) -> (PathBuf, PathBuf, PathBuf) {
     let file = |name: &str| dir.join(name);
     let openssl = |args: &[&str]| {
         let status = Command::new("openssl")
@@ -36,11 +41,8 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         &[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr"]]
             .concat(),
     );
-    std::fs::write(
-        file("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
+    std::fs::write(file("leaf.ext"), format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"))
+        .unwrap();
     openssl(&[
         "x509",
         "-req",
@@ -250,4 +252,20 @@ fn the_cli_explains_tls_mistakes() {
     let plain = ctl(&server.url.replacen("https://", "http://", 1));
     let said = String::from_utf8_lossy(&plain.stderr);
     assert!(said.contains("hint: the server speaks HTTPS: use --server https://"), "{said}");
+
+    // A certificate for another name than the one connected to.
+    let other = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates_for(other.path(), "DNS:config.example.com");
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let mismatch = Command::new(cli_binary())
+        .args(["--server", &server.url, "--ca-file", ca.to_str().unwrap(), "whoami"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&mismatch.stderr);
+    assert!(said.contains("hint: the server's certificate is not for the host name"), "{said}");
 }

@@ -132,7 +132,7 @@ impl Reporting {
                  CA for --ca-file"
                     .into(),
             ),
-            Error::Tls(text) if text.contains("NotValidForName") => Some(format!(
+            Error::Tls(text) if text.contains("NotValidForName") || text.contains("not valid for name") => Some(format!(
                 "the server's certificate is not for the host name in {server}: connect with a \
                  name or address its subjectAltName lists"
             )),
