@@ -240,10 +240,21 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportDocument {
+    /// The document's format: [`EXPORT_FORMAT`]. An import refuses another; a document
+    /// without one (written before formats were numbered) is format 1.
+    #[serde(default = "first_format")]
+    pub format: u32,
     /// The revision the document is consistent at.
     pub revision: Revision,
     /// Every entry, by namespace and key.
     pub entries: Vec<Entry>,
+}
+
+/// The format of the export documents this version writes and reads.
+pub const EXPORT_FORMAT: u32 = 1;
+
+fn first_format() -> u32 {
+    1
 }
 
 /// A key named in an import's report.

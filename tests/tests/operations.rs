@@ -192,3 +192,47 @@ async fn an_import_into_a_live_server_diffs_prunes_and_refuses_bad_documents_who
     assert_eq!(api.get("/v1/configs/app/changed").await.unwrap().1["gray"], Value::Null);
     assert_eq!(api.get("/v1/configs/app/new").await.unwrap().1["value"], json!([1, 2]));
 }
+
+/// Backups restore exactly (issue 24, item 5): the export names its format, an import refuses
+/// a format it does not read, and a running ramp comes back with its clocks as they were
+/// (its `started_at` and the time of its next step), not started over at the import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_restores_a_ramp_with_its_clocks_and_refuses_unknown_formats() {
+    let source = TestServer::start();
+    let api = Api::new(&source);
+    api.put_ok("pay", "limit", json!(5)).await;
+    let ramp = json!({"value": 7, "steps": [{"percent": 5, "hold_secs": 3600}, {"percent": 100}]});
+    let (status, started) =
+        api.request(reqwest::Method::PUT, "/v1/configs/pay/limit/gray", None, Some(ramp)).await;
+    assert_eq!(status, 200, "{started}");
+    let (_, document) = api.get("/v1/export").await.unwrap();
+    assert_eq!(document["format"], 1);
+
+    let target = TestServer::start();
+    let target_api = Api::new(&target);
+    let import = |doc: Value| {
+        let target_api = &target_api;
+        async move { target_api.request(reqwest::Method::POST, "/v1/import", None, Some(doc)).await }
+    };
+    let mut future = document.clone();
+    future["format"] = json!(2);
+    let (status, answer) = import(future).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_value")),
+        "{answer}"
+    );
+    assert!(answer["error"]["message"].as_str().unwrap().contains("format 2"), "{answer}");
+    let (status, answer) = import(document.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, restored) = target_api.get("/v1/configs/pay/limit").await.unwrap();
+    for clock in ["started_at", "next_step_at"] {
+        assert_eq!(restored["gray"][clock], started["gray"][clock], "{clock}: {restored}");
+    }
+    // A document written before formats were numbered reads as format 1.
+    let mut older = document;
+    older.as_object_mut().unwrap().remove("format");
+    let (status, answer) = import(older).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["unchanged"].as_array().map(Vec::len), Some(1), "{answer}");
+}

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
 use graycast_protocol::gray::GrayRequest;
-use graycast_protocol::rest::{ExportDocument, ImportReport, KeyRef};
+use graycast_protocol::rest::{ExportDocument, ImportReport, KeyRef, EXPORT_FORMAT};
 use graycast_protocol::ws::ALL_NAMESPACES;
 use graycast_protocol::{Entry, ErrorBody, Gray};
 use serde::Deserialize;
@@ -59,7 +59,9 @@ pub async fn export(
     // Serialized on a blocking thread, a chunk at a time: the connection's pace holds it.
     tokio::task::spawn_blocking(move || {
         let (revision, entries) = store.snapshot(&[ALL_NAMESPACES.to_owned()]);
-        let mut chunk = format!("{{\"revision\":{revision},\"entries\":[").into_bytes();
+        let mut chunk =
+            format!("{{\"format\":{EXPORT_FORMAT},\"revision\":{revision},\"entries\":[")
+                .into_bytes();
         for (i, entry) in entries.iter().enumerate() {
             if i > 0 {
                 chunk.push(b',');
@@ -119,6 +121,13 @@ pub async fn import(
             _ => body_error(&e),
         })?;
     drop(body);
+    if document.format != EXPORT_FORMAT {
+        return Err(ApiError::InvalidValue(format!(
+            "the document is of format {}; this server reads format {EXPORT_FORMAT}: import it \
+             with the graycast version that wrote it, or one that reads its format",
+            document.format
+        )));
+    }
     let (plans, schemas) = plan(&state, document)?;
     let (_, current) = state.store.snapshot(&[ALL_NAMESPACES.to_owned()]);
     let mut present: BTreeMap<(String, String), Arc<Entry>> =
@@ -139,7 +148,7 @@ pub async fn import(
             None => {
                 report.added.push(name.clone());
                 let mut steps = vec![Mutation::Put { value: plan.value }];
-                steps.extend(plan.gray.map(|gray| Mutation::GrayStart { gray: Box::new(gray) }));
+                steps.extend(plan.gray.map(|gray| Mutation::GrayRestore { gray: Box::new(gray) }));
                 steps
             }
             Some(entry) => {
@@ -149,7 +158,7 @@ pub async fn import(
                 }
                 match (&entry.gray, plan.gray) {
                     (Some(running), Some(gray)) if same_release(running, &gray) => {}
-                    (_, Some(gray)) => steps.push(Mutation::GrayStart { gray: Box::new(gray) }),
+                    (_, Some(gray)) => steps.push(Mutation::GrayRestore { gray: Box::new(gray) }),
                     (Some(_), None) => steps.push(Mutation::Abort { started_at: None, note: None }),
                     (None, None) => {}
                 }
@@ -323,7 +332,7 @@ fn check_schemas(
                 Mutation::Put { value } => {
                     violations.extend(schemas.check(&name.key, "stable", value));
                 }
-                Mutation::GrayStart { gray } => {
+                Mutation::GrayRestore { gray } => {
                     violations.extend(schemas.check(&name.key, "gray", &gray.value));
                 }
                 _ => {}
@@ -343,9 +352,10 @@ fn check_schemas(
     ))
 }
 
-/// A document's release, validated as a start would be, at the document's step.
+/// A document's release, validated as a start would be, at the document's step and with
+/// its clocks.
 fn release(namespace: &str, key: &str, gray: Gray) -> Result<Gray, String> {
-    let step = gray.step;
+    let (step, started_at, next_step_at) = (gray.step, gray.started_at, gray.next_step_at);
     let request = GrayRequest {
         value: gray.value,
         percent: Some(gray.percent),
@@ -364,6 +374,9 @@ fn release(namespace: &str, key: &str, gray: Gray) -> Result<Gray, String> {
         return Err(format!("step {step} is beyond its {} steps", started.steps.len()));
     }
     started.step = step;
+    // Its clocks as the backup has them: a restored ramp does not start its hold over.
+    started.started_at = started_at;
+    started.next_step_at = if started.paused { None } else { next_step_at };
     Ok(started)
 }
 

@@ -163,7 +163,7 @@ pub(crate) fn plan(
             let op = if request.namespace == SCHEMAS_NAMESPACE { Op::Schema } else { Op::Delete };
             return Ok(Planned { change: change(op, None, None), creates: false });
         }
-        Mutation::GrayStart { gray } => {
+        Mutation::GrayStart { gray } | Mutation::GrayRestore { gray } => {
             let entry = current.ok_or_else(no_key)?;
             if gray.value == entry.value {
                 return Err(StoreError::Invalid(
@@ -175,8 +175,10 @@ pub(crate) fn plan(
             // The release begins at the commit, so the schedule runs on the clock the
             // ramp's steps are checked against, not the handler's.
             let mut gray = Gray::clone(gray);
-            gray.started_at = now;
-            gray.next_step_at = step_due_at(&gray, now);
+            if matches!(request.mutation, Mutation::GrayStart { .. }) {
+                gray.started_at = now;
+                gray.next_step_at = step_due_at(&gray, now);
+            }
             (Op::Gray, entry.value.clone(), Some(gray), None)
         }
         Mutation::GrayPatch(patch) => {
@@ -218,7 +220,9 @@ pub(crate) fn plan(
     if let Some(schemas) = schemas {
         let brought = match &request.mutation {
             Mutation::Put { .. } | Mutation::Restore { .. } => Some(("stable", &value)),
-            Mutation::GrayStart { .. } => gray.as_ref().map(|g| ("gray", &g.value)),
+            Mutation::GrayStart { .. } | Mutation::GrayRestore { .. } => {
+                gray.as_ref().map(|g| ("gray", &g.value))
+            }
             // A promotion makes the gray value the stable one, by hand or at a ramp's end.
             _ if op == Op::Promote => Some(("stable", &value)),
             _ => None,

@@ -53,6 +53,9 @@ pub enum Mutation {
     Restore { to_revision: Revision, value: Value },
     /// Start or replace the gray release (already validated).
     GrayStart { gray: Box<Gray> },
+    /// Bring back a release as a backup holds it, its clocks (`started_at`, `next_step_at`)
+    /// as they were: an import. A step that fell due meanwhile runs right after.
+    GrayRestore { gray: Box<Gray> },
     /// Change the running gray release.
     GrayPatch(GrayPatch),
     /// Move a due ramp on: made by the scheduler, for the release begun at `started_at`
@@ -145,7 +148,9 @@ impl Mutation {
         use graycast_protocol::value::compact_size;
         let size = match self {
             Mutation::Put { value } | Mutation::Restore { value, .. } => compact_size(value),
-            Mutation::GrayStart { gray } => compact_size(&gray.value),
+            Mutation::GrayStart { gray } | Mutation::GrayRestore { gray } => {
+                compact_size(&gray.value)
+            }
             _ => 0,
         };
         size as u64
