@@ -127,6 +127,24 @@ async fn every_path_around_a_policy_is_closed_and_exposure_reducing_ops_are_not(
         }
     }
     assert_eq!(f.revision().await, before, "a refused write changed the store");
+    // The reserved namespaces are written through their own routes only, even by an admin:
+    // no policy removed, request forged or review hidden through the entry routes.
+    for (method, path) in [
+        (Method::DELETE, "/v1/configs/graycast.policies/policies"),
+        (Method::PUT, "/v1/configs/graycast.policies/policies"),
+        (Method::PUT, "/v1/configs/graycast.requests/forged"),
+        (Method::PUT, "/v1/configs/graycast.reviews/r1"),
+    ] {
+        let body =
+            if method == Method::PUT { json!({"value": {"policies": []}}) } else { Value::Null };
+        let (status, answer) = f.call(ADMIN, method.clone(), path, body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(f.revision().await, before);
 
     // Lowering the percent, pausing and aborting need nobody.
     f.ok(ALICE, Method::PATCH, "/v1/configs/prod-pay/limit/gray", json!({"percent": 10})).await;

@@ -32,7 +32,7 @@ pub const MAX_COMMENT_BYTES: usize = 1024;
 
 /// The write of `mutation` to a key by `actor`, with the request's precondition
 /// (`If-Match`, `If-None-Match`), peer address and comment: the body's, or `?comment=` on
-/// calls without a body.
+/// calls without a body. The reserved namespaces are written through their own routes only.
 pub(crate) fn write_request(
     req: &HttpRequest,
     path: KeyPath,
@@ -43,11 +43,14 @@ pub(crate) fn write_request(
     if path.namespace == crate::push::selection::META_NAMESPACE {
         return Err(namespaces::reserved());
     }
-    if path.namespace == crate::schema::SCHEMAS_NAMESPACE {
-        return Err(ApiError::Forbidden(format!(
-            "namespace {:?} is reserved for JSON Schemas; set them with PUT /v1/schemas/{{ns}}",
-            crate::schema::SCHEMAS_NAMESPACE
-        )));
+    let reserved = [
+        (crate::schema::SCHEMAS_NAMESPACE, "JSON Schemas; set them with PUT /v1/schemas/{ns}"),
+        (crate::policy::POLICIES_NAMESPACE, "the policies; set them with PUT /v1/policies"),
+        (crate::requests::REQUESTS_NAMESPACE, "change requests (/v1/change-requests)"),
+        (crate::policy::REVIEWS_NAMESPACE, "break-glass reviews (/v1/reviews)"),
+    ];
+    if let Some((name, what)) = reserved.iter().find(|(name, _)| path.namespace == *name) {
+        return Err(ApiError::Forbidden(format!("namespace {name:?} is reserved for {what}")));
     }
     let comment = match comment {
         Some(comment) => Some(comment),
@@ -58,6 +61,19 @@ pub(crate) fn write_request(
                 .remove("comment")
         }
     };
+    write_to(req, path.namespace, path.key, mutation, actor, comment)
+}
+
+/// The write of `mutation` to any key, reserved ones included, with the request's
+/// conditions, peer address, `Idempotency-Key`, authority and comment (checked).
+pub(crate) fn write_to(
+    req: &HttpRequest,
+    namespace: String,
+    key: String,
+    mutation: Mutation,
+    actor: String,
+    comment: Option<String>,
+) -> Result<WriteRequest, ApiError> {
     if let Some(comment) = &comment {
         if comment.len() > MAX_COMMENT_BYTES {
             return Err(ApiError::InvalidValue(format!(
@@ -67,8 +83,8 @@ pub(crate) fn write_request(
         }
     }
     Ok(WriteRequest {
-        namespace: path.namespace,
-        key: path.key,
+        namespace,
+        key,
         mutation,
         precondition: precondition(req.headers())?,
         actor,

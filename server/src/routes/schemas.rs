@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::configs::{DEFAULT_HISTORY_LIMIT, MAX_PAGE_BYTES};
-use super::{check_names, etag, idempotency, precondition, read_json, MAX_COMMENT_BYTES};
+use super::{check_names, etag, read_json};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::schema::{Compiled, Mode, SchemaDocument, Violation, MAX_LISTED, SCHEMAS_NAMESPACE};
@@ -156,22 +156,14 @@ fn write(
     actor: String,
     comment: Option<String>,
 ) -> Result<WriteRequest, ApiError> {
-    if comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT_BYTES) {
-        return Err(ApiError::InvalidValue(format!(
-            "the comment is over {MAX_COMMENT_BYTES} bytes"
-        )));
-    }
-    Ok(WriteRequest {
-        namespace: SCHEMAS_NAMESPACE.to_owned(),
-        key: namespace.to_owned(),
+    super::write_to(
+        req,
+        SCHEMAS_NAMESPACE.to_owned(),
+        namespace.to_owned(),
         mutation,
-        precondition: precondition(req.headers())?,
         actor,
-        comment: comment.filter(|c| !c.is_empty()),
-        remote: req.peer_addr().map(|a| a.to_string()),
-        idempotency: idempotency::of_request(req)?,
-        authority: super::authority(req)?,
-    })
+        comment,
+    )
 }
 
 fn no_schemas(namespace: &str) -> ApiError {
