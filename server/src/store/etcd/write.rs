@@ -18,6 +18,10 @@ use crate::store::record::Record;
 use crate::store::request::{repeat, IDEMPOTENCY_WINDOW};
 use crate::store::{Change, Idempotency, Kept, Shared, StoreError, WriteRequest};
 
+/// Rounds of reads (each retried) after a write whose outcome is unknown, before the
+/// caller is told so.
+const UNKNOWN_READ_ROUNDS: usize = 3;
+
 /// How often the lease of the `i/` keys is replaced.
 const IDEMPOTENCY_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -303,10 +307,16 @@ impl EtcdEngine {
                     // Whether it committed is unknown: its own record will tell.
                     unknown.push(attempt);
                     tracing::debug!(error = %err, "etcd write failed; reading the key's state");
-                    state = self
-                        .read_key(&request.namespace, &request.key, idempotent)
-                        .await
-                        .map_err(|_| outcome_unknown(&slot, &err.to_string()))?;
+                    // The member that stalled may answer the first reads too: only when
+                    // none of a few rounds gets through is the outcome unknown to the caller.
+                    let mut read = Err(StoreError::Unavailable(String::new()));
+                    for _ in 0..UNKNOWN_READ_ROUNDS {
+                        read = self.read_key(&request.namespace, &request.key, idempotent).await;
+                        if read.is_ok() {
+                            break;
+                        }
+                    }
+                    state = read.map_err(|_| outcome_unknown(&slot, &err.to_string()))?;
                     fresh = true;
                 }
             }
