@@ -116,11 +116,11 @@ pub enum Authority {
 
 /// The namespace whose policy governs a write to `namespace`/`key`: the namespace typed by a
 /// schema write, the namespace itself otherwise; none for the other reserved namespaces.
-pub fn governed(namespace: &str, key: &str) -> Option<String> {
+pub fn governed<'a>(namespace: &'a str, key: &'a str) -> Option<&'a str> {
     if namespace == crate::schema::SCHEMAS_NAMESPACE {
-        return Some(key.to_owned());
+        return Some(key);
     }
-    (!namespace.starts_with("graycast.")).then(|| namespace.to_owned())
+    (!namespace.starts_with("graycast.")).then_some(namespace)
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ fn checked(
         base.insert(format!("{namespace}/{key}"), revision);
         let governed = governed(&namespace, &key);
         if let Some(need) =
-            governed.and_then(|ns| policies.as_ref().and_then(|(_, p)| p.requirement(&ns)))
+            governed.and_then(|ns| policies.as_ref().and_then(|(_, p)| p.requirement(ns)))
         {
             required = required.max(need.approvals);
             self_approval &= need.self_approval;

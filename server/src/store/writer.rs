@@ -419,6 +419,10 @@ impl Writer {
     ) -> Result<super::plan::Planned, StoreError> {
         let shared = &*self.shared;
         let state = |namespace: &str, key: &str| {
+            // A lone write (the common case) has nothing staged: no slot to build.
+            if staged.is_empty() && overlay.is_empty() {
+                return shared.get(namespace, key);
+            }
             let slot = (namespace.to_owned(), key.to_owned());
             match staged.get(&slot).or_else(|| overlay.get(&slot)) {
                 Some(state) => state.clone(),
