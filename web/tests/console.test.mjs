@@ -2,112 +2,19 @@
 // a real graycast server started by the test. Screenshots go to web/tests/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 
+import { Server } from './fixture.mjs';
+
 const here = fileURLToPath(new URL('.', import.meta.url));
-const repo = join(here, '..', '..');
-const targetDir = process.env.CARGO_TARGET_DIR || join(repo, 'target');
-const serverBin = process.env.GRAYCAST_BIN || join(targetDir, 'debug', 'graycast');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const shots = join(here, 'screenshots');
 const DEADLINE = 15_000;
-
-/** A graycast process on a temporary data dir; restartable on the same port. */
-class Server {
-  constructor() {
-    this.dir = mkdtempSync(join(tmpdir(), 'graycast-web-'));
-    this.url = null;
-    this.child = null;
-  }
-
-  /**
-   * `tokens`: [{name, secret, role, namespaces}] written as the TOML token file (SPEC §7);
-   * the first admin among them is then used by `api` and `put`.
-   */
-  async start(listen = '127.0.0.1:0', { tokens = this.tokens } = {}) {
-    const args = ['--listen', listen, '--data-dir', join(this.dir, 'data'), '--heartbeat-ms', '1000'];
-    if (tokens) {
-      this.tokens = tokens;
-      const file = join(this.dir, 'tokens.toml');
-      writeFileSync(file, tokens.map((t) => [
-        '[[token]]',
-        `name = ${JSON.stringify(t.name)}`,
-        `secret_sha256 = "${createHash('sha256').update(t.secret).digest('hex')}"`,
-        `role = ${JSON.stringify(t.role)}`,
-        `namespaces = ${JSON.stringify(t.namespaces ?? ['*'])}`,
-        '',
-      ].join('\n')).join('\n'));
-      args.push('--tokens', file);
-      this.adminSecret = tokens.find((t) => t.role === 'admin')?.secret ?? null;
-    }
-    this.child = spawn(serverBin, args, {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, GRAYCAST_LOG: 'warn' },
-    });
-    const lines = createInterface({ input: this.child.stdout });
-    const line = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('server announced no URL')), DEADLINE);
-      lines.once('line', (l) => { clearTimeout(timer); resolve(l); });
-      this.child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-    });
-    this.url = line.replace('graycast listening on ', '').trim();
-    return this;
-  }
-
-  async stop() {
-    if (!this.child) return;
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill('SIGTERM');
-    await exited;
-    this.child = null;
-  }
-
-  async restart() {
-    const listen = this.url.replace('http://', '');
-    await this.stop();
-    await this.start(listen);
-  }
-
-  /** Headers of the test's own requests: the admin token on a server with tokens. */
-  authHeaders() {
-    return this.adminSecret ? { authorization: `Bearer ${this.adminSecret}` } : {};
-  }
-
-  async dispose() {
-    if (this.child) this.child.kill('SIGKILL');
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-
-  async api(method, path, body, headers = {}) {
-    const { status, text } = await this.raw(method, path, body === undefined ? undefined : JSON.stringify(body), headers);
-    return { status, body: text ? JSON.parse(text) : null };
-  }
-
-  /** A request with a body given as JSON text, answered as text (for numbers JSON.parse would round). */
-  async raw(method, path, bodyText, headers = {}) {
-    const response = await fetch(`${this.url}${path}`, {
-      method,
-      headers: { 'content-type': 'application/json', ...this.authHeaders(), ...headers },
-      body: bodyText,
-    });
-    return { status: response.status, text: await response.text() };
-  }
-
-  async put(ns, key, value) {
-    const { status, body } = await this.api('PUT', `/v1/configs/${ns}/${key}`, { value });
-    assert.ok(status === 200 || status === 201, `put ${ns}/${key}: ${status} ${JSON.stringify(body)}`);
-    return body;
-  }
-}
 
 /** A WebSocket subscriber collecting change messages. */
 function subscribe(server, namespaces) {

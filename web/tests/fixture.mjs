@@ -22,7 +22,7 @@ export const shots = join(here, 'screenshots');
 export const DEADLINE = 15_000;
 
 /**
- * A graycast process on a temporary data dir: open, or with `tokens` ([{name, secret, role,
+ * A graycast process on a temporary data dir, restartable on the same port: open, or with `tokens` ([{name, secret, role,
  * namespaces}], written as the TOML token file of SPEC §7), the first admin's then used by
  * `api` and `put`.
  */
@@ -35,8 +35,11 @@ export class Server {
     this.adminSecret = tokens?.find((t) => t.role === 'admin')?.secret ?? null;
   }
 
-  async start() {
-    const args = ['--listen', '127.0.0.1:0', '--data-dir', join(this.dir, 'data'), '--heartbeat-ms', '1000'];
+  /** Starts the process on `listen` (a restart passes its own port), with `tokens` if given. */
+  async start(listen = '127.0.0.1:0', { tokens = this.tokens } = {}) {
+    this.tokens = tokens;
+    this.adminSecret = tokens?.find((t) => t.role === 'admin')?.secret ?? null;
+    const args = ['--listen', listen, '--data-dir', join(this.dir, 'data'), '--heartbeat-ms', '1000'];
     if (this.tokens) {
       const file = join(this.dir, 'tokens.toml');
       writeFileSync(file, this.tokens.map((t) => [
@@ -61,6 +64,22 @@ export class Server {
     });
     this.url = line.replace('graycast listening on ', '').trim();
     return this;
+  }
+
+  /** A graceful stop (SIGTERM); resolves when the process is gone. */
+  async stop() {
+    if (!this.child) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill('SIGTERM');
+    await exited;
+    this.child = null;
+  }
+
+  /** Stops and starts again on the same port and data dir. */
+  async restart() {
+    const listen = this.url.replace('http://', '');
+    await this.stop();
+    await this.start(listen);
   }
 
   /** Headers of the test's own requests: the admin token on a server with tokens. */
