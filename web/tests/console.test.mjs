@@ -7,47 +7,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
-import WebSocket from 'ws';
 
-import { Server } from './fixture.mjs';
+import { Server, subscribe } from './fixture.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const shots = join(here, 'screenshots');
 const DEADLINE = 15_000;
-
-/** A WebSocket subscriber collecting change messages. */
-function subscribe(server, namespaces) {
-  const ws = new WebSocket(`${server.url.replace('http://', 'ws://')}/v1/watch`);
-  const messages = [];
-  const waiters = [];
-  ws.on('message', (data) => {
-    const message = JSON.parse(data.toString());
-    messages.push(message);
-    for (const waiter of [...waiters]) waiter();
-  });
-  const opened = new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-  return {
-    ws,
-    async ready() {
-      await opened;
-      ws.send(JSON.stringify({ type: 'subscribe', namespaces }));
-      await this.waitFor((m) => m.type === 'snapshot');
-    },
-    waitFor(predicate) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const found = messages.find(predicate);
-          if (found) { clearTimeout(timer); waiters.splice(waiters.indexOf(check), 1); resolve(found); }
-        };
-        const timer = setTimeout(() => reject(new Error('message never came')), DEADLINE);
-        waiters.push(check);
-        check();
-      });
-    },
-    close() { ws.close(); },
-  };
-}
 
 let browser;
 before(async () => {
