@@ -123,7 +123,10 @@ pub async fn run(
         .map_err(io::Error::other)?
         .map(|tokens| Arc::new(crate::reload::Reloadable::new(tokens)));
     let (tls, certificate) = config.tls().map_err(io::Error::other)?.unzip();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(match config.store {
+        crate::config::StoreKind::Etcd => Metrics::for_etcd(),
+        _ => Metrics::new(),
+    });
     let reloads = crate::reload::Reloads {
         tokens: config.tokens.clone().zip(tokens.clone()),
         certificate,

@@ -65,12 +65,17 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "graycast", version, about)]
 pub struct Config {
+    /// A TOML file of these settings, one key per flag (`max-value-bytes = 1048576`); flags
+    /// and environment variables override it, relative paths are relative to its folder.
+    #[arg(long, env = "GRAYCAST_CONFIG", value_hint = clap::ValueHint::FilePath)]
+    pub config: Option<PathBuf>,
+
     /// Address to serve HTTP and WebSocket on; port 0 picks a free port.
     #[arg(long, env = "GRAYCAST_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Folder of the embedded store; created when missing.
-    #[arg(long, env = "GRAYCAST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, env = "GRAYCAST_DATA_DIR", value_hint = clap::ValueHint::DirPath, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// Store backend.
@@ -96,15 +101,15 @@ pub struct Config {
     pub etcd_password: Option<String>,
 
     /// CA certificates (PEM) of the etcd cluster's TLS.
-    #[arg(long, env = "GRAYCAST_ETCD_CA_FILE")]
+    #[arg(long, env = "GRAYCAST_ETCD_CA_FILE", value_hint = clap::ValueHint::FilePath)]
     pub etcd_ca_file: Option<PathBuf>,
 
     /// Client certificate (PEM) for etcd clusters that require one (with `--etcd-key-file`).
-    #[arg(long, env = "GRAYCAST_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    #[arg(long, env = "GRAYCAST_ETCD_CERT_FILE", value_hint = clap::ValueHint::FilePath, requires = "etcd_key_file")]
     pub etcd_cert_file: Option<PathBuf>,
 
     /// Private key (PEM) of `--etcd-cert-file`.
-    #[arg(long, env = "GRAYCAST_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    #[arg(long, env = "GRAYCAST_ETCD_KEY_FILE", value_hint = clap::ValueHint::FilePath, requires = "etcd_cert_file")]
     pub etcd_key_file: Option<PathBuf>,
 
     /// Seconds a node's etcd lease lives without renewal: when the node leading ramps and
@@ -176,7 +181,7 @@ pub struct Config {
     pub max_batch: u64,
 
     /// Token file (TOML, see SPEC §7). Without it the server is open and serves only on loopback.
-    #[arg(long, env = "GRAYCAST_TOKENS")]
+    #[arg(long, env = "GRAYCAST_TOKENS", value_hint = clap::ValueHint::FilePath)]
     pub tokens: Option<PathBuf>,
 
     /// Host names (besides localhost, 127.0.0.1, [::1] and the listen address) that
@@ -201,11 +206,11 @@ pub struct Config {
     pub max_import_bytes: u64,
 
     /// Certificate chain (PEM) to serve HTTPS and WSS with; needs `--tls-key`.
-    #[arg(long, env = "GRAYCAST_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "GRAYCAST_TLS_CERT", value_hint = clap::ValueHint::FilePath, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// Private key (PEM) of `--tls-cert`.
-    #[arg(long, env = "GRAYCAST_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "GRAYCAST_TLS_KEY", value_hint = clap::ValueHint::FilePath, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Log lines as readable text or as one JSON object per line; `GRAYCAST_LOG` sets the

@@ -26,6 +26,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod gray;
 pub mod metrics;
@@ -41,6 +42,7 @@ pub mod routes;
 pub mod schema;
 pub mod state;
 pub mod store;
+pub mod streak;
 
 pub use app::{build_app, run};
 pub use config::{Config, LogFormat};

@@ -4,8 +4,8 @@ use std::io::{IsTerminal as _, Write as _};
 use std::net::TcpListener;
 use std::process::ExitCode;
 
-use clap::Parser;
-use graycast_server::{Config, LogFormat};
+use graycast_server::config_file::{self, LoadError};
+use graycast_server::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc with background threads returns the memory of closed connections to the
@@ -15,7 +15,14 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match config_file::load(std::env::args_os()) {
+        Ok(config) => config,
+        Err(LoadError::Usage(err)) => err.exit(),
+        Err(LoadError::File(reason)) => {
+            eprintln!("graycast: {reason}");
+            return ExitCode::from(2);
+        }
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("GRAYCAST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),

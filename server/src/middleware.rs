@@ -28,7 +28,18 @@ pub async fn request_id(
         .into();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
+    let metrics = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|state| state.metrics.clone());
+    let method = req.method().clone();
     let handled = CURRENT.scope(id.clone(), next.call(req)).instrument(span.clone()).await;
+    if let Some(metrics) = metrics {
+        let (route, status) = match &handled {
+            Ok(response) => (response.request().match_pattern(), response.status()),
+            Err(err) => (None, err.as_response_error().status_code()),
+        };
+        metrics.record_http(method.as_str(), route, status.as_u16(), started.elapsed());
+    }
     // An error that escapes as `Err` is rendered by actix-web later, outside the scope:
     // it goes out wrapped with its id.
     let mut response =

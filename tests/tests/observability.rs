@@ -194,3 +194,44 @@ async fn a_resumption_beyond_the_change_log_counts_as_a_snapshot_only() {
     metric_reaches(&server, "graycast_replays_total", 1.0).await;
     assert_eq!(server.metric("graycast_snapshots_total{cause=\"too_old\"}").await, Some(1.0));
 }
+
+/// Issue 24: no counter showed REST requests, so a failing write (a 5xx) showed in none;
+/// and there were no `process_*` or build metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_requests_are_counted_by_route_template_and_status_class() {
+    // A store that can hold almost nothing: its second write is refused 507.
+    let server = TestServer::start_with(&["--quota-bytes", "600", "--store", "memory"]);
+    let api = Api::new(&server);
+    api.put_ok("app", "a", json!("x")).await;
+    let big = json!("y".repeat(700));
+    let (status, body) = api.put("app", "b", big).await.unwrap();
+    assert_eq!(status, 507, "{body}");
+    let (status, _) = api.get("/v1/configs/app/missing").await.unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = api.get("/no/such/route").await.unwrap();
+    assert_eq!(status, 404);
+    let route = "/v1/configs/{ns}/{key}";
+    let count = |method: &str, route: &str, class: &str| {
+        format!("graycast_http_requests_total{{method=\"{method}\",route=\"{route}\",class=\"{class}\"}}")
+    };
+    assert_eq!(server.metric(&count("PUT", route, "2xx")).await, Some(1.0));
+    assert_eq!(server.metric(&count("PUT", route, "5xx")).await, Some(1.0));
+    assert_eq!(server.metric(&count("GET", route, "4xx")).await, Some(1.0));
+    assert_eq!(server.metric(&count("GET", "none", "4xx")).await, Some(1.0));
+    let durations = format!("graycast_http_request_duration_seconds_count{{route=\"{route}\"}}");
+    assert_eq!(server.metric(&durations).await, Some(3.0));
+
+    let text = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    for family in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "graycast_build_info{version=\"",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(family)), "{family} missing:\n{text}");
+    }
+    // A node on its own store says nothing of etcd.
+    assert!(!text.contains("graycast_etcd_"), "{text}");
+}

@@ -287,6 +287,8 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
     }
     let mut leadership = store.leadership();
     let mut tick = tokio::time::interval(CLUSTER_CHECK_EVERY);
+    // Reads of the counts that failed in a row (etcd down): logged once, and on recovery.
+    let mut unread = crate::streak::Streak::default();
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -299,13 +301,23 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             if entry.gray.as_ref().is_none_or(|g| g.guard.is_none()) {
                 continue;
             }
-            let sum = match cluster_counts(&store, &entry).await {
+            let counted = cluster_counts(&store, &entry).await;
+            if counted.is_ok() {
+                if let Some(ended) = unread.succeeded() {
+                    tracing::info!(
+                        failures = ended.failures,
+                        "the cluster's guard counts read again"
+                    );
+                }
+            }
+            let sum = match counted {
                 Ok(Some(sum)) => sum,
                 Ok(None) => continue,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read the cluster's guard counts");
+                Err(err) if unread.failed() == 1 => {
+                    tracing::warn!(error = %err, "cannot read the cluster's guard counts (logged again once they read)");
                     break;
                 }
+                Err(_) => break,
             };
             if let Some(abort) = sum.abort(&entry, None) {
                 tracing::warn!(namespace = %entry.namespace, key = %entry.key, "guard aborts the gray release");

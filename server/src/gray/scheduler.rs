@@ -26,6 +26,8 @@ const RETRY_AFTER_FAILURE_CHRONO: chrono::Duration = chrono::Duration::seconds(1
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
     let mut leadership = store.leadership();
+    // Ramp writes that failed in a row (the store down): logged once, and on recovery.
+    let mut failing = crate::streak::Streak::default();
     loop {
         if !*leadership.borrow_and_update() {
             tokio::select! {
@@ -56,7 +58,10 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             let what = format!("{}/{}", request.namespace, request.key);
             match store.write(request).await {
                 Ok(change) => {
-                    tracing::info!(key = what, revision = change.revision, "ramp moved on")
+                    tracing::info!(key = what, revision = change.revision, "ramp moved on");
+                    if let Some(ended) = failing.succeeded() {
+                        tracing::info!(failures = ended.failures, "ramps move on again");
+                    }
                 }
                 // The release changed meanwhile; look at it again soon, whatever it is now.
                 Err(StoreError::Superseded(_)) => {
@@ -65,7 +70,11 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
                 Err(StoreError::NotFound { .. }) => {}
                 Err(StoreError::Closed) => return,
                 Err(err) => {
-                    tracing::warn!(key = what, error = %err, "cannot move the ramp on");
+                    if failing.failed() == 1 {
+                        tracing::warn!(key = what, error = %err, "cannot move the ramp on (logged again once a ramp moves)");
+                    } else {
+                        tracing::debug!(key = what, error = %err, "cannot move the ramp on");
+                    }
                     failed = true;
                 }
             }

@@ -63,7 +63,16 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpRespon
         subscriber_limit: state.subscriber_limit,
         leader: *state.store.leadership().borrow(),
     };
-    let text = state.metrics.render(&live);
+    // The process figures are read from /proc: off the worker.
+    let metrics = state.metrics.clone();
+    let text = match web::block(move || metrics.render(&live)).await {
+        Ok(text) => text,
+        Err(err) => {
+            return actix_web::ResponseError::error_response(&crate::error::ApiError::Internal(
+                format!("cannot render the metrics: {err}"),
+            ))
+        }
+    };
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if metrics::wants_openmetrics(accept) {
         HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(text)

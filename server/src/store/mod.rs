@@ -80,7 +80,8 @@ impl Store {
         let backend: Arc<dyn LocalBackend> = match &options.backing {
             #[cfg(feature = "etcd")]
             Backing::Etcd(etcd) => {
-                let (engine, loaded) = etcd::EtcdEngine::connect(etcd.clone(), &options).await?;
+                let (engine, loaded) =
+                    etcd::EtcdEngine::connect(etcd.clone(), &options, metrics.clone()).await?;
                 let pending = loaded.is_none();
                 let shared = Arc::new(Shared::new(loaded.unwrap_or_default(), metrics));
                 shared.loaded.store(!pending, Ordering::Release);

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::watcher;
 use super::COMPACT_CHECK;
+use crate::metrics::{EtcdOp, Metrics};
 
 /// Keeps etcd bounded: on the leading node, compacts etcd's revisions older than the last
 /// `retain` (replays reach back as far as on one node: `--changelog-retain`; history and
@@ -15,6 +16,7 @@ use super::COMPACT_CHECK;
 /// has moved on by a tenth of itself (at least 100 revisions), so it runs now and then.
 pub(super) async fn compact(
     mut kv: KvClient,
+    metrics: Arc<Metrics>,
     leader: watch::Receiver<bool>,
     last_change: Arc<AtomicU64>,
     retain: u64,
@@ -36,7 +38,9 @@ pub(super) async fn compact(
         }
         // Physical: the answer comes once etcd has freed the space (a background task waits).
         let physical = etcd_client::CompactionOptions::new().with_physical();
-        match kv.compact(target as i64, Some(physical)).await {
+        match super::measured(&metrics, EtcdOp::Compact, kv.compact(target as i64, Some(physical)))
+            .await
+        {
             Ok(_) => {
                 tracing::debug!(revision = target, "compacted etcd");
                 compacted = target;

@@ -36,6 +36,7 @@
 //! snapshot where they were compacted.
 
 mod compact;
+mod health;
 mod keys;
 mod lease;
 mod reads;
@@ -61,6 +62,7 @@ use self::reads::load;
 use self::watcher::{Members, Watcher};
 
 use super::{FeedReceiver, Loaded, Shared, StoreError, StoreOptions};
+use crate::metrics::{EtcdOp, Metrics};
 
 /// Time allowed to one etcd request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -167,6 +169,8 @@ pub(super) struct EtcdEngine {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The lease of the `i/` keys (`Idempotency-Key`s) and when it was granted.
     idempotency_lease: tokio::sync::Mutex<Option<(i64, std::time::Instant)>>,
+    /// etcd's requests are timed and their failures counted here.
+    metrics: Arc<Metrics>,
 }
 
 impl EtcdEngine {
@@ -175,6 +179,7 @@ impl EtcdEngine {
     pub async fn connect(
         options: EtcdOptions,
         store: &StoreOptions,
+        metrics: Arc<Metrics>,
     ) -> Result<(EtcdEngine, Option<Loaded>), StoreError> {
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
@@ -223,11 +228,17 @@ impl EtcdEngine {
         let last_change = Arc::new(AtomicU64::new(0));
         let deadline = tokio::time::Instant::now() + START_WAIT;
         let mut wait = RETRY_MIN;
+        let mut unreachable = crate::streak::Streak::default();
         let loaded = loop {
-            match load(&mut kv.clone(), &keys, &seqs, &last_change).await {
+            let started = std::time::Instant::now();
+            let attempt = load(&mut kv.clone(), &keys, &seqs, &last_change).await;
+            metrics.record_etcd_request(EtcdOp::Read, started.elapsed(), attempt.is_ok());
+            match attempt {
                 Ok(loaded) => break Some(loaded),
                 Err(err) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %err, "etcd is not reachable yet; retrying");
+                    if unreachable.failed() == 1 {
+                        tracing::warn!(error = %err, "etcd is not reachable yet; retrying");
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(RETRY_MAX);
                 }
@@ -259,6 +270,7 @@ impl EtcdEngine {
             stop,
             tasks: Mutex::new(Vec::new()),
             idempotency_lease: tokio::sync::Mutex::new(None),
+            metrics,
         };
         Ok((engine, loaded))
     }
@@ -276,10 +288,17 @@ impl EtcdEngine {
             feed,
             seqs: self.seqs.clone(),
             last_change: self.last_change.clone(),
+            broken: crate::streak::Streak::default(),
         };
         let next = self.last_change.load(Ordering::Acquire).max(watcher.shared.revision()) + 1;
         let loaded = watcher.shared.loaded.load(Ordering::Acquire);
         let watch = tokio::spawn(watcher.run(next, loaded, self.stop.subscribe()));
+        let probe = tokio::spawn(health::probe(
+            self.options.endpoints.clone(),
+            self.watch_options.clone(),
+            metrics.clone(),
+            self.stop.subscribe(),
+        ));
         let clients = Clients { timed: self.client.clone(), patient: self.patient.clone() };
         let session = tokio::spawn(session(
             clients,
@@ -292,6 +311,7 @@ impl EtcdEngine {
         ));
         let compactor = tokio::spawn(compact(
             self.kv.clone(),
+            self.metrics.clone(),
             self.leader.clone(),
             self.last_change.clone(),
             self.changelog_retain,
@@ -300,7 +320,7 @@ impl EtcdEngine {
         self.tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend([watch, session, compactor]);
+            .extend([watch, session, compactor, probe]);
         feed_rx
     }
 
@@ -330,7 +350,7 @@ impl EtcdEngine {
         };
         let key = format!("{}{}", self.keys.ephemeral(name), self.options.node);
         let options = PutOptions::new().with_lease(lease);
-        retry(|| async {
+        retry(&self.metrics, EtcdOp::Lease, || async {
             let mut kv = self.kv();
             kv.put(key.clone(), value.clone(), Some(options.clone())).await.map(|_| ())
         })
@@ -345,17 +365,33 @@ impl Drop for EtcdEngine {
     }
 }
 
+/// Runs one request to etcd, timing it and counting its failure as a request of `op`.
+async fn measured<T>(
+    metrics: &Metrics,
+    op: EtcdOp,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, etcd_client::Error> {
+    let started = std::time::Instant::now();
+    let answer = request.await;
+    metrics.record_etcd_request(op, started.elapsed(), answer.is_ok());
+    answer
+}
+
 /// Runs a request that is safe to repeat (a read, or a write whose repeat changes
 /// nothing) a few times: with one member down, the client's balancer still sends some
-/// requests to it, which fail at once.
-async fn retry<T, F, Fut>(mut request: F) -> Result<T, etcd_client::Error>
+/// requests to it, which fail at once. Each attempt is measured as a request of `op`.
+async fn retry<T, F, Fut>(
+    metrics: &Metrics,
+    op: EtcdOp,
+    mut request: F,
+) -> Result<T, etcd_client::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
 {
     let mut attempt = 0;
     loop {
-        match request().await {
+        match measured(metrics, op, request()).await {
             Ok(answer) => return Ok(answer),
             Err(err) if attempt < 3 => {
                 tracing::debug!(error = %err, attempt, "retrying an etcd request");

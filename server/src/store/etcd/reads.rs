@@ -12,6 +12,7 @@ use super::keys::{
     change_of, decode_record, entry_from_history, marker_of, prefix_end, slot, Keys, Marker,
 };
 use super::{etcd_err, retry, EtcdEngine, LOAD_PAGE, MAX_MESSAGE, REQUEST_TIMEOUT, TXN_READS};
+use crate::metrics::EtcdOp;
 use crate::store::history::Pager;
 use crate::store::{ChangePage, HistoryPage, Loaded, StoreError};
 
@@ -145,10 +146,11 @@ impl EtcdEngine {
             let mut end = last.clone();
             end.push(0);
             let options = GetOptions::new().with_range(end);
-            let response =
-                retry(|| async { self.kv().get(first.clone(), Some(options.clone())).await })
-                    .await
-                    .map_err(|e| etcd_err("cannot read history from etcd", e))?;
+            let response = retry(&self.metrics, EtcdOp::Read, || async {
+                self.kv().get(first.clone(), Some(options.clone())).await
+            })
+            .await
+            .map_err(|e| etcd_err("cannot read history from etcd", e))?;
             for kv in response.kvs().iter().rev() {
                 let item = decode_record(kv)?.into_item(kv.mod_revision() as Revision);
                 if !pager.take(kv.value().len(), || item) {
@@ -240,15 +242,17 @@ impl EtcdEngine {
 
     /// Checks that etcd answers with a quorum (readiness).
     pub async fn check(&self) -> Result<(), StoreError> {
-        retry(|| async { self.kv().get(self.keys.ready(), None).await.map(|_| ()) })
-            .await
-            .map_err(|e| etcd_err("etcd does not answer", e))
+        retry(&self.metrics, EtcdOp::Read, || async {
+            self.kv().get(self.keys.ready(), None).await.map(|_| ())
+        })
+        .await
+        .map_err(|e| etcd_err("etcd does not answer", e))
     }
 
     /// What every node published under names starting with `prefix`.
     pub async fn read_ephemeral(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let from = self.keys.ephemeral(prefix);
-        let response = retry(|| async {
+        let response = retry(&self.metrics, EtcdOp::Read, || async {
             self.kv().get(from.clone(), Some(GetOptions::new().with_prefix())).await
         })
         .await

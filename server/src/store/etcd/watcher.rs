@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use etcd_client::{Client, ConnectOptions, EventType, KvClient, WatchOptions};
@@ -12,7 +13,9 @@ use tokio::sync::watch;
 use super::keys::{change_of, prefix_end, Keys};
 use super::reads::load;
 use super::{MAX_MESSAGE, RETRY_MAX, RETRY_MIN, WATCH_PROGRESS_EVERY, WATCH_SILENCE};
+use crate::metrics::EtcdOp;
 use crate::store::{Fed, Shared, StoreError};
+use crate::streak::Streak;
 
 /// The watch of `h/`: applies every change, in order, to the cache and the hub.
 pub(super) struct Watcher {
@@ -23,6 +26,8 @@ pub(super) struct Watcher {
     pub(super) feed: std_mpsc::Sender<Fed>,
     pub(super) seqs: Arc<DashMap<String, u64>>,
     pub(super) last_change: Arc<AtomicU64>,
+    /// Breaks in a row, the watch not answering since: logged once, and once on recovery.
+    pub(super) broken: Streak,
 }
 
 pub(super) enum WatchEnd {
@@ -77,7 +82,16 @@ impl Watcher {
                 },
                 WatchEnd::Broken(reason) => {
                     let member = self.members.next();
-                    tracing::warn!(reason, next, member, "the etcd watch broke; watching again");
+                    if self.broken.failed() == 1 {
+                        tracing::warn!(
+                            reason,
+                            next,
+                            member,
+                            "the etcd watch broke; watching again (logged again once it answers)"
+                        );
+                    } else {
+                        tracing::debug!(reason, next, member, "the etcd watch broke again");
+                    }
                     self.shared.fail(format!("etcd cannot be reached: {reason}"), false);
                 }
             }
@@ -99,12 +113,14 @@ impl Watcher {
             Ok(client) => client,
             Err(reason) => return WatchEnd::Broken(reason),
         };
-        let mut stream = match client
+        let started = std::time::Instant::now();
+        let opened = client
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
             .watch(self.keys.histories(), Some(options))
-            .await
-        {
+            .await;
+        self.shared.metrics.record_etcd_request(EtcdOp::Watch, started.elapsed(), opened.is_ok());
+        let mut stream = match opened {
             Ok(stream) => stream,
             Err(err) => return WatchEnd::Broken(err.to_string()),
         };
@@ -117,6 +133,7 @@ impl Watcher {
                 message = stream.message() => message,
                 _ = progress.tick() => {
                     if let Err(err) = stream.request_progress().await {
+                        self.shared.metrics.record_etcd_request(EtcdOp::Watch, Duration::ZERO, false);
                         return WatchEnd::Broken(err.to_string());
                     }
                     continue;
@@ -145,6 +162,13 @@ impl Watcher {
             }
             // The watch answers: etcd can be reached (writes find out for themselves).
             self.shared.recover();
+            if let Some(ended) = self.broken.succeeded() {
+                tracing::info!(
+                    breaks = ended.failures,
+                    broken_s = ended.lasted.as_secs(),
+                    "the etcd watch answers again"
+                );
+            }
             if response.events().is_empty() {
                 continue;
             }

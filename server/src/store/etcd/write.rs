@@ -11,7 +11,8 @@ use etcd_client::{
 use graycast_protocol::{Entry, Revision};
 
 use super::keys::{self, entry_from_history, marker_of, prefix_end, slot, KeptAt, Marker, Pointer};
-use super::{etcd_err, retry, EtcdEngine, APPLY_WAIT, MAX_ATTEMPTS, RETRY_MIN};
+use super::{etcd_err, measured, retry, EtcdEngine, APPLY_WAIT, MAX_ATTEMPTS, RETRY_MIN};
+use crate::metrics::EtcdOp;
 use crate::schema::SCHEMAS_NAMESPACE;
 use crate::store::plan::{plan, Planned};
 use crate::store::record::Record;
@@ -136,17 +137,20 @@ impl EtcdEngine {
         }
         // The counter moves with every change of the schemas, their removal included.
         let counter = self.keys.counter(&slot(SCHEMAS_NAMESPACE, namespace));
-        let response =
-            match retry(|| async { within(self.kv().get(counter.clone(), None)).await }).await {
-                Ok(response) => response,
-                Err(err) => {
-                    // Not knowing how far to catch up, wait for the watch's next change: the
-                    // write is planned again after it, and etcd's comparison still guards it.
-                    tracing::debug!(error = %err, "cannot read when the schemas changed");
-                    shared.wait_applied(shared.revision() + 1, APPLY_WAIT).await;
-                    return Ok(());
-                }
-            };
+        let response = match retry(&self.metrics, EtcdOp::Read, || async {
+            within(self.kv().get(counter.clone(), None)).await
+        })
+        .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                // Not knowing how far to catch up, wait for the watch's next change: the
+                // write is planned again after it, and etcd's comparison still guards it.
+                tracing::debug!(error = %err, "cannot read when the schemas changed");
+                shared.wait_applied(shared.revision() + 1, APPLY_WAIT).await;
+                return Ok(());
+            }
+        };
         let changed_at = response.kvs().first().map(|kv| kv.mod_revision() as Revision);
         let known = shared.get(SCHEMAS_NAMESPACE, namespace).map(|e| e.revision);
         if let Some(at) = changed_at.filter(|at| Some(*at) != planned_with && Some(*at) != known) {
@@ -163,10 +167,11 @@ impl EtcdEngine {
     ) -> Result<KeyState, StoreError> {
         let slot = slot(namespace, key);
         let reads = self.key_state_reads(&slot, idempotent);
-        let response =
-            retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
-                .await
-                .map_err(|e| etcd_err("cannot read from etcd", e))?;
+        let response = retry(&self.metrics, EtcdOp::Read, || async {
+            within(self.kv().txn(Txn::new().and_then(reads.clone()))).await
+        })
+        .await
+        .map_err(|e| etcd_err("cannot read from etcd", e))?;
         KeyState::from_gets(response.op_responses(), namespace, key)
     }
 
@@ -263,7 +268,8 @@ impl EtcdEngine {
             let txn = self.transaction(&slot, &state, &planned, &write_id, schema_at).await?;
             let attempt = state.seq + 1;
             let mut kv = self.kv();
-            let answered = match (within(kv.txn(txn)).await, &self.options.lost_answers) {
+            let sent = measured(&self.metrics, EtcdOp::Write, within(kv.txn(txn))).await;
+            let answered = match (sent, &self.options.lost_answers) {
                 (Ok(response), Some(faults)) if response.succeeded() && faults.take() => {
                     faults.lost.notify_one();
                     faults.resume.notified().await;
@@ -350,10 +356,11 @@ impl EtcdEngine {
     ) -> Result<Option<Arc<Change>>, StoreError> {
         let reads: Vec<TxnOp> =
             attempts.iter().map(|a| TxnOp::get(self.keys.history(slot, *a), None)).collect();
-        let response =
-            retry(|| async { within(self.kv().txn(Txn::new().and_then(reads.clone()))).await })
-                .await
-                .map_err(|e| outcome_unknown(slot, &e.to_string()))?;
+        let response = retry(&self.metrics, EtcdOp::Read, || async {
+            within(self.kv().txn(Txn::new().and_then(reads.clone()))).await
+        })
+        .await
+        .map_err(|e| outcome_unknown(slot, &e.to_string()))?;
         for (attempt, read) in attempts.iter().zip(response.op_responses()) {
             let found = match read {
                 TxnOpResponse::Get(get) => get.kvs().first().cloned(),
@@ -394,9 +401,11 @@ impl EtcdEngine {
             at_ms: 0,
         };
         let record = self.keys.history(&slot(&kept.namespace, &kept.key), kept.seq);
-        let found = retry(|| async { within(self.kv().get(record.clone(), None)).await })
-            .await
-            .map_err(|e| etcd_err("cannot read from etcd", e))?;
+        let found = retry(&self.metrics, EtcdOp::Read, || async {
+            within(self.kv().get(record.clone(), None)).await
+        })
+        .await
+        .map_err(|e| etcd_err("cannot read from etcd", e))?;
         let change = match found.kvs().first() {
             Some(kv) => Some(keys::decode_record(kv)?.into_change(
                 &kept.namespace,
@@ -483,9 +492,11 @@ impl EtcdEngine {
             .or_else([TxnOp::get(key.clone(), None)]);
         // Repeating the claim is safe: a claim whose answer was lost reads as a repeat of
         // itself, and the request it stands for is counted at most once.
-        let response = retry(|| async { within(self.kv().txn(txn.clone())).await })
-            .await
-            .map_err(|e| etcd_err("cannot write to etcd", e))?;
+        let response = retry(&self.metrics, EtcdOp::Write, || async {
+            within(self.kv().txn(txn.clone())).await
+        })
+        .await
+        .map_err(|e| etcd_err("cannot write to etcd", e))?;
         if response.succeeded() {
             return Ok(true);
         }
@@ -511,9 +522,11 @@ impl EtcdEngine {
             }
         }
         let ttl = (IDEMPOTENCY_WINDOW + IDEMPOTENCY_LEASE_RENEWAL).as_secs() as i64;
-        let granted = retry(|| async { self.client.clone().lease_grant(ttl, None).await })
-            .await
-            .map_err(|e| etcd_err("cannot grant a lease in etcd", e))?;
+        let granted = retry(&self.metrics, EtcdOp::Lease, || async {
+            self.client.clone().lease_grant(ttl, None).await
+        })
+        .await
+        .map_err(|e| etcd_err("cannot grant a lease in etcd", e))?;
         *lease = Some((granted.id(), std::time::Instant::now()));
         Ok(granted.id())
     }

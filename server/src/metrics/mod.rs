@@ -5,6 +5,10 @@
 //! (revision, connections, subscribers, leadership) are read when a scrape renders them.
 //! Labelled counters are resolved once, here, so the hot paths never look a label up.
 
+mod etcd;
+mod http;
+mod process;
+
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+pub use self::etcd::EtcdOp;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -178,8 +184,8 @@ pub struct Metrics {
     refused_connections: Counter,
     guard_aborts: Counter,
     ofrep: Family<OfrepLabels, Counter>,
-    etcd_lease_grants: Counter,
-    etcd_session_restarts: Counter,
+    http: http::HttpMetrics,
+    etcd: etcd::EtcdMetrics,
     reloads: Counter,
     reload_failures: Counter,
     revision: Gauge,
@@ -195,9 +201,39 @@ impl Default for Metrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
+    etcd: &'static str,
+}
+
 impl Metrics {
+    /// The metrics of a node on its own store.
     pub fn new() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// The metrics of a node on etcd: also etcd's health.
+    pub fn for_etcd() -> Metrics {
+        Metrics::build(true)
+    }
+
+    fn build(on_etcd: bool) -> Metrics {
         let mut registry = Registry::default();
+        let build = Family::<Build, Gauge>::default();
+        registry.register(
+            "graycast_build_info",
+            "Always 1; the labels name the server's version and whether it was built with the etcd store",
+            build.clone(),
+        );
+        let etcd_built = if cfg!(feature = "etcd") { "true" } else { "false" };
+        build.get_or_create(&Build { version: env!("CARGO_PKG_VERSION"), etcd: etcd_built }).set(1);
+        registry.register_collector(Box::new(process::ProcessCollector));
+        let http = http::HttpMetrics::register(&mut registry);
+        let etcd = etcd::EtcdMetrics::default();
+        if on_etcd {
+            etcd.register(&mut registry);
+        }
         let writes = Counter::default();
         registry.register("graycast_writes", "Changes committed, one per revision", writes.clone());
         let write_rejections = Counter::default();
@@ -272,18 +308,6 @@ impl Metrics {
             "Gray releases aborted by their guard",
             guard_aborts.clone(),
         );
-        let etcd_lease_grants = Counter::default();
-        registry.register(
-            "graycast_etcd_lease_grants",
-            "Leases this node was granted by etcd (one per session; etcd mode)",
-            etcd_lease_grants.clone(),
-        );
-        let etcd_session_restarts = Counter::default();
-        registry.register(
-            "graycast_etcd_session_restarts",
-            "Times this node's etcd session (lease and campaign) ended and started again",
-            etcd_session_restarts.clone(),
-        );
         let reloads = Counter::default();
         registry.register(
             "graycast_reloads",
@@ -333,8 +357,8 @@ impl Metrics {
             refused_connections,
             guard_aborts,
             ofrep,
-            etcd_lease_grants,
-            etcd_session_restarts,
+            http,
+            etcd,
             reloads,
             reload_failures,
             revision,
@@ -406,14 +430,6 @@ impl Metrics {
 
     pub fn record_guard_abort(&self) {
         self.guard_aborts.inc();
-    }
-
-    pub fn record_etcd_lease_grant(&self) {
-        self.etcd_lease_grants.inc();
-    }
-
-    pub fn record_etcd_session_restart(&self) {
-        self.etcd_session_restarts.inc();
     }
 
     /// A SIGHUP reload, whole (`ok`) or keeping some previous file.
