@@ -3,7 +3,7 @@
 /** Any JSON value, as stored by graycast. */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
-/** An attribute rule of a gray release (SPEC §2). */
+/** An attribute rule of a gray release. */
 export interface Rule {
   attribute: string;
   op: 'in' | 'not_in' | 'eq' | 'prefix' | 'semver_gte' | 'semver_lt';
@@ -185,7 +185,7 @@ export class GraycastError extends Error {
   readonly retryable: boolean;
 }
 
-/** SPEC §3's evaluation of a gray section (null: no release). */
+/** The rollout evaluation of a gray section (null: no release). */
 export function evaluateGray(gray: Gray | null, subject: string | null | undefined, attrs?: Record<string, unknown>, roll?: () => number): Decision;
 /** The sticky bucket of a subject: murmur3(utf8(salt + ":" + subject)) mod 10000. */
 export function bucket(salt: string, subject: string): number;

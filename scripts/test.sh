@@ -2,8 +2,9 @@
 # The whole test suite: the Rust workspace (unit, end-to-end, SDK, CLI, gray releases, a
 # real etcd cluster, the README's examples), the REST API fuzzed from its OpenAPI document (schemathesis), the local
 # cluster script, the web console and the OpenFeature web provider in a real headless
-# Chromium, and @graycast/client (client-js) in Node. Installs what is
-# missing: Debian's chromium, etcd-server, protobuf-compiler, openssl, jq and prometheus
+# Chromium, @graycast/client (client-js) in Node, and the packaging (scripts/packaging.sh:
+# the systemd unit, the container image with buildah and podman). Installs what is
+# missing: Debian's chromium, etcd-server, etcd-client, protobuf-compiler, openssl, jq and prometheus
 # (for promtool) (as root),
 # schemathesis and the OpenFeature OFREP provider (PyPI) and the pinned npm packages of
 # web/tests, tests/ofrep and client-js.
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
@@ -67,18 +69,26 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 echo "== the API fuzzed from its OpenAPI document (schemathesis, every check)"
 scripts/schemathesis.sh "$target_dir/debug/graycast" 100
 
-echo "== scripts/cluster.sh (3 etcd members, 3 nodes): a write on one node read on another"
+echo "== scripts/cluster.sh (3 etcd members on ports of its own, 3 nodes given a token file): a write on one node read on another"
 log=$(mktemp)
-GRAYCAST_BIN="$target_dir/debug/graycast-under-test" GRAYCAST_CLUSTER_PORT=18380 scripts/cluster.sh >"$log" 2>&1 &
+tokens=$(mktemp --suffix=.toml)
+printf '[[token]]\nname = "smoke"\nsecret_sha256 = "%s"\nrole = "admin"\nnamespaces = ["*"]\n' \
+  "$(printf %s smoke-secret | sha256sum | cut -d' ' -f1)" >"$tokens"
+GRAYCAST_BIN="$target_dir/debug/graycast-under-test" GRAYCAST_CLUSTER_PORT=18380 GRAYCAST_ETCD_PORT=24380 \
+  scripts/cluster.sh -- --tokens "$tokens" >"$log" 2>&1 &
 cluster=$!
 for _ in $(seq 300); do grep -q '^graycast:' "$log" && break; sleep 0.1; done
-curl -sf -X PUT http://127.0.0.1:18380/v1/configs/smoke/k --json '{"value": "clustered"}' >/dev/null
+grep -q '^etcd: *http://127.0.0.1:24380,' "$log" || { cat "$log"; exit 1; }
+status=$(curl -s -o /dev/null -w '%{http_code}' -X PUT http://127.0.0.1:18380/v1/configs/smoke/k --json '{"value": "open"}')
+[ "$status" = 401 ] || { echo "a write without the token got $status"; cat "$log"; exit 1; }
+auth=(-H 'Authorization: Bearer smoke-secret')
+curl -sf "${auth[@]}" -X PUT http://127.0.0.1:18380/v1/configs/smoke/k --json '{"value": "clustered"}' >/dev/null
 for _ in $(seq 100); do
-  curl -sf http://127.0.0.1:18382/v1/configs/smoke/k | grep -q clustered && break
+  curl -sf "${auth[@]}" http://127.0.0.1:18382/v1/configs/smoke/k | grep -q clustered && break
   sleep 0.1
 done
-curl -sf http://127.0.0.1:18382/v1/configs/smoke/k | grep -q clustered || { cat "$log"; exit 1; }
-kill -TERM "$cluster"; wait "$cluster" || true; rm -f "$log"
+curl -sf "${auth[@]}" http://127.0.0.1:18382/v1/configs/smoke/k | grep -q clustered || { cat "$log"; exit 1; }
+kill -TERM "$cluster"; wait "$cluster" || true; rm -f "$log" "$tokens"
 
 echo "== web console and OFREP web provider tests (node --test, headless chromium)"
 (cd web/tests && GRAYCAST_BIN="$target_dir/debug/graycast" CHROMIUM="$(command -v chromium)" \
@@ -86,3 +96,6 @@ echo "== web console and OFREP web provider tests (node --test, headless chromiu
 
 echo "== @graycast/client (client-js: size budget, types, vectors, differential, Node over SSE and ws, Chromium)"
 (cd client-js && GRAYCAST_BIN="$target_dir/debug/graycast-under-test" CHROMIUM="$(command -v chromium)" npm test)
+
+echo "== packaging (the systemd unit checked and run under a real systemd; the image built with buildah from scratch, run with podman)"
+scripts/packaging.sh "$target_dir/debug/graycast"

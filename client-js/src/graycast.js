@@ -4,7 +4,7 @@
  * One client follows some namespaces of a graycast server: it holds their entries in memory,
  * keeps them current through the push protocol (a WebSocket, or server-sent events read over
  * `fetch` where there is no WebSocket), resumes from the last revision it applied after any
- * break, and evaluates gray releases locally with the server's own algorithm (SPEC §3), so
+ * break, and evaluates gray releases locally with the server's own algorithm, so
  * that reads never wait on the network.
  *
  * Zero dependencies; the same file runs in browsers and in Node ≥ 20.
@@ -40,7 +40,7 @@ const RETRYABLE_CODES = ['request_timeout', 'rate_limited', 'internal', 'unavail
 const encoder = new TextEncoder();
 
 // ---------------------------------------------------------------------------------------
-// Evaluation (SPEC §3), identical to graycast-protocol's `rollout` module.
+// Evaluation, identical to graycast-protocol's `rollout` module.
 
 /** MurmurHash3 x86 32-bit of a byte array, as an unsigned 32-bit number. */
 export function murmur3(bytes, seed = 0) {

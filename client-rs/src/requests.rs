@@ -1,4 +1,4 @@
-//! Change requests (SPEC §9): the writes a namespace under a policy takes only once someone
+//! Change requests: the writes a namespace under a policy takes only once someone
 //! else approved them. Requests are JSON as the server answers them.
 
 use reqwest::Method;

@@ -1,4 +1,4 @@
-//! The one table of error codes (SPEC §9): each code's HTTP status, the WebSocket close
+//! The one table of error codes: each code's HTTP status, the WebSocket close
 //! code a session ends with when it refuses for that reason, and whether the same request
 //! may succeed later unchanged.
 //!

@@ -184,7 +184,7 @@ pub struct ReleaseDecision {
     pub value: Value,
     /// The revision of the entry the evaluation read.
     pub revision: crate::Revision,
-    /// Which branch of the evaluation decided (SPEC §3).
+    /// Which branch of the evaluation decided.
     pub reason: crate::rollout::Reason,
     /// The subject's sticky bucket in `0..10000` when the percent decided (`reason` is
     /// `percent`); null otherwise.

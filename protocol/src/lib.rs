@@ -1,6 +1,6 @@
 //! Wire types and name validation shared by the graycast server and its clients.
 //!
-//! This crate is the executable form of the public contract (`SPEC.md`): every
+//! This crate is the executable form of the public contract: every
 //! JSON shape that crosses the network is defined here once, so the server, the
 //! Rust SDK and the tests cannot drift apart. It performs no I/O and has no async.
 //!
@@ -9,7 +9,7 @@
 //! - [`entry`]: the data model: [`Entry`], the gray section, history items.
 //! - [`rest`]: request and response bodies of the REST API, and the error body.
 //! - [`ws`]: the messages of the WebSocket push protocol in both directions.
-//! - [`rollout`]: the rollout evaluation every implementation shares (SPEC §3).
+//! - [`rollout`]: the rollout evaluation every implementation shares.
 //! - [`gray`]: gray release inputs (start, patch, report) and their validation.
 //! - [`value`]: the limits every value obeys (nesting depth, compact size).
 //! - [`error`]: the one table of error codes, HTTP statuses and WebSocket close codes.

@@ -1,4 +1,4 @@
-//! Rollout evaluation (SPEC §3): which variant of a key a subject gets.
+//! Rollout evaluation: which variant of a key a subject gets.
 //!
 //! The same algorithm runs in the server (`/v1/release`), the Rust SDK and the web
 //! console, and all three pass `testdata/rollout-vectors.json`. Evaluation cannot fail

@@ -1,4 +1,4 @@
-//! Access tokens (SPEC §7): who a request comes from and what it may do.
+//! Access tokens: who a request comes from and what it may do.
 //!
 //! The token file lists tokens by name with the SHA-256 of their secret (never the secret),
 //! a role, and namespace glob patterns:

@@ -180,7 +180,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
-    /// Token file (TOML, see SPEC §7). Without it the server is open and serves only on loopback.
+    /// Token file (TOML; README "Access tokens"). Without it the server is open and serves only on loopback.
     #[arg(long, env = "GRAYCAST_TOKENS", value_hint = clap::ValueHint::FilePath)]
     pub tokens: Option<PathBuf>,
 

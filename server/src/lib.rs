@@ -11,7 +11,7 @@
 //! - [`push`]: the path of a change from the feed to each subscriber's socket (hub,
 //!   encoding, queues, sessions, WebSocket and server-sent events).
 //! - [`gray`]: the ramp scheduler and the guard of running gray releases.
-//! - [`auth`]: access tokens, roles and namespace patterns (SPEC §7).
+//! - [`auth`]: access tokens, roles and namespace patterns.
 //! - [`protect`]: browser-origin protection (Host allowlist, cross-origin refusal).
 //! - [`error`]: the API error type, its row of the protocol's error table, its JSON body.
 //! - [`request_id`]: each request's id; [`middleware`] puts it in the request's log span,

@@ -136,7 +136,7 @@ use crate::routes::{
 )]
 pub struct ApiDoc;
 
-/// The rule every namespace and key name follows (SPEC §2).
+/// The rule every namespace and key name follows.
 const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
 
 /// `*`, or a comma-separated list of entity tags (RFC 9110 §8.8.3), empty elements allowed;

@@ -34,7 +34,7 @@ pub const REQUESTS_NAMESPACE: &str = "graycast.requests";
 /// Most ops of one request.
 pub const MAX_OPS: usize = 100;
 
-/// What an op does, named as SPEC §9 names it.
+/// What an op does, named as the API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum OpKind {
     #[serde(rename = "put")]

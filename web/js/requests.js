@@ -1,4 +1,4 @@
-// The Requests view: change requests (SPEC §9) listed by state, and one of them opened
+// The Requests view: change requests listed by state, and one of them opened
 // (request-view.js) with its diff, approvals and the actions its state allows.
 //
 // Tokens that may read graycast.requests (an admin's, or patterns matching it) get every

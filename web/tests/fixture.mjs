@@ -23,7 +23,7 @@ export const DEADLINE = 15_000;
 
 /**
  * A graycast process on a temporary data dir, restartable on the same port: open, or with `tokens` ([{name, secret, role,
- * namespaces}], written as the TOML token file of SPEC §7), the first admin's then used by
+ * namespaces}], written as the TOML token file of the README's "Access tokens"), the first admin's then used by
  * `api` and `put`.
  */
 export class Server {

@@ -1,4 +1,4 @@
-//! The WebSocket upgrade of `/v1/watch` (SPEC §5); the session itself lives in `session`.
+//! The WebSocket upgrade of `/v1/watch`; the session itself lives in `session`.
 //!
 //! Upgrade requests bypass actix-web's routing: actix-http hands the connection itself
 //! to [`upgrade`], which checks what the REST routes would (the path, the browser-origin

@@ -1,5 +1,5 @@
 //! The one place where push messages are encoded: a change, a snapshot, a progress and
-//! an error, as the JSON of the protocol (SPEC §5), for either transport: inside a
+//! an error, as the JSON of the protocol, for either transport: inside a
 //! WebSocket text frame, or as a server-sent event (`event:` the message type, `id:` the
 //! revision it brings the client to, `data:` the same JSON). A change's JSON is serialized
 //! once, however many subscribers it goes to, and framed once for WebSockets; an event

@@ -1,4 +1,4 @@
-//! `GET /v1/events`: the push protocol over server-sent events (SPEC §8). This checks the
+//! `GET /v1/events`: the push protocol over server-sent events. This checks the
 //! request; `push::sse` runs the stream.
 
 use std::collections::HashMap;

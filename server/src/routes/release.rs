@@ -18,7 +18,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/v1/release/{ns:[^/]*}/{key:[^/]*}").route(web::get().to(release)));
 }
 
-/// Evaluates the key for `subject` with `attr.NAME=VALUE` attributes (SPEC §3). Without a
+/// Evaluates the key for `subject` with `attr.NAME=VALUE` attributes. Without a
 /// subject the variant is drawn at random with the release's percent.
 #[utoipa::path(get, path = "/v1/release/{ns}/{key}", tag = "gray",
     params(("subject" = Option<String>, Query, description = "the subject's id (user, instance...)"),

@@ -9,7 +9,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/v1/watch").route(web::get().to(watch)));
 }
 
-/// Upgrades to the push protocol (see SPEC §5): subscribe, then snapshot or replay, then changes.
+/// Upgrades to the push protocol: subscribe, then snapshot or replay, then changes.
 #[utoipa::path(get, path = "/v1/watch", tag = "watch",
     params(("token" = Option<String>, Query, description = "the access token, when not sent as a bearer header")),
     responses((status = 101, description = "switching to the WebSocket push protocol"),

@@ -278,7 +278,7 @@ fn advance(
     }
     let mut next = running.clone();
     next.step = next_index as u32;
-    // A ramp never lowers the share: subjects already in gray stay there (SPEC §3), also
+    // A ramp never lowers the share: subjects already in gray stay there, also
     // when an operator raised the percent beyond the next step by hand.
     next.percent = next_step.percent.max(running.percent);
     next.next_step_at = next_step_at(&next.steps, next.step, false, now);

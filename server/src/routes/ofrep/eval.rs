@@ -1,5 +1,5 @@
 //! OFREP evaluation: a request's context read into a subject and attributes, and one
-//! entry evaluated as SPEC §3 says, in OFREP's words (reasons, variants, error codes).
+//! entry evaluated as the rollout algorithm says, in OFREP's words (reasons, variants, error codes).
 
 use std::collections::BTreeMap;
 

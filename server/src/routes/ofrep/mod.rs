@@ -1,4 +1,4 @@
-//! OFREP, the OpenFeature Remote Evaluation Protocol 0.3.0 (SPEC §9): any OpenFeature SDK
+//! OFREP, the OpenFeature Remote Evaluation Protocol 0.3.0: any OpenFeature SDK
 //! with an OFREP provider evaluates graycast's keys, gray releases included.
 //!
 //! - `POST /ofrep/v1/evaluate/flags/{namespace}/{key}` (the `/` may be `%2F`) and
