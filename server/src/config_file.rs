@@ -74,7 +74,10 @@ fn from_file(file: &Path, matches: &ArgMatches) -> Result<Vec<OsString>, String>
     for (key, value) in &table {
         let arg = command
             .get_arguments()
-            .find(|arg| arg.get_long() == Some(key.as_str()) && key != "config")
+            .find(|arg| {
+                arg.get_long() == Some(key.as_str())
+                    && !["config", "help", "version"].contains(&key.as_str())
+            })
             .ok_or_else(|| named(unknown(key, &command)))?;
         let id = arg.get_id().as_str();
         if matches!(
@@ -243,6 +246,7 @@ mod tests {
             ("store = \"nosql\"", "`store`: invalid value 'nosql'"),
             ("heartbeat-ms = 1", "`heartbeat-ms`: invalid value '1'"),
             ("config = \"other.toml\"", "unknown setting `config`"),
+            ("help = true", "unknown setting `help`"),
             ("tls-cert = \"c.pem\"", "--tls-key"),
             ("[listen]\nport = 1", "`listen` is a table"),
             ("listen = ", "not valid TOML"),

@@ -167,12 +167,46 @@ impl EtcdEngine {
     ) -> Result<KeyState, StoreError> {
         let slot = slot(namespace, key);
         let reads = self.key_state_reads(&slot, idempotent);
-        let response = retry(&self.metrics, EtcdOp::Read, || async {
+        let balanced = retry(&self.metrics, EtcdOp::Read, || async {
             within(self.kv().txn(Txn::new().and_then(reads.clone()))).await
         })
-        .await
-        .map_err(|e| etcd_err("cannot read from etcd", e))?;
+        .await;
+        let response = match balanced {
+            Ok(response) => response,
+            // The balanced client can keep choosing a member that stalled (its connection
+            // stays open until its keep-alive fails): ask each member in turn instead.
+            Err(_) => self.read_member_by_member(&reads).await?,
+        };
         KeyState::from_gets(response.op_responses(), namespace, key)
+    }
+
+    /// `reads` in one transaction, through a connection of its own to each member in turn
+    /// until one answers (reads are linearizable on any member with a leader).
+    async fn read_member_by_member(
+        &self,
+        reads: &[TxnOp],
+    ) -> Result<etcd_client::TxnResponse, StoreError> {
+        let mut failure = None;
+        for endpoint in &self.options.endpoints {
+            let options = self.watch_options.clone().with_connect_timeout(ATTEMPT_TIMEOUT);
+            let answer = measured(
+                &self.metrics,
+                EtcdOp::Read,
+                within(async {
+                    let client = etcd_client::Client::connect([endpoint], Some(options)).await?;
+                    client.kv_client().txn(Txn::new().and_then(reads.to_vec())).await
+                }),
+            )
+            .await;
+            match answer {
+                Ok(response) => return Ok(response),
+                Err(err) => failure = Some(err),
+            }
+        }
+        Err(match failure {
+            Some(err) => etcd_err("cannot read from etcd", err),
+            None => StoreError::Unavailable("no etcd endpoint to read from".into()),
+        })
     }
 
     /// The reads that make a key's [`KeyState`]: its `e/` key, its counter, its newest
