@@ -340,6 +340,15 @@ sd_check "runs as a dynamic user (uid $uid), no capabilities, no_new_privs, a se
   -a "$(awk '/^Seccomp:/ { print $2 }' <<<"$proc")" = 2
 sd_check "the open-file limit is raised to the hard limit ($(sdx awk '/open files/ { print $4 }' "/proc/$pid/limits"))" \
   test "$(sdx awk '/open files/ { print $4 }' "/proc/$pid/limits")" = "$(sdx awk '/open files/ { print $5 }' "/proc/$pid/limits")"
+sd_metrics() { # /metrics under ProcSubset=pid (no /proc/stat): the process figures are there
+  sdx curl -sf --max-time 10 http://127.0.0.1:8080/metrics | python3 -c '
+import sys
+values = {l.split()[0]: float(l.split()[1]) for l in sys.stdin if l[:1] not in "#\n"}
+for name in ("process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds", "process_cpu_seconds_total"):
+    assert values.get(name, 0) > 0 or name == "process_cpu_seconds_total" and name in values, name
+'
+}
+sd_check "/metrics has the process figures (start time included) under ProcSubset=pid" sd_metrics
 sd_check "an authenticated write is 201" sd_status 201 -H "Authorization: Bearer $secret" -X PUT http://127.0.0.1:8080/v1/configs/demo/k --json '{"value": 2}'
 sd_check "an authenticated read returns it" sd_value 2
 sd_check "the data is in /var/lib/graycast, owned by that user" \

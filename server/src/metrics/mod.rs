@@ -228,7 +228,7 @@ impl Metrics {
         );
         let etcd_built = if cfg!(feature = "etcd") { "true" } else { "false" };
         build.get_or_create(&Build { version: env!("CARGO_PKG_VERSION"), etcd: etcd_built }).set(1);
-        registry.register_collector(Box::new(process::ProcessCollector));
+        registry.register_collector(Box::new(process::ProcessCollector::default()));
         let http = http::HttpMetrics::register(&mut registry);
         let etcd = etcd::EtcdMetrics::default();
         if on_etcd {

@@ -8,8 +8,21 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Reads the process' figures when a scrape renders them.
-#[derive(Debug, Default)]
-pub struct ProcessCollector;
+#[derive(Debug)]
+pub struct ProcessCollector {
+    /// When the collector was made (at the server's start), for a start time where
+    /// `/proc/stat` cannot be read (systemd's `ProcSubset=pid` hides it).
+    made: f64,
+}
+
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        let made = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        ProcessCollector { made }
+    }
+}
 
 /// One reading of `/proc/self`.
 #[derive(Debug, Default, PartialEq)]
@@ -32,8 +45,9 @@ fn page_size() -> i64 {
 }
 
 /// Parses `/proc/self/stat` (after the command name, whose parentheses may hold anything)
-/// with `boot_time` (seconds since the epoch, from `/proc/stat`'s `btime`).
-fn parse_stat(stat: &str, boot_time: f64) -> Option<Reading> {
+/// with `boot_time` (seconds since the epoch, from `/proc/stat`'s `btime`; without it, no
+/// start time).
+fn parse_stat(stat: &str, boot_time: Option<f64>) -> Option<Reading> {
     let after = &stat[stat.rfind(')')? + 1..];
     // Fields from the third (state) on; utime is the 14th of the whole line.
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -42,7 +56,8 @@ fn parse_stat(stat: &str, boot_time: f64) -> Option<Reading> {
     Some(Reading {
         cpu_seconds: (utime + stime) as f64 / TICKS,
         threads: field(20)? as i64,
-        start_time_seconds: boot_time + field(22)? as f64 / TICKS,
+        start_time_seconds: boot_time
+            .map_or(0.0, |boot| boot + field(22).unwrap_or(0) as f64 / TICKS),
         virtual_bytes: i64::try_from(field(23)?).unwrap_or(i64::MAX),
         resident_bytes: (field(24)? as i64).saturating_mul(page_size()),
         open_fds: None,
@@ -64,7 +79,7 @@ fn boot_time() -> Option<f64> {
 
 fn read() -> Option<Reading> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let mut reading = parse_stat(&stat, boot_time()?)?;
+    let mut reading = parse_stat(&stat, boot_time())?;
     reading.open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|dir| dir.count() as i64);
     reading.max_fds =
         std::fs::read_to_string("/proc/self/limits").ok().as_deref().and_then(parse_max_fds);
@@ -73,7 +88,10 @@ fn read() -> Option<Reading> {
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(reading) = read() else { return Ok(()) };
+        let Some(mut reading) = read() else { return Ok(()) };
+        if reading.start_time_seconds == 0.0 {
+            reading.start_time_seconds = self.made;
+        }
         let cpu = ConstCounter::new(reading.cpu_seconds);
         cpu.encode(encoder.encode_descriptor(
             "process_cpu_seconds",
@@ -121,12 +139,15 @@ mod tests {
         // utime stime cutime cstime priority nice threads itrealvalue starttime vsize rss …
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 1000 \
                     123456789 2048 18446744073709551615";
-        let reading = parse_stat(stat, 1_700_000_000.0).expect("parsed");
+        let reading = parse_stat(stat, Some(1_700_000_000.0)).expect("parsed");
         assert_eq!(reading.cpu_seconds, 3.0);
         assert_eq!(reading.threads, 7);
         assert_eq!(reading.start_time_seconds, 1_700_000_010.0);
         assert_eq!(reading.virtual_bytes, 123_456_789);
         assert_eq!(reading.resident_bytes, 2048 * page_size());
+        // Where /proc/stat is hidden the rest is still read.
+        let hidden = parse_stat(stat, None).expect("parsed");
+        assert_eq!((hidden.cpu_seconds, hidden.start_time_seconds), (3.0, 0.0));
     }
 
     #[test]
