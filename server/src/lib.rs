@@ -1,7 +1,7 @@
 //! The graycast server: a real-time configuration center with gray releases.
 //!
 //! Map of the crate, by the path of a write and of a push:
-//! - [`config`]: command-line flags and environment variables.
+//! - [`config`]: command-line flags, environment variables and the `--config` file.
 //! - [`app`]: the actix-web app ([`build_app`]) and the lifecycle ([`run`]).
 //! - [`state`]: the state handlers and sessions share, and who is calling
 //!   ([`state::authorize`]).
@@ -17,6 +17,8 @@
 //! - [`request_id`]: each request's id; [`middleware`] puts it in the request's log span,
 //!   its answer and its error body, and gives every error answer the JSON error body.
 //! - [`metrics`]: counters, histograms and gauges, rendered for Prometheus.
+//! - [`streak`]: a failure that repeats, logged when it starts and when it ends.
+//! - [`reload`]: SIGHUP reloads of the token file and the TLS certificate.
 //! - [`openapi`]: the generated OpenAPI document.
 //!
 //! A write travels: handler → [`store::Store::write`] → writer thread (batch, persist,
@@ -26,7 +28,6 @@
 pub mod app;
 pub mod auth;
 pub mod config;
-pub mod config_file;
 pub mod error;
 pub mod gray;
 pub mod metrics;

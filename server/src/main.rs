@@ -4,7 +4,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::net::TcpListener;
 use std::process::ExitCode;
 
-use graycast_server::config_file::{self, LoadError};
+use graycast_server::config::file::{self as config_file, LoadError};
 use graycast_server::LogFormat;
 use tracing_subscriber::EnvFilter;
 
@@ -15,8 +15,8 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let config = match config_file::load(std::env::args_os()) {
-        Ok(config) => config,
+    let config_file::Loaded { config, overridden } = match config_file::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
         Err(LoadError::Usage(err)) => err.exit(),
         Err(LoadError::File(reason)) => {
             eprintln!("graycast: {reason}");
@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         LogFormat::Text => logs
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .init(),
+    }
+    for line in overridden {
+        tracing::info!("{line}");
     }
     let checked = config
         .validate()

@@ -72,5 +72,11 @@ fn a_wrong_alert_fails_promtool_test_rules() {
         .current_dir(dir.path())
         .output()
         .expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!output.status.success(), "a wrong rule passed its tests");
+    assert!(said.contains("alertname: GraycastEtcdUnreachable"), "{said}");
 }

@@ -113,6 +113,9 @@ async fn the_readme_config_file_is_read_and_flags_and_environment_override_it() 
         &[("GRAYCAST_MAX_VALUE_BYTES", "400000")],
     );
     assert_eq!(put(&server.url, 300_000).await, 200);
+    // The log says the file's setting was overridden (a unit's Environment= can hide it).
+    let log = std::fs::read_to_string(elsewhere.join("server.log")).unwrap();
+    assert!(log.contains("`max-value-bytes` is overridden by GRAYCAST_MAX_VALUE_BYTES"), "{log}");
     drop(server);
     let server = start(
         &elsewhere,

@@ -306,6 +306,7 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
                 if let Some(ended) = unread.succeeded() {
                     tracing::info!(
                         failures = ended.failures,
+                        failing_s = ended.lasted.as_secs(),
                         "the cluster's guard counts read again"
                     );
                 }

@@ -26,8 +26,10 @@ const RETRY_AFTER_FAILURE_CHRONO: chrono::Duration = chrono::Duration::seconds(1
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
     let mut leadership = store.leadership();
-    // Ramp writes that failed in a row (the store down): logged once, and on recovery.
-    let mut failing = crate::streak::Streak::default();
+    // Each ramp's writes that failed in a row (the store down, a refusal): logged once, and
+    // once when that ramp moves again or is gone.
+    let mut failing: std::collections::HashMap<String, crate::streak::Streak> =
+        std::collections::HashMap::new();
     loop {
         if !*leadership.borrow_and_update() {
             tokio::select! {
@@ -59,19 +61,26 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             match store.write(request).await {
                 Ok(change) => {
                     tracing::info!(key = what, revision = change.revision, "ramp moved on");
-                    if let Some(ended) = failing.succeeded() {
-                        tracing::info!(failures = ended.failures, "ramps move on again");
+                    if let Some(ended) = failing.remove(&what).and_then(|mut s| s.succeeded()) {
+                        tracing::info!(
+                            key = what,
+                            failures = ended.failures,
+                            failing_s = ended.lasted.as_secs(),
+                            "the ramp moves on again"
+                        );
                     }
                 }
                 // The release changed meanwhile; look at it again soon, whatever it is now.
                 Err(StoreError::Superseded(_)) => {
                     next_wake = next_wake.min(Utc::now() + RETRY_AFTER_FAILURE_CHRONO);
                 }
-                Err(StoreError::NotFound { .. }) => {}
+                Err(StoreError::NotFound { .. }) => {
+                    failing.remove(&what);
+                }
                 Err(StoreError::Closed) => return,
                 Err(err) => {
-                    if failing.failed() == 1 {
-                        tracing::warn!(key = what, error = %err, "cannot move the ramp on (logged again once a ramp moves)");
+                    if failing.entry(what.clone()).or_default().failed() == 1 {
+                        tracing::warn!(key = what, error = %err, "cannot move the ramp on (logged again once it moves)");
                     } else {
                         tracing::debug!(key = what, error = %err, "cannot move the ramp on");
                     }

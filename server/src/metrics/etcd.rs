@@ -161,6 +161,11 @@ impl super::Metrics {
         }
     }
 
+    /// A failure of a request to etcd that is not timed (a watch's progress request).
+    pub fn record_etcd_error(&self, op: EtcdOp) {
+        self.etcd.errors[op as usize].inc();
+    }
+
     /// One round of the health probe: whether `endpoint` answered.
     pub fn record_etcd_endpoint(&self, endpoint: &str, up: bool) {
         let labels = Endpoint { endpoint: endpoint.to_owned() };

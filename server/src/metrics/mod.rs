@@ -3,7 +3,8 @@
 //!
 //! Counters and histograms are updated where things happen; the gauges of live state
 //! (revision, connections, subscribers, leadership) are read when a scrape renders them.
-//! Labelled counters are resolved once, here, so the hot paths never look a label up.
+//! Labelled counters are resolved once, here, so the hot paths never look a label up; the
+//! REST requests' are the exception, looked up per request by the route that matched.
 
 mod etcd;
 mod http;

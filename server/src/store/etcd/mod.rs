@@ -171,6 +171,8 @@ pub(super) struct EtcdEngine {
     idempotency_lease: tokio::sync::Mutex<Option<(i64, std::time::Instant)>>,
     /// etcd's requests are timed and their failures counted here.
     metrics: Arc<Metrics>,
+    /// A client of each member alone, made when a read must go member by member.
+    member_clients: tokio::sync::Mutex<Vec<Option<Client>>>,
 }
 
 impl EtcdEngine {
@@ -250,6 +252,7 @@ impl EtcdEngine {
                 }
             }
         };
+        let options_endpoints = options.endpoints.len();
         let (leader_tx, leader) = watch::channel(false);
         let (lease, _) = watch::channel(None);
         let (stop, _) = watch::channel(false);
@@ -271,6 +274,7 @@ impl EtcdEngine {
             tasks: Mutex::new(Vec::new()),
             idempotency_lease: tokio::sync::Mutex::new(None),
             metrics,
+            member_clients: tokio::sync::Mutex::new(vec![None; options_endpoints]),
         };
         Ok((engine, loaded))
     }

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
-use std::time::Duration;
 
 use dashmap::DashMap;
 use etcd_client::{Client, ConnectOptions, EventType, KvClient, WatchOptions};
@@ -133,7 +132,7 @@ impl Watcher {
                 message = stream.message() => message,
                 _ = progress.tick() => {
                     if let Err(err) = stream.request_progress().await {
-                        self.shared.metrics.record_etcd_request(EtcdOp::Watch, Duration::ZERO, false);
+                        self.shared.metrics.record_etcd_error(EtcdOp::Watch);
                         return WatchEnd::Broken(err.to_string());
                     }
                     continue;

@@ -167,46 +167,68 @@ impl EtcdEngine {
     ) -> Result<KeyState, StoreError> {
         let slot = slot(namespace, key);
         let reads = self.key_state_reads(&slot, idempotent);
-        let balanced = retry(&self.metrics, EtcdOp::Read, || async {
+        let response = retry(&self.metrics, EtcdOp::Read, || async {
             within(self.kv().txn(Txn::new().and_then(reads.clone()))).await
         })
-        .await;
-        let response = match balanced {
-            Ok(response) => response,
-            // The balanced client can keep choosing a member that stalled (its connection
-            // stays open until its keep-alive fails): ask each member in turn instead.
-            Err(_) => self.read_member_by_member(&reads).await?,
-        };
+        .await
+        .map_err(|e| etcd_err("cannot read from etcd", e))?;
         KeyState::from_gets(response.op_responses(), namespace, key)
     }
 
-    /// `reads` in one transaction, through a connection of its own to each member in turn
-    /// until one answers (reads are linearizable on any member with a leader).
-    async fn read_member_by_member(
+    /// [`Self::read_key`] through each member in turn, on a connection of its own to each
+    /// (kept for the next time), until one answers: after a stalled member took a write's
+    /// answer, the balanced client can keep choosing it (its connection stays open until its
+    /// keep-alive fails). Reads are linearizable on any member that has a leader.
+    async fn read_key_member_by_member(
         &self,
-        reads: &[TxnOp],
-    ) -> Result<etcd_client::TxnResponse, StoreError> {
+        namespace: &str,
+        key: &str,
+        idempotent: Option<&str>,
+    ) -> Result<KeyState, StoreError> {
+        let reads = self.key_state_reads(&slot(namespace, key), idempotent);
         let mut failure = None;
-        for endpoint in &self.options.endpoints {
-            let options = self.watch_options.clone().with_connect_timeout(ATTEMPT_TIMEOUT);
+        for (i, endpoint) in self.options.endpoints.iter().enumerate() {
             let answer = measured(
                 &self.metrics,
                 EtcdOp::Read,
                 within(async {
-                    let client = etcd_client::Client::connect([endpoint], Some(options)).await?;
-                    client.kv_client().txn(Txn::new().and_then(reads.to_vec())).await
+                    let client = self.member_client(i, endpoint).await?;
+                    client.kv_client().txn(Txn::new().and_then(reads.clone())).await
                 }),
             )
             .await;
             match answer {
-                Ok(response) => return Ok(response),
-                Err(err) => failure = Some(err),
+                Ok(response) => {
+                    return KeyState::from_gets(response.op_responses(), namespace, key)
+                }
+                Err(err) => {
+                    self.member_clients.lock().await[i] = None;
+                    failure = Some(err);
+                }
             }
         }
         Err(match failure {
             Some(err) => etcd_err("cannot read from etcd", err),
             None => StoreError::Unavailable("no etcd endpoint to read from".into()),
         })
+    }
+
+    /// The client of member `i` alone, connected on first use.
+    async fn member_client(
+        &self,
+        i: usize,
+        endpoint: &str,
+    ) -> Result<etcd_client::Client, etcd_client::Error> {
+        let mut clients = self.member_clients.lock().await;
+        if let Some(client) = clients.get(i).cloned().flatten() {
+            return Ok(client);
+        }
+        let options = self.watch_options.clone().with_connect_timeout(ATTEMPT_TIMEOUT);
+        let client = etcd_client::Client::connect([endpoint], Some(options)).await?;
+        if let Some(slot) = clients.get_mut(i) {
+            *slot = Some(client.clone());
+        }
+        Ok(client)
     }
 
     /// The reads that make a key's [`KeyState`]: its `e/` key, its counter, its newest
@@ -350,8 +372,13 @@ impl EtcdEngine {
                     // The member that stalled may answer the first reads too: only when
                     // none of a few rounds gets through is the outcome unknown to the caller.
                     let mut read = Err(StoreError::Unavailable(String::new()));
-                    for _ in 0..UNKNOWN_READ_ROUNDS {
-                        read = self.read_key(&request.namespace, &request.key, idempotent).await;
+                    for round in 0..UNKNOWN_READ_ROUNDS {
+                        let (namespace, key) = (&request.namespace, &request.key);
+                        read = if round == 0 {
+                            self.read_key(namespace, key, idempotent).await
+                        } else {
+                            self.read_key_member_by_member(namespace, key, idempotent).await
+                        };
                         if read.is_ok() {
                             break;
                         }

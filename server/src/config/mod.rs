@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub mod file;
+
 use crate::auth::Tokens;
 use crate::store::{Backing, StoreOptions};
 

@@ -18,34 +18,61 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// The configuration from `args` (the program's name first), the environment and the
 /// file `--config` names, in that order of precedence. A usage error (or `--help`) is
 /// clap's, to print and exit with; a file that cannot be used is a message.
-pub fn load<I, T>(args: I) -> Result<Config, LoadError>
+pub fn load<I, T>(args: I) -> Result<Loaded, LoadError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let command = Config::command();
-    let matches = command.clone().try_get_matches_from(&args).map_err(LoadError::Usage)?;
-    let Some(file) = matches.get_one::<PathBuf>("config").cloned() else {
-        return Config::from_arg_matches(&matches).map_err(LoadError::Usage);
+    // Only to find the file and what the command line and the environment give: a flag
+    // whose companion is in the file (`--tls-cert` here, `tls-key` there) is whole only
+    // with the file, so the full check waits for it.
+    let partial = command.clone().ignore_errors(true).try_get_matches_from(&args);
+    let file = partial.ok().and_then(|m| m.get_one::<PathBuf>("config").cloned().map(|f| (f, m)));
+    let Some((file, matches)) = file else {
+        let matches = command.try_get_matches_from(&args).map_err(LoadError::Usage)?;
+        let config = Config::from_arg_matches(&matches).map_err(LoadError::Usage)?;
+        return Ok(Loaded { config, overridden: Vec::new() });
     };
-    let extra = from_file(&file, &matches).map_err(LoadError::File)?;
+    let FromFile { flags, overridden } = from_file(&file, &matches).map_err(LoadError::File)?;
     let mut all = args;
-    all.extend(extra);
-    let matches = command.try_get_matches_from(&all).map_err(|err| {
+    all.extend(flags);
+    let matches = command.try_get_matches_from(&all).map_err(|err| match err.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            LoadError::Usage(err)
+        }
         // Each value was checked alone; what is left is how they combine.
-        LoadError::File(format!("{}: {}", file.display(), summary(&err.to_string())))
+        _ => LoadError::File(format!("{}: {}", file.display(), summary(&err.to_string()))),
     })?;
-    Config::from_arg_matches(&matches).map_err(LoadError::Usage)
+    let config = Config::from_arg_matches(&matches).map_err(LoadError::Usage)?;
+    Ok(Loaded { config, overridden })
+}
+
+/// A configuration, and what of its file the command line or the environment overrode.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// One line per key of the file that a flag or its environment variable overrode
+    /// (logged at start: a unit's `Environment=` can hide a file's setting).
+    pub overridden: Vec<String>,
 }
 
 /// Why the configuration could not be loaded.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The command line itself (or `--help`, `--version`): clap prints and exits.
+    #[error("{0}")]
     Usage(clap::Error),
     /// The configuration file.
+    #[error("{0}")]
     File(String),
+}
+
+/// What a file adds to the command line.
+struct FromFile {
+    flags: Vec<OsString>,
+    overridden: Vec<String>,
 }
 
 fn first_line(text: &str) -> &str {
@@ -63,7 +90,7 @@ fn summary(text: &str) -> String {
 
 /// The flags `file` adds: one per key whose flag was given neither on the command line nor
 /// in its environment variable.
-fn from_file(file: &Path, matches: &ArgMatches) -> Result<Vec<OsString>, String> {
+fn from_file(file: &Path, matches: &ArgMatches) -> Result<FromFile, String> {
     let named = |why: String| format!("{}: {why}", file.display());
     let text = read(file).map_err(named)?;
     let table: toml::Table =
@@ -71,6 +98,7 @@ fn from_file(file: &Path, matches: &ArgMatches) -> Result<Vec<OsString>, String>
     let command = Config::command();
     let base = file.parent().unwrap_or(Path::new("."));
     let mut extra = Vec::new();
+    let mut overridden = Vec::new();
     for (key, value) in &table {
         let arg = command
             .get_arguments()
@@ -80,10 +108,15 @@ fn from_file(file: &Path, matches: &ArgMatches) -> Result<Vec<OsString>, String>
             })
             .ok_or_else(|| named(unknown(key, &command)))?;
         let id = arg.get_id().as_str();
-        if matches!(
-            matches.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        ) {
+        let by = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Some(format!("--{key}")),
+            Some(ValueSource::EnvVariable) => {
+                Some(arg.get_env().map_or_else(String::new, |v| v.to_string_lossy().into_owned()))
+            }
+            _ => None,
+        };
+        if let Some(by) = by {
+            overridden.push(format!("{}: `{key}` is overridden by {by}", file.display()));
             continue;
         }
         let text = scalar_text(key, value).map_err(named)?;
@@ -108,7 +141,7 @@ fn from_file(file: &Path, matches: &ArgMatches) -> Result<Vec<OsString>, String>
         }
         extra.push(OsString::from(format!("--{key}={text}")));
     }
-    Ok(extra)
+    Ok(FromFile { flags: extra, overridden })
 }
 
 fn read(file: &Path) -> Result<String, String> {
@@ -209,10 +242,7 @@ mod tests {
     fn load_with(file: &Path, flags: &[&str]) -> Result<Config, String> {
         let mut args = vec!["graycast".to_owned(), format!("--config={}", file.display())];
         args.extend(flags.iter().map(|f| f.to_string()));
-        load(args).map_err(|e| match e {
-            LoadError::Usage(e) => e.to_string(),
-            LoadError::File(e) => e,
-        })
+        load(args).map(|loaded| loaded.config).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -262,9 +292,40 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_pair_may_be_split_between_the_command_line_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "tls-key = \"key.pem\"\nhistory-retain = 3\n");
+        let args = ["graycast".to_owned(), format!("--config={}", file.display())];
+        let loaded = load(
+            args.iter()
+                .cloned()
+                .chain(["--tls-cert=c.pem".to_owned(), "--history-retain=4".to_owned()]),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.tls_key, Some(dir.path().join("key.pem")));
+        assert_eq!(loaded.config.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(loaded.config.history_retain, 4);
+        assert_eq!(loaded.overridden.len(), 1, "{:?}", loaded.overridden);
+        assert!(
+            loaded.overridden[0].ends_with("`history-retain` is overridden by --history-retain")
+        );
+        let help = load(args.iter().cloned().chain(["--help".to_owned()])).expect_err("help");
+        assert!(
+            matches!(help, LoadError::Usage(ref e) if e.kind() == clap::error::ErrorKind::DisplayHelp)
+        );
+    }
+
+    #[test]
     fn without_a_file_the_flags_are_read_as_ever() {
-        let config = load(["graycast", "--max-value-bytes", "10"]).unwrap();
+        let config = load(["graycast", "--max-value-bytes", "10"]).unwrap().config;
         assert_eq!(config.max_value_bytes, 10);
         assert!(config.config.is_none());
+        // Without a file, the command line is checked whole, as ever.
+        let err = load(["graycast", "--tls-cert", "c.pem"]).expect_err("needs --tls-key");
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let help = load(["graycast", "--help"]).expect_err("help");
+        assert!(
+            matches!(help, LoadError::Usage(ref e) if e.kind() == clap::error::ErrorKind::DisplayHelp)
+        );
     }
 }
