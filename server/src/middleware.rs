@@ -33,12 +33,23 @@ pub async fn request_id(
         .map(|state| state.metrics.clone());
     let method = req.method().clone();
     let handled = CURRENT.scope(id.clone(), next.call(req)).instrument(span.clone()).await;
+    let (route, status) = match &handled {
+        Ok(response) => (response.request().match_pattern(), response.status()),
+        Err(err) => (None, err.as_response_error().status_code()),
+    };
     if let Some(metrics) = metrics {
-        let (route, status) = match &handled {
-            Ok(response) => (response.request().match_pattern(), response.status()),
-            Err(err) => (None, err.as_response_error().status_code()),
-        };
         metrics.record_http(method.as_str(), route, status.as_u16(), started.elapsed());
+    }
+    // A server error is the operator's: it is logged with the id its body carries, so a user
+    // quoting the error leads to this line (client errors stay at debug, below).
+    if status.is_server_error() {
+        span.in_scope(|| {
+            tracing::warn!(
+                status = status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "answered with a server error"
+            );
+        });
     }
     // An error that escapes as `Err` is rendered by actix-web later, outside the scope:
     // it goes out wrapped with its id.

@@ -134,6 +134,13 @@ async fn etcd_health_is_measured_and_an_outage_is_logged_once_and_once_on_recove
         assert_eq!(seen, times, "{what:?} since the outage:\n{}", server.log_text());
     }
 
+    // Losing the lead is said (once at most: the node may have been between sessions).
+    assert!(
+        logged_since(&server, outage, "this node no longer leads") <= 1,
+        "{}",
+        server.log_text()
+    );
+
     // Back: each logs its recovery once, with how many failures it saw.
     cluster.restart_all();
     eventually("the node has etcd and a lease again", || async {

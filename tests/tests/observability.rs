@@ -206,6 +206,14 @@ async fn rest_requests_are_counted_by_route_template_and_status_class() {
     let big = json!("y".repeat(700));
     let (status, body) = api.put("app", "b", big).await.unwrap();
     assert_eq!(status, 507, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--history-retain"), "says what holds the room: {message}");
+    // A server error is logged, with the id the user sees in the body.
+    let id = body["error"]["request_id"].as_str().expect("a request id").to_owned();
+    let logged = server.log_text().lines().any(|l| {
+        l.contains("answered with a server error") && l.contains(&id) && l.contains("507")
+    });
+    assert!(logged, "no log line for {id}:\n{}", server.log_text());
     let (status, _) = api.get("/v1/configs/app/missing").await.unwrap();
     assert_eq!(status, 404);
     let (status, _) = api.get("/no/such/route").await.unwrap();

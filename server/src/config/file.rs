@@ -75,10 +75,6 @@ struct FromFile {
     overridden: Vec<String>,
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default().trim_start_matches("error: ")
-}
-
 /// clap's message on one line, without its usage and help hints.
 fn summary(text: &str) -> String {
     let lines = text
@@ -93,8 +89,11 @@ fn summary(text: &str) -> String {
 fn from_file(file: &Path, matches: &ArgMatches) -> Result<FromFile, String> {
     let named = |why: String| format!("{}: {why}", file.display());
     let text = read(file).map_err(named)?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| named(format!("not valid TOML: {}", e.message())))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let before = e.span().and_then(|span| text.get(..span.start)).unwrap_or_default();
+        let line = before.lines().count().max(1);
+        named(format!("not valid TOML (line {line}): {}", e.message()))
+    })?;
     let command = Config::command();
     let base = file.parent().unwrap_or(Path::new("."));
     let mut extra = Vec::new();
@@ -168,7 +167,7 @@ fn check(arg: &clap::Arg, key: &str, value: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| {
             let said = e.to_string().replace("--value", &format!("--{key}"));
-            format!("`{key}`: {}", first_line(&said))
+            format!("`{key}`: {}", summary(&said))
         })
 }
 
@@ -279,7 +278,9 @@ mod tests {
             ("help = true", "unknown setting `help`"),
             ("tls-cert = \"c.pem\"", "--tls-key"),
             ("[listen]\nport = 1", "`listen` is a table"),
-            ("listen = ", "not valid TOML"),
+            ("listen = ", "not valid TOML (line 1)"),
+            ("history-retain = 1\nlisten = ", "not valid TOML (line 2)"),
+            ("log-format = \"jsn\"", "[possible values: text, json]"),
         ] {
             let file = write(dir.path(), text);
             let err = load_with(&file, &[]).expect_err(text);

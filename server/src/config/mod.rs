@@ -140,7 +140,8 @@ pub struct Config {
     pub history_retain: u64,
 
     /// Bytes the store may hold (entries, history and change log); a write beyond them is
-    /// refused with 507 quota_exceeded, deletes still pass.
+    /// refused with 507 quota_exceeded, deletes still pass (a deleted key's values count
+    /// until --history-retain and --changelog-retain drop them).
     #[arg(long, env = "GRAYCAST_QUOTA_BYTES", default_value_t = DEFAULT_QUOTA_BYTES)]
     pub quota_bytes: u64,
 

@@ -156,7 +156,9 @@ impl LocalWriter {
             if stored.saturating_add(added) > self.quota {
                 return Err(StoreError::QuotaExceeded(format!(
                     "the store holds {stored} bytes; this write would go beyond its quota of {} bytes \
-                     (deleting keys frees room)",
+                     (history and the change log count too: a deleted key's values stay until \
+                     --history-retain and --changelog-retain drop them; raise --quota-bytes or \
+                     lower those)",
                     self.quota
                 )));
             }

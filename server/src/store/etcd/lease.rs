@@ -50,7 +50,9 @@ pub(super) async fn session(
             held = hold_lease(&client, &patient, &metrics, &keys, &options, (&leader, &lease_tx), &mut ended) => held,
         };
         metrics.record_etcd_session_restart();
-        let _ = leader.send(false);
+        if leader.send_replace(false) {
+            tracing::warn!(node = %options.node, "this node no longer leads ramps and the guard (its etcd session ended)");
+        }
         lease_tx.send_replace(None);
         if let Err(reason) = held {
             if ended.failed() == 1 {
