@@ -32,10 +32,13 @@ pub async fn request_id(
         .app_data::<actix_web::web::Data<crate::state::AppState>>()
         .map(|state| state.metrics.clone());
     let method = req.method().clone();
+    // The route's template, known from the path alone: also for an answer that a middleware
+    // refused before any route ran (a 503 while the store is not loaded).
+    let route = req.match_pattern();
     let handled = CURRENT.scope(id.clone(), next.call(req)).instrument(span.clone()).await;
-    let (route, status) = match &handled {
-        Ok(response) => (response.request().match_pattern(), response.status()),
-        Err(err) => (None, err.as_response_error().status_code()),
+    let status = match &handled {
+        Ok(response) => response.status(),
+        Err(err) => err.as_response_error().status_code(),
     };
     if let Some(metrics) = metrics {
         metrics.record_http(method.as_str(), route, status.as_u16(), started.elapsed());

@@ -148,6 +148,9 @@ async fn a_node_started_while_etcd_is_down_serves_once_it_is_back() {
     assert_eq!(status, 503, "{body}");
     let (status, body) = api.get("/v1/configs/late/k").await.expect("read");
     assert_eq!((status, body["error"]["code"].clone()), (503, json!("unavailable")));
+    // Refused before any route ran, it is still counted under its route.
+    let refused = "graycast_http_requests_total{method=\"GET\",route=\"/v1/configs/{ns}/{key}\",class=\"5xx\"}";
+    assert_eq!(late.metric(refused).await, Some(1.0));
     cluster.restart_all();
     eventually("the node loads its state", || async {
         api.get("/v1/configs/late/k").await.is_ok_and(|(s, b)| s == 200 && b["value"] == "kept")
