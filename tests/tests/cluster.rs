@@ -161,25 +161,33 @@ async fn sdk_clients_fail_over_when_a_node_is_killed_with_no_gap_and_no_duplicat
         });
         clients.push((client, seen));
     }
-    // Writes through B while A dies.
+    // Writes through B while A dies: A is killed once 20 of the 120 are committed (a fixed
+    // pause let all 120 finish first on a fast run, and A never died under them).
+    let (started, under_way) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn({
         let api = api_b.clone();
         async move {
             let mut committed = Vec::new();
+            let mut started = Some(started);
             for i in 0..120 {
                 committed.push(api.put_ok("fleet", &format!("k{}", i % 7), json!(i)).await);
+                if i == 19 {
+                    let _ = started.take().map(|s| s.send(()));
+                }
             }
             committed
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    under_way.await.expect("the writer is under way");
     a.kill9();
     let committed = writer.await.unwrap();
     let last = *committed.last().unwrap();
     for (client, seen) in &clients {
         client.wait_for_revision(last, DEADLINE).await.unwrap();
-        let status = client.status();
-        assert_eq!(status.endpoint.as_deref(), Some(b.url.as_str()), "failed over to B");
+        eventually("the client failed over to B", || async {
+            client.status().endpoint.as_deref() == Some(b.url.as_str())
+        })
+        .await;
         eventually("the change stream catches up", || async {
             seen.lock().unwrap().last() == Some(&last)
         })
