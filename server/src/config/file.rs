@@ -36,14 +36,22 @@ where
         return Ok(Loaded { config, overridden: Vec::new() });
     };
     let FromFile { flags, overridden } = from_file(&file, &matches).map_err(LoadError::File)?;
-    let mut all = args;
+    let mut all = args.clone();
     all.extend(flags);
-    let matches = command.try_get_matches_from(&all).map_err(|err| match err.kind() {
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+    let matches = command.clone().try_get_matches_from(&all).map_err(|err| {
+        use clap::error::ErrorKind;
+        // The command line's own mistake (a bad value of a flag) is the command line's; a
+        // missing companion flag may be the file's to give, so it is judged with the file.
+        let own = matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+            || command.try_get_matches_from(&args).is_err_and(|alone| {
+                alone.kind() == err.kind() && alone.kind() != ErrorKind::MissingRequiredArgument
+            });
+        if own {
             LoadError::Usage(err)
+        } else {
+            // Each value was checked alone; what is left is how they combine.
+            LoadError::File(format!("{}: {}", file.display(), summary(&err.to_string())))
         }
-        // Each value was checked alone; what is left is how they combine.
-        _ => LoadError::File(format!("{}: {}", file.display(), summary(&err.to_string()))),
     })?;
     let config = Config::from_arg_matches(&matches).map_err(LoadError::Usage)?;
     Ok(Loaded { config, overridden })
@@ -309,6 +317,11 @@ mod tests {
         assert_eq!(loaded.overridden.len(), 1, "{:?}", loaded.overridden);
         assert!(
             loaded.overridden[0].ends_with("`history-retain` is overridden by --history-retain")
+        );
+        let bad = load(args.iter().cloned().chain(["--listen=nowhere".to_owned()]));
+        assert!(
+            matches!(bad, Err(LoadError::Usage(ref e)) if e.kind() == clap::error::ErrorKind::ValueValidation),
+            "a bad flag is the command line's, not the file's: {bad:?}"
         );
         let help = load(args.iter().cloned().chain(["--help".to_owned()])).expect_err("help");
         assert!(
