@@ -309,6 +309,19 @@ pub fn document() -> serde_json::Value {
 fn refine(doc: &mut serde_json::Value) {
     use serde_json::json;
     unsigned_integers(doc);
+    // OFREP's own document takes any non-negative integer or a date-time here (and so does
+    // the server): no 64-bit bound.
+    let parameters = "/paths/~1ofrep~1v1~1evaluate~1flags/post/parameters";
+    if let Some(serde_json::Value::Array(parameters)) = doc.pointer_mut(parameters) {
+        for parameter in parameters.iter_mut() {
+            if parameter["name"] == "flagConfigLastModified" {
+                parameter["schema"] = json!({"oneOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "format": "date-time"}
+                ]});
+            }
+        }
+    }
     let percent = json!({"minimum": 0, "maximum": 100, "multipleOf": 0.01});
     let subjects =
         json!({"maxItems": 10000, "items": {"type": "string", "minLength": 1, "maxLength": 256}});

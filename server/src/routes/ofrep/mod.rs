@@ -185,7 +185,7 @@ pub async fn single(
 /// `POST .../evaluate/flags`: every flag in scope the caller may read.
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep",
     params(("flagConfigEtag" = Option<String>, Query, description = "from a refetch event"),
-           ("flagConfigLastModified" = Option<u64>, Query, description = "from a refetch event: the revision to wait for")),
+           ("flagConfigLastModified" = Option<u64>, Query, description = "from a refetch event: the revision to wait for (or a date-time, which waits for nothing)")),
     request_body = EvaluationRequest,
     responses((status = 200, description = "every flag the token may read, with an ETag and the event stream; with If-None-Match naming that ETag, 304"),
               (status = 400, description = "PARSE_ERROR or INVALID_CONTEXT, as {errorCode, errorDetails}"),
@@ -283,13 +283,35 @@ fn query(req: &HttpRequest, name: &str) -> Option<String> {
 /// refused. (`If-None-Match` needs no check: what matches no ETag gets a fresh answer.)
 fn last_modified(req: &HttpRequest) -> Result<Option<u64>, String> {
     let Some(value) = query(req, "flagConfigLastModified") else { return Ok(None) };
-    if let Ok(revision) = value.parse::<u64>() {
-        return Ok(Some(revision));
+    parse_last_modified(&value)
+}
+
+fn parse_last_modified(value: &str) -> Result<Option<u64>, String> {
+    // Any non-negative integer, as the document declares it: one beyond 64 bits is a
+    // revision no store reaches, read as the largest.
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Some(value.parse::<u64>().unwrap_or(u64::MAX)));
     }
-    match chrono::DateTime::parse_from_rfc3339(&value) {
+    match chrono::DateTime::parse_from_rfc3339(value) {
         Ok(_) => Ok(None),
         Err(_) => Err(format!(
             "flagConfigLastModified {value:?} is neither a non-negative integer nor a date-time"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_last_modified;
+
+    #[test]
+    fn a_last_modified_is_any_non_negative_integer_or_a_date_time() {
+        assert_eq!(parse_last_modified("42"), Ok(Some(42)));
+        // schemathesis sent this integer, which the document allows; it was refused 400.
+        assert_eq!(parse_last_modified("328243912935414235136"), Ok(Some(u64::MAX)));
+        assert_eq!(parse_last_modified("2026-12-07T10:00:00Z"), Ok(None));
+        assert!(parse_last_modified("-1").is_err());
+        assert!(parse_last_modified("").is_err());
+        assert!(parse_last_modified("soon").is_err());
     }
 }
