@@ -126,24 +126,9 @@ impl TestServer {
             .stderr(Stdio::from(log))
             .spawn()
             .context("spawning the server")?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
+        let announced = announced_url(&mut child);
         self.child = Some(child);
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .map_err(|_| anyhow!("server announced no URL; log:\n{}", self.log_text()))?;
-        let url = line
-            .strip_prefix("graycast listening on ")
-            .ok_or_else(|| anyhow!("unexpected first line {line:?}"))?;
-        self.url = url.trim().to_owned();
+        self.url = announced.map_err(|err| anyhow!("{err}; log:\n{}", self.log_text()))?;
         Ok(())
     }
 
@@ -418,6 +403,25 @@ impl Watcher {
 
 /// Writes a token file (SPEC §7) of `(name, secret, role, namespace patterns)` into `dir`
 /// and returns its path.
+/// The URL a server started with a piped stdout announces on its first line, within
+/// [`DEADLINE`]; its stdout is drained afterwards so it never blocks on a full pipe.
+pub fn announced_url(child: &mut Child) -> Result<String> {
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(DEADLINE).map_err(|_| anyhow!("server announced no URL"))?;
+    let url = line
+        .strip_prefix("graycast listening on ")
+        .ok_or_else(|| anyhow!("unexpected first line {line:?}"))?;
+    Ok(url.trim().to_owned())
+}
+
 pub fn token_file(dir: &Path, tokens: &[(&str, &str, &str, &[&str])]) -> PathBuf {
     use sha2::Digest as _;
     let mut text = String::new();

@@ -2,10 +2,8 @@
 //! flags and environment variables override it; a file that cannot be used stops the server
 //! at start with the file and the key named.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 
 use graycast_tests::{server_binary, DEADLINE};
 use serde_json::json;
@@ -43,22 +41,12 @@ fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         command.env(name, value);
     }
     let mut child = command.spawn().expect("the server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+    let url = graycast_tests::announced_url(&mut child).unwrap_or_else(|err| {
         panic!(
-            "no URL announced; log:\n{}",
+            "{err}; log:\n{}",
             std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
         )
     });
-    let url = line.strip_prefix("graycast listening on ").expect("the announcement").to_owned();
     Server { child, url }
 }
 
